@@ -1,0 +1,20 @@
+"""The one list of node classes shipped by the pack. Node ids never change once shipped."""
+
+from __future__ import annotations
+
+NODE_CLASSES: tuple[type, ...] = ()
+
+
+def _mappings(classes: tuple[type, ...]) -> tuple[dict[str, type], dict[str, str]]:
+    class_map: dict[str, type] = {}
+    names: dict[str, str] = {}
+    for cls in classes:
+        node_id = cls.NODE_ID
+        if node_id in class_map:
+            raise RuntimeError(f"duplicate node id {node_id!r}")
+        class_map[node_id] = cls
+        names[node_id] = cls.DISPLAY_NAME
+    return class_map, names
+
+
+NODE_CLASS_MAPPINGS, NODE_DISPLAY_NAME_MAPPINGS = _mappings(NODE_CLASSES)
