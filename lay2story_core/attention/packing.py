@@ -1,0 +1,185 @@
+"""Token packing for token-sparse masked attention.
+
+Lay2Story's masked attention is ``softmax(QK^T / sqrt(d) + M) V`` with ``M = -inf`` outside the subject. Instead of
+materialising ``M`` (``(f*h*w)^2`` for 3D attention), we *gather* the subject tokens into a packed tensor, group them
+into segments (a frame's subject, or one character's subject tokens across a whole story), pad the segments to a
+common length and run one fused ``scaled_dot_product_attention`` call with a key-padding mask, then scatter back.
+
+Vocabulary used across the package:
+
+* **image**: one latent grid of ``N = gh * gw`` tokens (a story frame, or a reference image in the subject branch);
+* **slot**: one subject on one image, given by a boolean token mask ``(N,)``; several slots may share an image
+  (several characters in a frame) and may overlap;
+* **group**: the 3D-attention group of a slot: all slots of one character in one story (and one CFG half) attend to
+  each other, together with that character's reference slots.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+
+@dataclass(frozen=True)
+class SubjectSlots:
+    """Where the subjects are, on the token grid.
+
+    Attributes:
+        masks: ``(S, N)`` bool, slot ``s`` covers token ``n`` of its image. An empty row is allowed (ignored).
+        image_index: ``(S,)`` long, the image (batch element) each slot lives on.
+        group_index: ``(S,)`` long, the 3D-attention group of each slot (story x character x CFG half).
+    """
+
+    masks: torch.Tensor
+    image_index: torch.Tensor
+    group_index: torch.Tensor
+
+    def __post_init__(self) -> None:
+        if self.masks.ndim != 2 or self.masks.dtype != torch.bool:
+            raise ValueError(f"SubjectSlots.masks: expected a (S, N) bool tensor, got {tuple(self.masks.shape)} "
+                             f"{self.masks.dtype}")
+        num_slots = self.masks.shape[0]
+        for name in ("image_index", "group_index"):
+            value = getattr(self, name)
+            if value.shape != (num_slots,):
+                raise ValueError(f"SubjectSlots.{name}: expected shape ({num_slots},), got {tuple(value.shape)}")
+
+    @property
+    def num_slots(self) -> int:
+        return self.masks.shape[0]
+
+    @property
+    def tokens_per_image(self) -> int:
+        return self.masks.shape[1]
+
+    @classmethod
+    def one_per_image(cls, masks: torch.Tensor, group_index: torch.Tensor | None = None) -> SubjectSlots:
+        """One slot per image (``masks`` is ``(B, N)``); one group unless ``group_index`` says otherwise."""
+        num = masks.shape[0]
+        device = masks.device
+        groups = torch.zeros(num, dtype=torch.long, device=device) if group_index is None else group_index
+        return cls(masks.bool(), torch.arange(num, device=device), groups.to(device=device, dtype=torch.long))
+
+    def to(self, device: torch.device | str) -> SubjectSlots:
+        return SubjectSlots(self.masks.to(device), self.image_index.to(device), self.group_index.to(device))
+
+
+@dataclass(frozen=True)
+class Segments:
+    """A partition of ``T`` packed tokens into ``G`` non-empty segments, padded to ``(G, L)``.
+
+    ``pad(x)`` maps ``(T, ...) -> (G, L, ...)`` (padding rows are zero) and ``unpad(y)`` maps back. ``valid`` is the
+    ``(G, L)`` key-padding mask, or ``None`` when every segment has the same length (no mask needed).
+    """
+
+    gather_index: torch.Tensor  # (G * L,) index into the packed tokens, T for padding
+    unpad_index: torch.Tensor  # (T,) index into the flattened (G * L) padded layout
+    valid: torch.Tensor | None  # (G, L) bool or None
+    segment_ids: torch.Tensor  # (G,) the original id of each non-empty segment
+    num_segments: int
+    max_len: int
+
+    @classmethod
+    def from_ids(cls, ids: torch.Tensor) -> Segments:
+        """Build the padded layout of packed tokens whose segment ids are ``ids`` (``(T,)`` long, any order)."""
+        num_tokens = ids.shape[0]
+        device = ids.device
+        if num_tokens == 0:
+            empty = torch.zeros(0, dtype=torch.long, device=device)
+            return cls(empty, empty, None, empty, 0, 0)
+        segment_ids, compact = torch.unique(ids, return_inverse=True)  # sorted unique ids, (T,) in [0, G)
+        num_segments = segment_ids.shape[0]
+        counts = torch.bincount(compact, minlength=num_segments)
+        max_len = int(counts.max())
+        order = torch.argsort(compact, stable=True)  # tokens sorted by segment
+        starts = torch.cumsum(counts, 0) - counts
+        sorted_seg = compact[order]
+        position = torch.arange(num_tokens, device=device) - starts[sorted_seg]
+        flat = sorted_seg * max_len + position  # (T,) flat padded position of each sorted token
+        gather_index = torch.full((num_segments * max_len,), num_tokens, dtype=torch.long, device=device)
+        gather_index[flat] = order
+        unpad_index = torch.empty(num_tokens, dtype=torch.long, device=device)
+        unpad_index[order] = flat
+        valid = None
+        if int(counts.min()) != max_len:
+            valid = (gather_index != num_tokens).view(num_segments, max_len)
+        return cls(gather_index, unpad_index, valid, segment_ids, num_segments, max_len)
+
+    def pad(self, x: torch.Tensor) -> torch.Tensor:
+        """``(T, ...) -> (G, L, ...)`` with zero rows for padding."""
+        padded = torch.cat([x, x.new_zeros((1, *x.shape[1:]))], dim=0)
+        return padded.index_select(0, self.gather_index).view(self.num_segments, self.max_len, *x.shape[1:])
+
+    def unpad(self, y: torch.Tensor) -> torch.Tensor:
+        """``(G, L, ...) -> (T, ...)``."""
+        return y.reshape(self.num_segments * self.max_len, *y.shape[2:]).index_select(0, self.unpad_index)
+
+
+@dataclass(frozen=True)
+class TokenPacking:
+    """The gather/scatter plan between full token tensors ``(I, N, ...)`` and packed subject tokens ``(T, ...)``.
+
+    Built once per forward pass from :class:`SubjectSlots` and reused by every block and every attention kind.
+    """
+
+    token_index: torch.Tensor  # (T,) flat index image * N + n into (I * N)
+    token_slot: torch.Tensor  # (T,) slot of each packed token
+    token_image: torch.Tensor  # (T,) image of each packed token
+    token_group: torch.Tensor  # (T,) 3D group of each packed token
+    coverage: torch.Tensor  # (I * N,) how many slots cover each full token (for averaging overlaps)
+    num_images: int
+    tokens_per_image: int
+    slot_segments: Segments  # segments = slots (masked self- and cross-attention)
+    group_segments: Segments  # segments = groups (masked 3D self-attention)
+
+    @classmethod
+    def build(cls, slots: SubjectSlots, num_images: int) -> TokenPacking:
+        """Plan the packing of ``slots`` over ``num_images`` images of ``slots.tokens_per_image`` tokens each."""
+        num_tokens_per_image = slots.tokens_per_image
+        if slots.num_slots and int(slots.image_index.max()) >= num_images:
+            raise ValueError(f"SubjectSlots.image_index: {int(slots.image_index.max())} >= number of images "
+                             f"{num_images}")
+        slot_of, token_of = slots.masks.nonzero(as_tuple=True)  # (T,), (T,) sorted by slot then token
+        token_image = slots.image_index[slot_of]
+        token_index = token_image * num_tokens_per_image + token_of
+        coverage = torch.bincount(token_index, minlength=num_images * num_tokens_per_image)
+        token_group = slots.group_index[slot_of]
+        return cls(
+            token_index=token_index,
+            token_slot=slot_of,
+            token_image=token_image,
+            token_group=token_group,
+            coverage=coverage,
+            num_images=num_images,
+            tokens_per_image=num_tokens_per_image,
+            slot_segments=Segments.from_ids(slot_of),
+            group_segments=Segments.from_ids(token_group),
+        )
+
+    @property
+    def num_tokens(self) -> int:
+        return self.token_index.shape[0]
+
+    def gather(self, x: torch.Tensor) -> torch.Tensor:
+        """``(I, N, ...) -> (T, ...)``: the subject tokens (a token covered by k slots appears k times)."""
+        return x.reshape(-1, *x.shape[2:]).index_select(0, self.token_index)
+
+    def scatter(self, packed: torch.Tensor, num_images: int | None = None, average: bool = True) -> torch.Tensor:
+        """``(T, ...) -> (I', N, ...)``: zeros outside every subject; overlapping slots are averaged (or summed).
+
+        ``num_images`` may be smaller than the packing's image count: packed tokens of images beyond it (reference
+        images of the subject branch) are dropped.
+        """
+        num_out = self.num_images if num_images is None else num_images
+        limit = num_out * self.tokens_per_image
+        index, values = self.token_index, packed
+        if num_out < self.num_images:
+            keep = index < limit
+            index, values = index[keep], packed[keep]
+        out = packed.new_zeros((limit, *packed.shape[1:]))
+        out.index_add_(0, index, values)
+        if average:
+            cover = self.coverage[:limit].clamp(min=1).to(packed.dtype)
+            out = out / cover.view(-1, *([1] * (packed.ndim - 1)))
+        return out.view(num_out, self.tokens_per_image, *packed.shape[1:])
