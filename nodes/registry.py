@@ -2,7 +2,13 @@
 
 from __future__ import annotations
 
-NODE_CLASSES: tuple[type, ...] = ()
+from .layout_editor import L2S_LayoutEditor, L2S_LayoutFromJSON, L2S_LayoutToJSON
+
+NODE_CLASSES: tuple[type, ...] = (
+    L2S_LayoutEditor,
+    L2S_LayoutFromJSON,
+    L2S_LayoutToJSON,
+)
 
 
 def _mappings(classes: tuple[type, ...]) -> tuple[dict[str, type], dict[str, str]]:
