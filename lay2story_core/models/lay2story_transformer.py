@@ -1,0 +1,220 @@
+"""The dual-branch Lay2Story transformer: a diffusers ``PixArtTransformer2DModel`` (global branch, untouched) plus a
+:class:`SubjectBranch` whose block ``k`` is added after global block ``2k+1``.
+
+The forward mirrors ``PixArtTransformer2DModel.forward`` (diffusers 0.42, ``models/transformers/
+pixart_transformer_2d.py``): patch embedding, AdaLN-single, caption projection, blocks, final layer, unpatchify. With
+the branch's zero-initialised outputs (or no subject inputs) the output equals plain PixArt exactly.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+import torch
+from diffusers import PixArtTransformer2DModel
+from diffusers.models.modeling_outputs import Transformer2DModelOutput
+from torch import nn
+
+from ..attention import SubjectSlots, TokenPacking
+from .packed_attention import IdentityBank
+from .subject_branch import SubjectBranch
+
+
+@dataclass
+class SubjectInputs:
+    """What the subject branch needs for one model call (a batch of story frames, CFG halves included).
+
+    Images of the subject branch are the ``B`` frames of the batch followed by ``R`` reference images.
+
+    Attributes:
+        slots: subject slots over the ``B + R`` images (token masks, image of each slot, 3D group of each slot: one
+            group per story x character x CFG half).
+        caption_embeds: ``(S, L, C)`` text-encoder states of each slot's subject caption (before the caption
+            projection; the global branch's projection is shared).
+        caption_mask: ``(S, L)`` text padding mask (1 = token).
+        reference_latents: ``(B, 4, h, w)`` each frame's reference latent (zeros when it has none).
+        reference_masks: ``(B, 1, h, w)`` each frame's reference mask (zeros when it has none).
+        reference_images: ``(R, 4, h, w)`` clean reference latents whose subject tokens join the 3D attention.
+        reference_image_masks: ``(R, 1, h, w)`` their masks.
+        bank: identity key/value bank for StoryDiffusion's write/read scheme (long stories), or ``None``.
+    """
+
+    slots: SubjectSlots
+    caption_embeds: torch.Tensor
+    caption_mask: torch.Tensor | None = None
+    reference_latents: torch.Tensor | None = None
+    reference_masks: torch.Tensor | None = None
+    reference_images: torch.Tensor | None = None
+    reference_image_masks: torch.Tensor | None = None
+    bank: IdentityBank | None = None
+
+
+class Lay2StoryTransformer(nn.Module):
+    """Global branch + subject branch. Saved as two diffusers folders: ``transformer/`` and ``subject_branch/``."""
+
+    def __init__(self, transformer: PixArtTransformer2DModel, subject_branch: SubjectBranch | None = None) -> None:
+        super().__init__()
+        self.transformer = transformer
+        self.subject_branch = subject_branch
+        if subject_branch is not None:
+            cfg, sub = transformer.config, subject_branch.config
+            if subject_branch.inner_dim != transformer.inner_dim or sub.global_num_layers != cfg.num_layers:
+                raise ValueError(
+                    f"subject_branch: width {subject_branch.inner_dim} / global depth {sub.global_num_layers} do not "
+                    f"match the transformer's {transformer.inner_dim} / {cfg.num_layers}"
+                )
+
+    # -- diffusers-like conveniences -------------------------------------------------------------------------------
+    @property
+    def config(self):
+        return self.transformer.config
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.transformer.dtype
+
+    @property
+    def device(self) -> torch.device:
+        return self.transformer.device
+
+    def enable_gradient_checkpointing(self) -> None:
+        self.transformer.enable_gradient_checkpointing()
+        if self.subject_branch is not None:
+            self.subject_branch.enable_gradient_checkpointing()
+
+    def disable_gradient_checkpointing(self) -> None:
+        self.transformer.disable_gradient_checkpointing()
+        if self.subject_branch is not None:
+            self.subject_branch.disable_gradient_checkpointing()
+
+    def save_pretrained(self, save_directory: str | os.PathLike, **kwargs) -> None:
+        self.transformer.save_pretrained(os.path.join(save_directory, "transformer"), **kwargs)
+        if self.subject_branch is not None:
+            self.subject_branch.save_pretrained(os.path.join(save_directory, "subject_branch"), **kwargs)
+
+    @classmethod
+    def from_pretrained(cls, directory: str | os.PathLike, **kwargs) -> Lay2StoryTransformer:
+        transformer = PixArtTransformer2DModel.from_pretrained(os.path.join(directory, "transformer"), **kwargs)
+        branch_dir = os.path.join(directory, "subject_branch")
+        branch = SubjectBranch.from_pretrained(branch_dir, **kwargs) if os.path.isdir(branch_dir) else None
+        return cls(transformer, branch)
+
+    # -- forward ---------------------------------------------------------------------------------------------------
+    def forward(
+        self,
+        hidden_states: torch.Tensor,
+        encoder_hidden_states: torch.Tensor,
+        timestep: torch.Tensor,
+        added_cond_kwargs: dict[str, torch.Tensor] | None = None,
+        encoder_attention_mask: torch.Tensor | None = None,
+        subject: SubjectInputs | None = None,
+        cross_attention_kwargs: dict | None = None,
+        return_dict: bool = True,
+    ):
+        """Predict noise (and learned variance) for a batch of frames.
+
+        Args:
+            hidden_states: ``(B, C, H, W)`` noisy latents, one batch element per frame (both CFG halves).
+            encoder_hidden_states: ``(B, L, C_text)`` global captions (identity + frame prompt).
+            timestep: ``(B,)`` or scalar diffusion timesteps.
+            added_cond_kwargs: PixArt's ``resolution``/``aspect_ratio`` for 1024-MS models.
+            encoder_attention_mask: ``(B, L)`` global caption padding mask.
+            subject: subject-branch inputs, or ``None`` for the global branch alone (layout and subject off).
+            cross_attention_kwargs: passed to the global branch's attention processors (training-free consistency).
+        """
+        pixart = self.transformer
+        if pixart.use_additional_conditions and added_cond_kwargs is None:
+            raise ValueError("added_cond_kwargs: required (resolution, aspect_ratio) by this 1024-MS model")
+        if encoder_attention_mask is not None and encoder_attention_mask.ndim == 2:
+            encoder_attention_mask = (1 - encoder_attention_mask.to(hidden_states.dtype)) * -10000.0
+            encoder_attention_mask = encoder_attention_mask.unsqueeze(1)
+
+        # 1. Input: patch embedding (B, N, D), AdaLN-single (B, 6D), caption projection (B, L, D)
+        batch_size = hidden_states.shape[0]
+        patch = pixart.config.patch_size
+        height, width = hidden_states.shape[-2] // patch, hidden_states.shape[-1] // patch
+        latents = hidden_states
+        hidden_states = pixart.pos_embed(hidden_states)
+        timestep_emb, embedded_timestep = pixart.adaln_single(
+            timestep, added_cond_kwargs, batch_size=batch_size, hidden_dtype=hidden_states.dtype
+        )
+        encoder_hidden_states = pixart.caption_projection(encoder_hidden_states)
+        encoder_hidden_states = encoder_hidden_states.view(batch_size, -1, hidden_states.shape[-1])
+
+        # 2. Subject branch input: packed subject tokens (T, D), per-token modulation (T, 6D), projected captions
+        state = None
+        if subject is not None and self.subject_branch is not None:
+            state = self._prepare_subject(latents, timestep, added_cond_kwargs, timestep_emb, subject)
+
+        # 3. Blocks, subject block k added after global block 2k+1
+        injections = {} if state is None else {self.subject_branch.injection_layer(k): k
+                                               for k in range(len(self.subject_branch.blocks))}
+        for index, block in enumerate(pixart.transformer_blocks):
+            if torch.is_grad_enabled() and pixart.gradient_checkpointing:
+                hidden_states = pixart._gradient_checkpointing_func(
+                    block, hidden_states, None, encoder_hidden_states, encoder_attention_mask, timestep_emb,
+                    cross_attention_kwargs, None,
+                )
+            else:
+                hidden_states = block(
+                    hidden_states,
+                    attention_mask=None,
+                    encoder_hidden_states=encoder_hidden_states,
+                    encoder_attention_mask=encoder_attention_mask,
+                    timestep=timestep_emb,
+                    cross_attention_kwargs=cross_attention_kwargs,
+                    class_labels=None,
+                )
+            if index in injections:
+                x, temb_tok, caption, caption_valid, packing = state
+                x, out = self.subject_branch.block_forward(
+                    injections[index], x, temb_tok, caption, caption_valid, packing, subject.bank
+                )
+                state = (x, temb_tok, caption, caption_valid, packing)
+                hidden_states = hidden_states + packing.scatter(out, num_images=batch_size).to(hidden_states.dtype)
+
+        # 4. Output: final modulation, projection, unpatchify (as PixArtTransformer2DModel)
+        shift, scale = (pixart.scale_shift_table[None] + embedded_timestep[:, None]).chunk(2, dim=1)
+        hidden_states = pixart.norm_out(hidden_states)
+        hidden_states = hidden_states * (1 + scale) + shift
+        hidden_states = pixart.proj_out(hidden_states)
+        hidden_states = hidden_states.squeeze(1)
+        hidden_states = hidden_states.reshape(shape=(-1, height, width, patch, patch, pixart.out_channels))
+        hidden_states = torch.einsum("nhwpqc->nchpwq", hidden_states)
+        output = hidden_states.reshape(shape=(-1, pixart.out_channels, height * patch, width * patch))
+        if not return_dict:
+            return (output,)
+        return Transformer2DModelOutput(sample=output)
+
+    def _prepare_subject(self, latents, timestep, added_cond_kwargs, timestep_emb, subject: SubjectInputs):
+        branch, pixart = self.subject_branch, self.transformer
+        batch, channels, h, w = latents.shape
+        dtype = latents.dtype
+        # 2a. 9-channel inputs: frames (reference latent, mask, noisy latent), then clean reference images
+        ref_lat = subject.reference_latents if subject.reference_latents is not None else latents.new_zeros(
+            batch, channels, h, w)
+        ref_mask = subject.reference_masks if subject.reference_masks is not None else latents.new_zeros(
+            batch, 1, h, w)
+        inputs = [torch.cat([ref_lat.to(dtype), ref_mask.to(dtype), latents], dim=1)]
+        temb = [timestep_emb]
+        if subject.reference_images is not None and subject.reference_images.shape[0] > 0:
+            refs = subject.reference_images.to(dtype)
+            num_refs = refs.shape[0]
+            inputs.append(torch.cat([refs, subject.reference_image_masks.to(dtype), refs], dim=1))
+            # references are clean latents: timestep 0, the frames' micro-conditions
+            ref_cond = None
+            if added_cond_kwargs is not None:
+                ref_cond = {k: v[:1].expand(num_refs, *v.shape[1:]) for k, v in added_cond_kwargs.items()}
+            ref_t = torch.zeros(num_refs, dtype=torch.long, device=latents.device)
+            temb.append(pixart.adaln_single(ref_t, ref_cond, batch_size=num_refs, hidden_dtype=dtype)[0])
+        subject_input = torch.cat(inputs, dim=0)  # (B + R, 9, h, w)
+        temb = torch.cat(temb, dim=0)  # (B + R, 6D)
+        # 2b. tokens (B + R, N, D) -> packed subject tokens (T, D)
+        packing = TokenPacking.build(subject.slots, subject_input.shape[0])
+        x = packing.gather(branch.embed(subject_input))
+        temb_tok = temb.index_select(0, packing.token_image)
+        # 2c. subject captions through the global caption projection: (S, L, D)
+        caption = pixart.caption_projection(subject.caption_embeds.to(dtype))
+        caption_valid = None if subject.caption_mask is None else subject.caption_mask.bool()
+        return x, temb_tok, caption, caption_valid, packing

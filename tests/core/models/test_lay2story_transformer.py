@@ -1,0 +1,183 @@
+"""The dual-branch transformer: equal to PixArt when untrained, sparse, savable, checkpointable, any size."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from tiny_models import make_pixart
+
+from lay2story_core.attention import SubjectSlots
+from lay2story_core.models import IdentityBank, Lay2StoryTransformer, SubjectBranch, SubjectInputs
+
+
+def _inputs(pixart, frames=2, h=8, w=8, seed=0):
+    gen = torch.Generator().manual_seed(seed)
+    cfg = pixart.config
+    latents = torch.randn(frames, cfg.in_channels, h, w, generator=gen)
+    text = torch.randn(frames, 5, cfg.caption_channels, generator=gen)
+    mask = torch.ones(frames, 5)
+    mask[:, 4] = 0
+    t = torch.randint(0, 1000, (frames,), generator=gen)
+    added = None
+    if pixart.use_additional_conditions:
+        added = {"resolution": torch.tensor([[h * 8.0, w * 8.0]] * frames),
+                 "aspect_ratio": torch.tensor([[h / w]] * frames)}
+    return latents, text, mask, t, added
+
+
+def _subject(pixart, frames, h, w, coverage="box", refs=0, seed=1):
+    gen = torch.Generator().manual_seed(seed)
+    p = pixart.config.patch_size
+    gh, gw = h // p, w // p
+    masks = torch.zeros(frames + refs, gh, gw, dtype=torch.bool)
+    if coverage == "full":
+        masks[:] = True
+    else:
+        for i in range(frames + refs):
+            masks[i, i % gh: i % gh + max(1, gh // 2), : max(1, gw // 2)] = True
+    slots = SubjectSlots.one_per_image(masks.view(frames + refs, -1))
+    captions = torch.randn(frames + refs, 4, pixart.config.caption_channels, generator=gen)
+    ref_kwargs = {}
+    if refs:
+        ref_kwargs = dict(reference_images=torch.randn(refs, 4, h, w, generator=gen),
+                          reference_image_masks=torch.ones(refs, 1, h, w))
+    return SubjectInputs(
+        slots=slots, caption_embeds=captions, caption_mask=torch.ones(frames + refs, 4),
+        reference_latents=torch.randn(frames, 4, h, w, generator=gen), reference_masks=torch.ones(frames, 1, h, w),
+        **ref_kwargs,
+    )
+
+
+def _randomise_outputs(branch):
+    with torch.no_grad():
+        for block in branch.blocks:
+            block.proj_out.weight.normal_(std=0.2)
+
+
+@pytest.mark.parametrize("kind", ["alpha512", "alpha1024ms", "sigma"])
+def test_untrained_branch_equals_plain_pixart_exactly(kind):
+    pixart = make_pixart(kind)
+    model = Lay2StoryTransformer(pixart, SubjectBranch.from_transformer(pixart))
+    latents, text, mask, t, added = _inputs(pixart, frames=3, h=8, w=12)
+    with torch.no_grad():
+        ref = pixart(latents, encoder_hidden_states=text, timestep=t, added_cond_kwargs=added,
+                     encoder_attention_mask=mask).sample
+        out = model(latents, text, t, added, mask, subject=_subject(pixart, 3, 8, 12, refs=1)).sample
+        bare = model(latents, text, t, added, mask).sample
+    assert torch.equal(out, ref)
+    assert torch.equal(bare, ref)
+
+
+def test_trained_branch_changes_output_and_layout_off_runs(tiny_pixart):
+    branch = SubjectBranch.from_transformer(tiny_pixart)
+    _randomise_outputs(branch)
+    model = Lay2StoryTransformer(tiny_pixart, branch)
+    latents, text, mask, t, added = _inputs(tiny_pixart, frames=4)
+    with torch.no_grad():
+        ref = tiny_pixart(latents, encoder_hidden_states=text, timestep=t, encoder_attention_mask=mask).sample
+        box = model(latents, text, t, added, mask, subject=_subject(tiny_pixart, 4, 8, 8)).sample
+        full = model(latents, text, t, added, mask, subject=_subject(tiny_pixart, 4, 8, 8, coverage="full")).sample
+    assert not torch.allclose(box, ref) and not torch.allclose(full, box)
+    assert torch.isfinite(full).all()
+
+
+def test_3d_attention_couples_frames_of_a_story_only(tiny_pixart):
+    branch = SubjectBranch.from_transformer(tiny_pixart)
+    _randomise_outputs(branch)
+    model = Lay2StoryTransformer(tiny_pixart, branch).eval()
+    latents, text, mask, t, added = _inputs(tiny_pixart, frames=2)
+    t = torch.full_like(t, 500)
+    subj = _subject(tiny_pixart, 2, 8, 8, coverage="full")
+    other = latents.clone()
+    other[1] += 1.0
+    with torch.no_grad():
+        a = model(latents, text, t, added, mask, subject=subj).sample[0]
+        b = model(other, text, t, added, mask, subject=subj).sample[0]
+        subj.slots = SubjectSlots(subj.slots.masks, subj.slots.image_index, torch.tensor([0, 1]))  # two stories
+        c = model(latents, text, t, added, mask, subject=subj).sample[0]
+        d = model(other, text, t, added, mask, subject=subj).sample[0]
+    assert not torch.allclose(a, b)  # frame 0 sees frame 1 through the 3D attention
+    assert torch.equal(c, d)  # ... but not when they belong to different stories
+
+
+def test_save_and_load_round_trip(tmp_path, tiny_pixart):
+    branch = SubjectBranch.from_transformer(tiny_pixart)
+    _randomise_outputs(branch)
+    model = Lay2StoryTransformer(tiny_pixart, branch)
+    model.save_pretrained(tmp_path)
+    assert (tmp_path / "subject_branch" / "config.json").exists()
+    loaded = Lay2StoryTransformer.from_pretrained(tmp_path)
+    latents, text, mask, t, added = _inputs(tiny_pixart)
+    subj = _subject(tiny_pixart, 2, 8, 8)
+    with torch.no_grad():
+        torch.testing.assert_close(loaded(latents, text, t, added, mask, subject=subj).sample,
+                                   model(latents, text, t, added, mask, subject=subj).sample)
+    assert loaded.subject_branch.config.num_layers == 2
+
+
+def test_gradient_checkpointing_gives_same_gradients(tiny_pixart):
+    branch = SubjectBranch.from_transformer(tiny_pixart)
+    _randomise_outputs(branch)
+    model = Lay2StoryTransformer(tiny_pixart, branch).train()
+    latents, text, mask, t, added = _inputs(tiny_pixart, frames=2)
+    subj = _subject(tiny_pixart, 2, 8, 8, refs=1)
+
+    def grads():
+        model.zero_grad()
+        model(latents, text, t, added, mask, subject=subj).sample.square().mean().backward()
+        return {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
+
+    plain = grads()
+    model.enable_gradient_checkpointing()
+    checkpointed = grads()
+    model.disable_gradient_checkpointing()
+    assert plain.keys() == checkpointed.keys() and any("subject_branch" in n for n in plain)
+    for name in plain:
+        torch.testing.assert_close(plain[name], checkpointed[name], msg=name)
+
+
+@pytest.mark.parametrize("frames", [1, 3, 8])
+@pytest.mark.parametrize("size", [(8, 8), (8, 16), (12, 8)])
+def test_any_frame_count_and_non_square(tiny_pixart, frames, size):
+    branch = SubjectBranch.from_transformer(tiny_pixart)
+    _randomise_outputs(branch)
+    model = Lay2StoryTransformer(tiny_pixart, branch)
+    latents, text, mask, t, added = _inputs(tiny_pixart, frames=frames, h=size[0], w=size[1])
+    with torch.no_grad():
+        out = model(latents, text, t, added, mask, subject=_subject(tiny_pixart, frames, *size, refs=1)).sample
+    assert out.shape == (frames, 8, *size) and torch.isfinite(out).all()
+
+
+def test_identity_bank_read_equals_joint_generation(tiny_pixart):
+    """Frames generated later that read the stored identity keys/values see the identity frames' subject tokens."""
+    branch = SubjectBranch.from_transformer(tiny_pixart)
+    _randomise_outputs(branch)
+    model = Lay2StoryTransformer(tiny_pixart, branch).eval()
+    latents, text, mask, t, added = _inputs(tiny_pixart, frames=3)
+    t = torch.full_like(t, 300)
+    subj = _subject(tiny_pixart, 3, 8, 8)
+    with torch.no_grad():
+        bank = IdentityBank(mode="write")
+        ident = _subject(tiny_pixart, 3, 8, 8)
+        ident.slots = SubjectSlots(subj.slots.masks[:2], subj.slots.image_index[:2], subj.slots.group_index[:2])
+        ident.caption_embeds, ident.caption_mask = subj.caption_embeds[:2], subj.caption_mask[:2]
+        ident.reference_latents, ident.reference_masks = subj.reference_latents[:2], subj.reference_masks[:2]
+        ident.bank = bank
+        model(latents[:2], text[:2], t[:2], added, mask[:2], subject=ident)
+        assert len(bank) == len(branch.blocks)
+        bank.mode = "read"
+        later = SubjectInputs(
+            slots=SubjectSlots(subj.slots.masks[2:], torch.tensor([0]), subj.slots.group_index[2:]),
+            caption_embeds=subj.caption_embeds[2:], caption_mask=subj.caption_mask[2:],
+            reference_latents=subj.reference_latents[2:], reference_masks=subj.reference_masks[2:], bank=bank)
+        read = model(latents[2:], text[2:], t[2:], added, mask[2:], subject=later).sample
+        later.bank = None
+        alone = model(latents[2:], text[2:], t[2:], added, mask[2:], subject=later).sample
+    assert not torch.allclose(read, alone)
+    assert torch.isfinite(read).all()
+
+
+def test_mismatched_branch_is_rejected(tiny_pixart):
+    other = make_pixart("alpha1024ms")
+    with pytest.raises(ValueError, match="subject_branch"):
+        Lay2StoryTransformer(tiny_pixart, SubjectBranch.from_transformer(other))
