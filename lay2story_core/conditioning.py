@@ -1,0 +1,163 @@
+"""From resolved story layouts to subject-branch inputs: ONE place used by training and inference alike.
+
+A batch of frames is described by :class:`FrameSpec` (its story index in the batch and its resolved subjects, see
+:meth:`lay2story_core.story.Story.resolve_frame`). :func:`plan_subject_slots` rasterises the boxes with the schema's
+rasteriser and assigns 3D-attention groups (one per story x character); :func:`build_subject_inputs` turns a plan
+and encoded captions/latents into :class:`~lay2story_core.models.SubjectInputs`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+import torch
+
+from .attention import SubjectSlots
+from .models import IdentityBank, SubjectInputs
+from .story import FULL_FRAME, Box, ResolvedSubject, rasterize_boxes
+
+CharacterKey = tuple[int, str]  # (story index in the batch, character id)
+
+
+@dataclass(frozen=True)
+class FrameSpec:
+    """One frame of a batch: which story it belongs to and its resolved subjects."""
+
+    story: int
+    subjects: tuple[ResolvedSubject, ...]
+
+
+@dataclass(frozen=True)
+class SlotPlan:
+    """Slots of a batch of ``num_frames`` frames followed by ``len(reference_keys)`` reference images.
+
+    ``captions[s]`` is slot ``s``'s subject caption; ``frame_reference[f]`` is the character whose reference frame
+    ``f`` concatenates in its 9-channel input (its first subject that has one), or ``None``.
+    """
+
+    slots: SubjectSlots
+    captions: tuple[str, ...]
+    slot_keys: tuple[CharacterKey, ...]
+    num_frames: int
+    reference_keys: tuple[CharacterKey, ...]
+    frame_reference: tuple[CharacterKey | None, ...]
+    group_of_key: Mapping[CharacterKey, int]
+
+
+def plan_subject_slots(
+    frames: Sequence[FrameSpec],
+    latent_height: int,
+    latent_width: int,
+    patch_size: int,
+    references: Mapping[CharacterKey, Box | None] | None = None,
+    *,
+    group_of_key: Mapping[CharacterKey, int] | None = None,
+    device: torch.device | str | None = None,
+) -> SlotPlan:
+    """Rasterise every subject of every frame (and every reference) to token masks and group them.
+
+    Args:
+        frames: the batch's frames (conditional half only: the unconditional half runs without the subject branch).
+        latent_height, latent_width, patch_size: the token grid.
+        references: per (story, character) with a reference image, the box of the character in it (``None``: the
+            whole image). Reference images are images ``num_frames..`` of the subject branch.
+        group_of_key: fixed group ids per (story, character), e.g. to read an identity bank written by an earlier
+            call; by default ids are assigned in order of appearance.
+    """
+    groups: dict[CharacterKey, int] = dict(group_of_key or {})
+
+    def group(key: CharacterKey) -> int:
+        if key not in groups:
+            groups[key] = max(groups.values(), default=-1) + 1
+        return groups[key]
+
+    boxes, images, group_ids, captions, keys = [], [], [], [], []
+    frame_reference: list[CharacterKey | None] = []
+    references = dict(references or {})
+    for f, frame in enumerate(frames):
+        chosen = None
+        for subject in frame.subjects:
+            key = (frame.story, subject.character)
+            boxes.append(subject.box)
+            images.append(f)
+            group_ids.append(group(key))
+            captions.append(subject.caption)
+            keys.append(key)
+            if chosen is None and key in references:
+                chosen = key
+        frame_reference.append(chosen)
+    reference_keys = tuple(references)
+    for r, key in enumerate(reference_keys):
+        boxes.append(references[key] or FULL_FRAME)
+        images.append(len(frames) + r)
+        group_ids.append(group(key))
+        captions.append("")
+        keys.append(key)
+    masks = rasterize_boxes(boxes, latent_height, latent_width, patch_size).flatten(1)
+    slots = SubjectSlots(
+        masks.to(device) if device is not None else masks,
+        torch.tensor(images, dtype=torch.long, device=device),
+        torch.tensor(group_ids, dtype=torch.long, device=device),
+    )
+    return SlotPlan(slots, tuple(captions), tuple(keys), len(frames), reference_keys, tuple(frame_reference), groups)
+
+
+def box_mask_image(box: Box | None, height: int, width: int, device=None, dtype=torch.float32) -> torch.Tensor:
+    """A ``(1, height, width)`` 0/1 mask image of a box at latent resolution (the reference mask channel)."""
+    mask = rasterize_boxes([box or FULL_FRAME], height, width, 1)[0]
+    return mask.to(device=device, dtype=dtype)[None]
+
+
+def build_subject_inputs(
+    plan: SlotPlan,
+    caption_embeds: torch.Tensor,
+    caption_mask: torch.Tensor | None,
+    reference_latents: Mapping[CharacterKey, torch.Tensor] | None = None,
+    references: Mapping[CharacterKey, Box | None] | None = None,
+    *,
+    bank: IdentityBank | None = None,
+) -> SubjectInputs:
+    """Assemble :class:`SubjectInputs` for a plan.
+
+    Args:
+        plan: from :func:`plan_subject_slots`.
+        caption_embeds: ``(S, L, C)`` the encoded ``plan.captions`` (reference slots included; their caption is the
+            empty string and is not attended by anything that matters, but must be present).
+        caption_mask: ``(S, L)`` padding mask.
+        reference_latents: per (story, character), the reference's clean latent ``(4, h, w)`` at the frames' latent
+            size.
+        references: the boxes given to :func:`plan_subject_slots` (for the mask channel).
+    """
+    references = dict(references or {})
+    reference_latents = dict(reference_latents or {})
+    if caption_embeds.shape[0] != len(plan.captions):
+        raise ValueError(f"caption_embeds: expected {len(plan.captions)} captions (one per slot), got "
+                         f"{caption_embeds.shape[0]}")
+    frame_lat = frame_mask = ref_images = ref_masks = None
+    if reference_latents:
+        missing = [k for k in plan.reference_keys if k not in reference_latents]
+        if missing:
+            raise ValueError(f"reference_latents: no latent for {missing}")
+        sample = next(iter(reference_latents.values()))
+        channels, h, w = sample.shape
+        zeros = sample.new_zeros(channels, h, w)
+        frame_lat = torch.stack([reference_latents[k] if k else zeros for k in plan.frame_reference])
+        frame_mask = torch.stack([
+            box_mask_image(references.get(k), h, w, sample.device, sample.dtype) if k else zeros[:1]
+            for k in plan.frame_reference
+        ])
+        if plan.reference_keys:
+            ref_images = torch.stack([reference_latents[k] for k in plan.reference_keys])
+            ref_masks = torch.stack([box_mask_image(references.get(k), h, w, sample.device, sample.dtype)
+                                     for k in plan.reference_keys])
+    return SubjectInputs(
+        slots=plan.slots,
+        caption_embeds=caption_embeds,
+        caption_mask=caption_mask,
+        reference_latents=frame_lat,
+        reference_masks=frame_mask,
+        reference_images=ref_images,
+        reference_image_masks=ref_masks,
+        bank=bank,
+    )
