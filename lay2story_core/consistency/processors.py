@@ -1,0 +1,230 @@
+"""Training-free story consistency for the PixArt global branch (users with only public PixArt weights).
+
+* :class:`ConsistentSelfAttnProcessor`: StoryDiffusion's *consistent self-attention* (Zhou et al. 2024, "Story-
+  Diffusion", Sec. 3.1 and the public ``HVision-NKU/StoryDiffusion`` code, adapted to a DiT): each frame's
+  self-attention also sees a random sample (``rate``) of the tokens of the story's other *identity* frames,
+  resampled every step, on a configurable set of blocks and steps; optionally only the subjects' tokens are shared.
+  Long stories use StoryDiffusion's write/read scheme: identity frames write their sampled keys/values to a bank,
+  later frames read them.
+* :class:`RegionalCrossAttnProcessor`: tokens inside a character's box attend to that character's subject caption
+  (token-sparse, :func:`~lay2story_core.attention.segment_cross_attention`); the others keep the global caption.
+
+The state of one model call travels as ``cross_attention_kwargs={"story_consistency": StoryConsistencyContext}``
+(diffusers forwards only keys named in a processor's ``__call__`` signature; every attention module of the
+transformer gets one of these processors while installed, so no processor sees an unexpected key).
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+
+import torch
+import torch.nn.functional as F
+
+from ..attention import TokenPacking, segment_cross_attention
+
+
+@dataclass(frozen=True)
+class ConsistencyConfig:
+    """Settings of training-free consistency.
+
+    Args:
+        rate: share of each identity frame's (candidate) tokens added to the other frames' keys (StoryDiffusion: 0.5).
+        blocks: indices of the global blocks that use consistent self-attention (``None``: the second half, as
+            StoryDiffusion uses the decoder half of the UNet).
+        start_step: steps before this one use plain attention (StoryDiffusion: the first step is plain).
+        plain_share: share of later (step, block) calls that still use plain attention, drawn deterministically.
+        subject_only: when boxes are given, share only the identity frames' subject tokens.
+        regional_captions: route box tokens to their subject caption in cross-attention.
+        seed: makes the sampling deterministic.
+    """
+
+    rate: float = 0.5
+    blocks: tuple[int, ...] | None = None
+    start_step: int = 1
+    plain_share: float = 0.0
+    subject_only: bool = True
+    regional_captions: bool = True
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.rate <= 1.0:
+            raise ValueError(f"rate: expected a value in [0, 1], got {self.rate!r}")
+        if not 0.0 <= self.plain_share <= 1.0:
+            raise ValueError(f"plain_share: expected a value in [0, 1], got {self.plain_share!r}")
+
+    def active_blocks(self, num_blocks: int) -> tuple[int, ...]:
+        if self.blocks is None:
+            return tuple(range(num_blocks // 2, num_blocks))
+        bad = [b for b in self.blocks if not 0 <= b < num_blocks]
+        if bad:
+            raise ValueError(f"blocks: {bad} out of range for a transformer with {num_blocks} blocks")
+        return tuple(self.blocks)
+
+
+@dataclass
+class StoryConsistencyContext:
+    """Per-call state: which frames are identity frames, how frames group into stories, the step, and the bank.
+
+    Attributes:
+        config: the settings.
+        step: the denoising step index (sampling is re-drawn per step).
+        group: ``(B,)`` story x CFG-half id of each frame; tokens are shared only within a group.
+        identity: ``(B,)`` bool, frames whose tokens are shared (the identity frames of a write pass).
+        subject_masks: ``(B, N)`` bool candidate tokens per frame (subjects), or ``None`` for all tokens.
+        mode: ``"joint"`` (identity frames share among themselves in one call), ``"write"`` (as joint, and store),
+            ``"read"`` (frames attend to stored identity tokens of their group).
+        bank: stored ``(k, v, group)`` per (step, block) for write/read.
+        regional: packing over the conditional frames' subject slots, and the projected subject captions
+            ``(S, L, D)`` with their padding mask, for regional cross-attention; or ``None``.
+    """
+
+    config: ConsistencyConfig
+    group: torch.Tensor
+    identity: torch.Tensor
+    step: int = 0
+    subject_masks: torch.Tensor | None = None
+    mode: str = "joint"
+    bank: dict = field(default_factory=dict)
+    regional: tuple[TokenPacking, torch.Tensor, torch.Tensor | None] | None = None
+
+    def uses_consistency(self, block: int, num_blocks: int) -> bool:
+        cfg = self.config
+        if self.step < cfg.start_step or block not in cfg.active_blocks(num_blocks):
+            return False
+        if cfg.plain_share > 0:
+            return random.Random(hash((cfg.seed, self.step, block))).random() >= cfg.plain_share
+        return True
+
+    def generator(self, block: int, device: torch.device) -> torch.Generator:
+        gen = torch.Generator(device="cpu")
+        gen.manual_seed((self.config.seed * 1_000_003 + self.step * 997 + block) % (2**63 - 1))
+        return gen
+
+
+def _heads(attn, x: torch.Tensor) -> torch.Tensor:
+    return x.view(x.shape[0], -1, attn.heads, x.shape[-1] // attn.heads)
+
+
+def _finish(attn, out: torch.Tensor, residual: torch.Tensor) -> torch.Tensor:
+    out = attn.to_out[1](attn.to_out[0](out.flatten(2).to(residual.dtype)))
+    if attn.residual_connection:
+        out = out + residual
+    return out / attn.rescale_output_factor
+
+
+class ConsistentSelfAttnProcessor:
+    """Self-attention (``attn1``) of global block ``block``: plain, or StoryDiffusion's consistent self-attention."""
+
+    def __init__(self, block: int, num_blocks: int, original) -> None:
+        self.block, self.num_blocks, self.original = block, num_blocks, original
+
+    def __call__(self, attn, hidden_states, encoder_hidden_states=None, attention_mask=None, temb=None,
+                 story_consistency: StoryConsistencyContext | None = None):
+        ctx = story_consistency
+        if ctx is None or not ctx.uses_consistency(self.block, self.num_blocks):
+            return self.original(attn, hidden_states, encoder_hidden_states, attention_mask, temb)
+        # 1. projections (B, N, H, d)
+        q, k, v = (_heads(attn, f(hidden_states)) for f in (attn.to_q, attn.to_k, attn.to_v))
+        batch, tokens = q.shape[:2]
+        # 2. the shared tokens: a fresh random sample of the identity frames' (subject) tokens, or the bank's
+        key = (ctx.step, self.block)
+        if ctx.mode == "read":
+            shared_k, shared_v, shared_group, shared_owner = ctx.bank.get(key, (None,) * 4)
+        else:
+            shared_k, shared_v, shared_group, shared_owner = self._sample(ctx, k, v)
+            if ctx.mode == "write":
+                ctx.bank[key] = (shared_k.detach(), shared_v.detach(), shared_group, shared_owner)
+        if shared_k is None or shared_k.shape[0] == 0:
+            return self.original(attn, hidden_states, encoder_hidden_states, attention_mask, temb)
+        shared_k, shared_v = shared_k.to(k), shared_v.to(v)
+        shared_group, shared_owner = shared_group.to(q.device), shared_owner.to(q.device)
+        # 3. each frame sees its own tokens + the shared tokens of its group that are not its own: (B, N + E)
+        frame_ids = torch.arange(batch, device=q.device)
+        allowed = (ctx.group.to(q.device)[:, None] == shared_group[None]) & (frame_ids[:, None] != shared_owner[None])
+        if ctx.mode == "read":
+            allowed = ctx.group.to(q.device)[:, None] == shared_group[None]
+        keys = torch.cat([k, shared_k[None].expand(batch, -1, -1, -1)], dim=1)
+        values = torch.cat([v, shared_v[None].expand(batch, -1, -1, -1)], dim=1)
+        mask = torch.cat([allowed.new_ones(batch, tokens), allowed], dim=1)[:, None, None, :]
+        out = F.scaled_dot_product_attention(q.transpose(1, 2), keys.transpose(1, 2), values.transpose(1, 2),
+                                             attn_mask=mask)
+        return _finish(attn, out.transpose(1, 2), hidden_states)
+
+    def _sample(self, ctx: StoryConsistencyContext, k: torch.Tensor, v: torch.Tensor):
+        gen = ctx.generator(self.block, k.device)
+        picks = []
+        for frame in ctx.identity.nonzero().flatten().tolist():
+            candidates = (ctx.subject_masks[frame].nonzero().flatten().cpu() if ctx.subject_masks is not None
+                          and ctx.config.subject_only else torch.arange(k.shape[1]))
+            count = round(ctx.config.rate * candidates.numel())
+            if count == 0:
+                continue
+            chosen = candidates[torch.randperm(candidates.numel(), generator=gen)[:count]].sort().values
+            picks.append((frame, chosen.to(k.device)))
+        if not picks:
+            return None, None, None, None
+        shared_k = torch.cat([k[f, idx] for f, idx in picks])
+        shared_v = torch.cat([v[f, idx] for f, idx in picks])
+        owner = torch.cat([torch.full((idx.numel(),), f, dtype=torch.long, device=k.device) for f, idx in picks])
+        return shared_k, shared_v, ctx.group.to(k.device)[owner], owner
+
+
+class RegionalCrossAttnProcessor:
+    """Cross-attention (``attn2``): global caption everywhere, subject caption inside each character's box."""
+
+    def __init__(self, original) -> None:
+        self.original = original
+
+    def __call__(self, attn, hidden_states, encoder_hidden_states=None, attention_mask=None, temb=None,
+                 story_consistency: StoryConsistencyContext | None = None):
+        out = self.original(attn, hidden_states, encoder_hidden_states, attention_mask, temb)
+        ctx = story_consistency
+        if ctx is None or ctx.regional is None or not ctx.config.regional_captions:
+            return out
+        packing, caption, caption_valid = ctx.regional
+        if packing.num_tokens == 0:
+            return out
+        # 1. box tokens (T, H, d) attend to their slot's subject caption (S, L, H, d)
+        q = packing.gather(_heads(attn, attn.to_q(hidden_states)))
+        k, v = _heads(attn, attn.to_k(caption.to(q.dtype))), _heads(attn, attn.to_v(caption.to(q.dtype)))
+        regional = segment_cross_attention(q, k, v, packing.slot_segments, caption_valid)
+        regional = packing.scatter(regional, num_images=packing.num_images)  # (B_cond, N, H, d), overlaps averaged
+        regional = _finish(attn, regional, hidden_states[: packing.num_images])
+        # 2. replace the box tokens of the conditional frames
+        covered = (packing.coverage.view(packing.num_images, -1) > 0)[..., None]
+        out = out.clone()
+        out[: packing.num_images] = torch.where(covered, regional, out[: packing.num_images])
+        return out
+
+
+@contextmanager
+def story_consistency_processors(transformer) -> Iterator[None]:
+    """Install the story processors on every attention module of a ``PixArtTransformer2DModel``; restore after.
+
+    Inside the context, pass ``cross_attention_kwargs={"story_consistency": ctx}`` to the model (``ctx=None`` or no
+    kwargs: plain PixArt attention).
+    """
+    originals = dict(transformer.attn_processors)
+    num_blocks = len(transformer.transformer_blocks)
+    processors = {}
+    for name, proc in originals.items():
+        block = int(name.split(".")[1])
+        if ".attn1." in name:
+            processors[name] = ConsistentSelfAttnProcessor(block, num_blocks, proc)
+        else:
+            processors[name] = RegionalCrossAttnProcessor(proc)
+    transformer.set_attn_processor(processors)
+    try:
+        yield
+    finally:
+        transformer.set_attn_processor(originals)
+
+
+def identity_flags(num_frames: int, identity_frames: Sequence[int]) -> torch.Tensor:
+    flags = torch.zeros(num_frames, dtype=torch.bool)
+    flags[list(identity_frames)] = True
+    return flags
