@@ -97,6 +97,10 @@ def require_list(value: object, path: str, what: str = "a list") -> Sequence:
 def parse_text(value: object, path: str, *, max_chars: int | None = None, allow_empty: bool = False) -> str:
     if not isinstance(value, str):
         raise LayoutError(path, f"expected a string, got {show(value)}", value)
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError as err:  # a lone surrogate, e.g. from a "\ud800" JSON escape: it could not be saved
+        raise LayoutError(path, f"not valid Unicode text ({err.reason} at index {err.start})", value) from err
     if not allow_empty and not value.strip():
         raise LayoutError(path, f"must not be empty, got {value!r}", value)
     if max_chars is not None and len(value) > max_chars:

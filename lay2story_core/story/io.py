@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import os
 import tempfile
+from collections.abc import Mapping
 from pathlib import Path
 
 from .errors import LayoutError
@@ -76,7 +77,7 @@ def parse_story(obj: object, **limits: int) -> Story:
     if isinstance(obj, Story):
         Story.from_dict(obj.to_dict(), **limits)  # the limits (frames, text lengths) apply to built stories too
         return obj
-    if isinstance(obj, dict):
+    if isinstance(obj, Mapping):
         return Story.from_dict(obj, **limits)
     if isinstance(obj, (str, bytes, bytearray)):
         return Story.from_json(obj, **limits)
@@ -90,7 +91,7 @@ def parse_layout(obj: object, **limits: int) -> Layout:
     """A :class:`Layout`, its dict form or JSON text (e.g. the layout editor widget's string)."""
     if isinstance(obj, Layout):
         return obj
-    if isinstance(obj, dict):
+    if isinstance(obj, Mapping):
         return Layout.from_dict(obj, **limits)
     if isinstance(obj, (str, bytes, bytearray)):
         return Layout.from_json(obj, **limits)
