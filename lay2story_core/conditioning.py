@@ -53,6 +53,7 @@ def plan_subject_slots(
     references: Mapping[CharacterKey, Box | None] | None = None,
     *,
     group_of_key: Mapping[CharacterKey, int] | None = None,
+    first_reference_image: int | None = None,
     device: torch.device | str | None = None,
 ) -> SlotPlan:
     """Rasterise every subject of every frame (and every reference) to token masks and group them.
@@ -64,6 +65,8 @@ def plan_subject_slots(
             whole image). Reference images are images ``num_frames..`` of the subject branch.
         group_of_key: fixed group ids per (story, character), e.g. to read an identity bank written by an earlier
             call; by default ids are assigned in order of appearance.
+        first_reference_image: image index of the first reference (default ``len(frames)``; with classifier-free
+            guidance the batch holds both halves, so the pipeline passes ``2 * len(frames)``).
     """
     groups: dict[CharacterKey, int] = dict(group_of_key or {})
 
@@ -88,9 +91,10 @@ def plan_subject_slots(
                 chosen = key
         frame_reference.append(chosen)
     reference_keys = tuple(references)
+    first_ref = len(frames) if first_reference_image is None else first_reference_image
     for r, key in enumerate(reference_keys):
         boxes.append(references[key] or FULL_FRAME)
-        images.append(len(frames) + r)
+        images.append(first_ref + r)
         group_ids.append(group(key))
         captions.append("")
         keys.append(key)
@@ -116,6 +120,7 @@ def build_subject_inputs(
     reference_latents: Mapping[CharacterKey, torch.Tensor] | None = None,
     references: Mapping[CharacterKey, Box | None] | None = None,
     *,
+    batch_size: int | None = None,
     bank: IdentityBank | None = None,
 ) -> SubjectInputs:
     """Assemble :class:`SubjectInputs` for a plan.
@@ -128,6 +133,7 @@ def build_subject_inputs(
         reference_latents: per (story, character), the reference's clean latent ``(4, h, w)`` at the frames' latent
             size.
         references: the boxes given to :func:`plan_subject_slots` (for the mask channel).
+        batch_size: the model's batch (both CFG halves); frames beyond the plan's get no reference (zeros).
     """
     references = dict(references or {})
     reference_latents = dict(reference_latents or {})
@@ -142,10 +148,11 @@ def build_subject_inputs(
         sample = next(iter(reference_latents.values()))
         channels, h, w = sample.shape
         zeros = sample.new_zeros(channels, h, w)
-        frame_lat = torch.stack([reference_latents[k] if k else zeros for k in plan.frame_reference])
+        per_frame = list(plan.frame_reference) + [None] * max(0, (batch_size or 0) - plan.num_frames)
+        frame_lat = torch.stack([reference_latents[k] if k else zeros for k in per_frame])
         frame_mask = torch.stack([
             box_mask_image(references.get(k), h, w, sample.device, sample.dtype) if k else zeros[:1]
-            for k in plan.frame_reference
+            for k in per_frame
         ])
         if plan.reference_keys:
             ref_images = torch.stack([reference_latents[k] for k in plan.reference_keys])

@@ -25,3 +25,56 @@ def make_pixart(kind: str = "alpha512", seed: int = 0):
     torch.manual_seed(seed)
     return PixArtTransformer2DModel(**TINY_PIXART[kind]).eval()
 
+
+
+TINY_WORDS = (
+    "a the red blue green fox cat hero villain in on at under reading tree bridge walking small big book sitting "
+    "standing running sky grass night indoor top left right bottom scarf smiling sad"
+).split()
+
+
+def make_tokenizer():
+    """A tiny offline T5 tokenizer (unigram vocab from a word list; characters as fall-back pieces)."""
+    from transformers import T5Tokenizer
+
+    vocab = [("<pad>", 0.0), ("</s>", 0.0), ("<unk>", 0.0)]
+    vocab += [("\u2581" + w, -1.0 - i * 0.01) for i, w in enumerate(TINY_WORDS)]
+    vocab += [(c, -5.0) for c in "abcdefghijklmnopqrstuvwxyz,.-'0123456789"] + [("\u2581", -4.0)]
+    return T5Tokenizer(vocab=vocab, extra_ids=0)
+
+
+def make_t5(d_model: int = 12, seed: int = 0):
+    from transformers import T5Config, T5EncoderModel
+
+    torch.manual_seed(seed)
+    config = T5Config(vocab_size=len(TINY_WORDS) + 64, d_model=d_model, d_kv=4, d_ff=24, num_layers=2, num_heads=3,
+                      feed_forward_proj="gated-gelu", relative_attention_num_buckets=8)
+    return T5EncoderModel(config).eval()
+
+
+def make_vae(seed: int = 0):
+    """A tiny AutoencoderKL with 2 levels (8x8 latents for 16x16 images)."""
+    from diffusers import AutoencoderKL
+
+    torch.manual_seed(seed)
+    return AutoencoderKL(in_channels=3, out_channels=3, down_block_types=("DownEncoderBlock2D",) * 2,
+                         up_block_types=("UpDecoderBlock2D",) * 2, block_out_channels=(8, 8), latent_channels=4,
+                         norm_num_groups=4, layers_per_block=1, sample_size=16).eval()
+
+
+def make_pipeline(kind: str = "alpha512", subject_branch: bool = True, trained: bool = True, seed: int = 0):
+    """A tiny StoryPipeline (PixArt 4 blocks, T5 2 layers, VAE 2x) whose subject branch has non-zero outputs."""
+    from lay2story_core.models import SubjectBranch
+    from lay2story_core.pipelines import StoryPipeline
+
+    pixart = make_pixart(kind, seed)
+    branch = None
+    if subject_branch:
+        branch = SubjectBranch.from_transformer(pixart)
+        if trained:
+            gen = torch.Generator().manual_seed(seed + 1)
+            with torch.no_grad():
+                for block in branch.blocks:
+                    block.proj_out.weight.copy_(torch.randn(block.proj_out.weight.shape, generator=gen) * 0.3)
+    return StoryPipeline(tokenizer=make_tokenizer(), text_encoder=make_t5(pixart.config.caption_channels),
+                         vae=make_vae(seed), transformer=pixart, subject_branch=branch)

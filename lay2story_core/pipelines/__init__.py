@@ -1,0 +1,23 @@
+"""Diffusers-style pipelines: sample whole stories."""
+
+from .images import contact_sheet, to_pil, to_tensor_image
+from .story_pipeline import (
+    MODES,
+    GenerationCancelled,
+    ReferenceImage,
+    StoryPipeline,
+    StoryPipelineOutput,
+    default_scheduler,
+)
+
+__all__ = [
+    "MODES",
+    "GenerationCancelled",
+    "ReferenceImage",
+    "StoryPipeline",
+    "StoryPipelineOutput",
+    "contact_sheet",
+    "default_scheduler",
+    "to_pil",
+    "to_tensor_image",
+]

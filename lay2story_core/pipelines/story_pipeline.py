@@ -1,0 +1,391 @@
+"""``StoryPipeline``: sample a whole story with Lay2Story, training-free consistency, or plain PixArt.
+
+Structure follows diffusers' ``PixArtAlphaPipeline`` (``check_inputs``, ``encode_prompt``, ``prepare_latents``, a
+numbered ``__call__``) with its own denoising loop, because the subject branch and the story processors need inputs
+PixArt's ``__call__`` cannot pass. Frames of one story are batch elements and are denoised jointly; long stories use
+StoryDiffusion's write/read scheme (identity frames first, the rest in chunks reading their keys/values).
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+
+import torch
+from diffusers import DiffusionPipeline, DPMSolverMultistepScheduler
+
+from ..conditioning import FrameSpec, build_subject_inputs, plan_subject_slots
+from ..consistency import ConsistencyConfig, StoryConsistencyContext, story_consistency_processors
+from ..models import IdentityBank, Lay2StoryTransformer
+from ..story import Box, Story, parse_story, rasterize_boxes
+from ..text import DEFAULT_MAX_LENGTH, encode_texts
+from .images import to_pil, to_tensor_image
+
+logger = logging.getLogger(__name__)
+
+MODES = ("lay2story", "training_free", "none")
+StepCallback = Callable[[int, int, torch.Tensor], "bool | None"]
+
+
+class GenerationCancelled(RuntimeError):
+    """Raised when the step callback asks to stop; nothing partial is returned."""
+
+
+@dataclass
+class ReferenceImage:
+    """A character's reference image (PIL, path or ``(3, H, W)`` tensor in [0, 1]) and the character's box in it."""
+
+    image: object
+    box: Box | None = None
+
+
+@dataclass
+class StoryPipelineOutput:
+    images: list | torch.Tensor  # PIL images, or (F, 3, H, W) in [0, 1] for output_type="pt"
+    latents: torch.Tensor  # (F, 4, h, w) final latents (scaled, as the transformer sees them)
+
+
+def default_scheduler() -> DPMSolverMultistepScheduler:
+    """DPM-Solver++ multistep with PixArt's training noise schedule (linear betas, 1000 steps)."""
+    return DPMSolverMultistepScheduler(beta_start=0.0001, beta_end=0.02, beta_schedule="linear",
+                                       num_train_timesteps=1000, algorithm_type="dpmsolver++", solver_order=2)
+
+
+class StoryPipeline(DiffusionPipeline):
+    """Lay2Story story sampler.
+
+    Components: ``tokenizer`` + ``text_encoder`` (T5), ``vae`` (``AutoencoderKL``), ``transformer`` (PixArt global
+    branch), ``subject_branch`` (optional, needed by ``mode="lay2story"``), ``scheduler`` (default DPM-Solver++).
+    """
+
+    model_cpu_offload_seq = "text_encoder->transformer->vae"
+    _optional_components = ["subject_branch"]
+
+    def __init__(self, tokenizer, text_encoder, vae, transformer, scheduler=None, subject_branch=None) -> None:
+        super().__init__()
+        self.register_modules(tokenizer=tokenizer, text_encoder=text_encoder, vae=vae, transformer=transformer,
+                              scheduler=scheduler or default_scheduler(), subject_branch=subject_branch)
+        self.vae_scale_factor = 2 ** (len(self.vae.config.block_out_channels) - 1)
+
+    # -- 0. inputs ---------------------------------------------------------------------------------------------------
+    def check_inputs(self, story: Story, height: int, width: int, num_inference_steps: int, guidance_scale: float,
+                     mode: str, chunk_size: int | None, identity_frames: int | None) -> None:
+        if mode not in MODES:
+            raise ValueError(f"mode: expected one of {MODES}, got {mode!r}")
+        if mode == "lay2story" and self.subject_branch is None:
+            raise ValueError("mode: 'lay2story' needs a subject branch; load one or use mode='training_free'")
+        multiple = self.vae_scale_factor * self.transformer.config.patch_size
+        for name, value in (("height", height), ("width", width)):
+            if not isinstance(value, int) or value <= 0 or value % multiple:
+                raise ValueError(f"{name}: must be a positive multiple of {multiple}, got {value!r}")
+        if not isinstance(num_inference_steps, int) or num_inference_steps < 1:
+            raise ValueError(f"num_inference_steps: must be an integer >= 1, got {num_inference_steps!r}")
+        if not isinstance(guidance_scale, (int, float)) or guidance_scale != guidance_scale or guidance_scale < 0:
+            raise ValueError(f"guidance_scale: must be a number >= 0, got {guidance_scale!r}")
+        if chunk_size is not None and (not isinstance(chunk_size, int) or chunk_size < 1):
+            raise ValueError(f"chunk_size: must be an integer >= 1 or None, got {chunk_size!r}")
+        if identity_frames is not None and not 1 <= identity_frames <= story.num_frames:
+            raise ValueError(f"identity_frames: must be in [1, {story.num_frames}], got {identity_frames!r}")
+
+    def encode_prompt(self, texts: Sequence[str], device: torch.device, max_length: int = DEFAULT_MAX_LENGTH):
+        """T5 states ``(n, L, C)`` and mask ``(n, L)`` of ``texts``; each distinct text is encoded once."""
+        return encode_texts(texts, self.tokenizer, self.text_encoder, max_length=max_length, device=device,
+                            dtype=self.transformer.dtype)
+
+    def prepare_latents(self, num_frames: int, height: int, width: int, generator: torch.Generator | None,
+                        device: torch.device, dtype: torch.dtype, latents: torch.Tensor | None = None):
+        """Initial noise ``(F, C, h, w)``, drawn on the CPU so a seed gives the same story on every device."""
+        shape = (num_frames, self.transformer.config.in_channels, height // self.vae_scale_factor,
+                 width // self.vae_scale_factor)
+        if latents is None:
+            latents = torch.randn(shape, generator=generator, dtype=torch.float32)
+        elif tuple(latents.shape) != shape:
+            raise ValueError(f"latents: expected shape {shape}, got {tuple(latents.shape)}")
+        return (latents.to(device=device, dtype=torch.float32) * self.scheduler.init_noise_sigma).to(dtype)
+
+    @torch.no_grad()
+    def encode_references(self, story: Story, references: Mapping[str, ReferenceImage], height: int, width: int,
+                          device: torch.device) -> dict[str, torch.Tensor]:
+        """Clean, scaled VAE latents ``(4, h, w)`` of each character's reference (resized to the frame size)."""
+        out = {}
+        for char_id, ref in references.items():
+            story.character(char_id)  # LayoutError for unknown ids
+            pixels = to_tensor_image(ref.image, height, width).to(device=device, dtype=self.vae.dtype)
+            dist = self.vae.encode(pixels[None] * 2 - 1).latent_dist
+            out[char_id] = (dist.mode() * self.vae.config.scaling_factor)[0].to(self.transformer.dtype)
+        return out
+
+    # -- helpers -----------------------------------------------------------------------------------------------------
+    def _story_references(self, story: Story, references) -> dict[str, ReferenceImage]:
+        refs = {c.id: ReferenceImage(c.reference.image, c.reference.box) for c in story.characters
+                if c.reference is not None and c.reference.image is not None}
+        for char_id, ref in (references or {}).items():
+            refs[char_id] = ref if isinstance(ref, ReferenceImage) else ReferenceImage(ref)
+        return refs
+
+    def _added_cond(self, batch: int, height: int, width: int, device, dtype):
+        if not self.transformer.config.get("use_additional_conditions", False) and not getattr(
+                self.transformer, "use_additional_conditions", False):
+            return None
+        return {"resolution": torch.tensor([[height, width]], device=device, dtype=dtype).repeat(batch, 1),
+                "aspect_ratio": torch.tensor([[height / width]], device=device, dtype=dtype).repeat(batch, 1)}
+
+    def _model(self) -> Lay2StoryTransformer:
+        return Lay2StoryTransformer(self.transformer, self.subject_branch)
+
+    # -- the call ----------------------------------------------------------------------------------------------------
+    @torch.no_grad()
+    def __call__(
+        self,
+        story: Story | dict | str,
+        *,
+        references: Mapping[str, ReferenceImage | object] | None = None,
+        mode: str = "lay2story",
+        layout: bool = True,
+        subject_captions: bool = True,
+        num_inference_steps: int = 25,
+        guidance_scale: float = 4.5,
+        height: int | None = None,
+        width: int | None = None,
+        negative_prompt: str | None = None,
+        seed: int | None = None,
+        generator: torch.Generator | None = None,
+        latents: torch.Tensor | None = None,
+        chunk_size: int | None = None,
+        identity_frames: int | None = None,
+        consistency: ConsistencyConfig | None = None,
+        max_sequence_length: int = DEFAULT_MAX_LENGTH,
+        offload_text_encoder: bool = False,
+        bank_device: torch.device | str | None = None,
+        callback: StepCallback | None = None,
+        output_type: str = "pil",
+    ) -> StoryPipelineOutput:
+        """Generate every frame of ``story``.
+
+        Args:
+            story: a :class:`Story` (or its dict/JSON form).
+            references: per character id, a :class:`ReferenceImage` (or a bare image); by default the story's own
+                reference paths. Used by ``mode="lay2story"``.
+            mode: ``"lay2story"`` (trained subject branch), ``"training_free"`` (consistent self-attention and
+                regional captions on the global branch), ``"none"`` (plain PixArt, the baseline).
+            layout, subject_captions: the layout toggle (boxes / subject captions on or off for the whole story).
+            num_inference_steps, guidance_scale: sampling settings (defaults: 25 steps, CFG 4.5, as the paper).
+            height, width: output size (default: the story's).
+            negative_prompt: unconditional caption (default: the story's, else empty).
+            seed, generator, latents: randomness (``seed`` wins over ``generator``).
+            chunk_size: frames per denoising pass; ``None`` = all frames jointly. Longer stories: the first
+                ``identity_frames`` (default ``min(chunk_size, 4)``) are generated jointly and write their keys/values,
+                the rest are generated ``chunk_size`` at a time and read them.
+            consistency: settings of ``mode="training_free"``.
+            offload_text_encoder: move T5 to the CPU after encoding (saves accelerator memory).
+            bank_device: where the identity keys/values are kept (e.g. ``"cpu"`` for very long stories).
+            callback: ``callback(step, total, latents)`` after every step; returning ``False`` cancels
+                (:class:`GenerationCancelled`), nothing partial is returned.
+            output_type: ``"pil"``, ``"pt"`` or ``"latent"``.
+        """
+        # 0. Inputs
+        story = parse_story(story)
+        height = height or story.height
+        width = width or story.width
+        self.check_inputs(story, height, width, num_inference_steps, guidance_scale, mode, chunk_size,
+                          identity_frames)
+        if output_type not in ("pil", "pt", "latent"):
+            raise ValueError(f"output_type: expected 'pil', 'pt' or 'latent', got {output_type!r}")
+        device = self._execution_device
+        dtype = self.transformer.dtype
+        if seed is not None:
+            generator = torch.Generator("cpu").manual_seed(int(seed))
+        do_cfg = guidance_scale > 1.0
+        num_frames = story.num_frames
+        negative = story.negative_prompt if negative_prompt is None else negative_prompt
+        boxes_on = layout and mode != "none"
+        captions_on = subject_captions and mode != "none"
+
+        # 1. Encode the global captions (identity + frame prompt), the negative prompt and the subject captions
+        resolved = [story.resolve_frame(i, boxes=boxes_on, captions=captions_on) for i in range(num_frames)]
+        global_texts = [story.global_caption(i) for i in range(num_frames)]
+        subject_texts = [s.caption for frame in resolved for s in frame]
+        texts = global_texts + [negative] + subject_texts
+        embeds, mask = self.encode_prompt(texts, device, max_sequence_length)
+        text = {t: (embeds[i], mask[i]) for i, t in enumerate(texts)}
+        if offload_text_encoder and device.type != "cpu":
+            self.text_encoder.to("cpu")
+
+        # 2. References (Lay2Story only)
+        refs = self._story_references(story, references) if mode == "lay2story" else {}
+        if references and mode != "lay2story":
+            logger.warning("references are used by mode='lay2story' only; ignored in mode=%r", mode)
+        ref_latents = self.encode_references(story, refs, height, width, device) if refs else {}
+
+        # 3. Initial noise for all frames (independent of chunking)
+        all_latents = self.prepare_latents(num_frames, height, width, generator, device, dtype, latents)
+
+        # 4. Passes: all frames jointly, or identity frames (write) then chunks (read)
+        if chunk_size is None or chunk_size >= num_frames:
+            passes = [(list(range(num_frames)), "joint")]
+        else:
+            n_ident = identity_frames or min(chunk_size, 4)
+            rest = list(range(n_ident, num_frames))
+            passes = [(list(range(n_ident)), "write")] + [(rest[i:i + chunk_size], "read")
+                                                           for i in range(0, len(rest), chunk_size)]
+        job = _Job(self, story, resolved, text, negative, refs, ref_latents, mode, do_cfg, guidance_scale,
+                   num_inference_steps, height, width, device, dtype, consistency or ConsistencyConfig(),
+                   IdentityBank(storage_device=bank_device), {}, callback, len(passes))
+        results = torch.empty_like(all_latents)
+        model = self._model()
+        processors = story_consistency_processors(self.transformer) if mode == "training_free" else _nullcontext()
+        with processors:
+            for pass_index, (frames, kind) in enumerate(passes):
+                results[frames] = job.denoise(model, frames, all_latents[frames], kind, pass_index)
+        job.bank.clear()
+
+        # 5. Decode
+        if output_type == "latent":
+            return StoryPipelineOutput(images=results, latents=results)
+        images = self.decode_latents(results)
+        return StoryPipelineOutput(images=to_pil(images) if output_type == "pil" else images, latents=results)
+
+    @torch.no_grad()
+    def decode_latents(self, latents: torch.Tensor) -> torch.Tensor:
+        """``(F, 4, h, w)`` scaled latents -> ``(F, 3, H, W)`` in [0, 1], one frame at a time (bounded memory; use
+        ``vae.enable_tiling()`` for very large sizes)."""
+        frames = [self.vae.decode(lat[None].to(self.vae.dtype) / self.vae.config.scaling_factor).sample
+                  for lat in latents]
+        return (torch.cat(frames).float() / 2 + 0.5).clamp(0, 1)
+
+
+class _nullcontext:
+    def __enter__(self):
+        return None
+
+    def __exit__(self, *exc):
+        return False
+
+
+@dataclass
+class _Job:
+    """Everything one ``__call__`` shares between its denoising passes."""
+
+    pipe: StoryPipeline
+    story: Story
+    resolved: list
+    text: dict
+    negative: str
+    refs: dict
+    ref_latents: dict
+    mode: str
+    do_cfg: bool
+    guidance_scale: float
+    num_steps: int
+    height: int
+    width: int
+    device: torch.device
+    dtype: torch.dtype
+    consistency: ConsistencyConfig
+    bank: IdentityBank
+    training_free_bank: dict
+    callback: StepCallback | None
+    num_passes: int
+
+    def _texts(self, texts: Sequence[str]):
+        return (torch.stack([self.text[t][0] for t in texts]), torch.stack([self.text[t][1] for t in texts]))
+
+    def _subject_inputs(self, frames: list[int], batch: int, kind: str):
+        """Slots of the conditional half (the unconditional half runs without the subject branch)."""
+        pipe = self.pipe
+        lat_h, lat_w = self.height // pipe.vae_scale_factor, self.width // pipe.vae_scale_factor
+        specs = [FrameSpec(0, tuple(self.resolved[f])) for f in frames]
+        references = {(0, cid): ref.box for cid, ref in self.refs.items()}
+        group_of_key = {(0, c.id): i for i, c in enumerate(self.story.characters)}
+        plan = plan_subject_slots(specs, lat_h, lat_w, pipe.transformer.config.patch_size, references,
+                                  group_of_key=group_of_key, first_reference_image=batch, device=self.device)
+        embeds, mask = self._texts(list(plan.captions[: len(plan.captions) - len(plan.reference_keys)])
+                                   + [self.negative] * len(plan.reference_keys))
+        ref_latents = {(0, cid): lat for cid, lat in self.ref_latents.items()}
+        self.bank.mode = "write" if kind == "write" else "read"
+        return plan, build_subject_inputs(plan, embeds, mask, ref_latents, references, batch_size=batch,
+                                          bank=self.bank if kind != "joint" else None)
+
+    def _consistency_context(self, frames: list[int], batch: int, plan, kind: str):
+        half = len(frames)
+        group = torch.tensor([0] * half + [1] * (batch - half), device=self.device)
+        identity = torch.tensor([kind != "read"] * batch, device=self.device)
+        ctx = StoryConsistencyContext(self.consistency, group=group, identity=identity,
+                                      mode="joint" if kind == "joint" else kind, bank=self.training_free_bank)
+        if plan is not None:
+            from ..attention import TokenPacking
+
+            n = plan.slots.tokens_per_image
+            frame_slots = plan.slots.image_index < half
+            masks = torch.zeros(half, n, dtype=torch.bool, device=self.device)
+            for s in frame_slots.nonzero().flatten().tolist():
+                masks[int(plan.slots.image_index[s])] |= plan.slots.masks[s]
+            has_box = [any(sub.has_box for sub in self.resolved[f]) for f in frames]
+            if any(has_box):
+                ctx.subject_masks = masks.repeat(batch // half, 1)
+            if any(sub.has_caption for f in frames for sub in self.resolved[f]):
+                sub_slots = _select_slots(plan.slots, frame_slots)
+                packing = TokenPacking.build(sub_slots, half)
+                captions = [c for c, keep in zip(plan.captions, frame_slots.tolist()) if keep]
+                embeds, cmask = self._texts(captions)
+                projected = self.pipe.transformer.caption_projection(embeds.to(self.dtype))
+                ctx.regional = (packing, projected, cmask.bool())
+        return ctx
+
+    def denoise(self, model: Lay2StoryTransformer, frames: list[int], latents: torch.Tensor, kind: str,
+                pass_index: int) -> torch.Tensor:
+        pipe = self.pipe
+        n = len(frames)
+        batch = 2 * n if self.do_cfg else n
+        # a. conditioning of this pass (conditional half first, then the unconditional half)
+        cond, cond_mask = self._texts([self.story.global_caption(f) for f in frames])
+        if self.do_cfg:
+            neg, neg_mask = self._texts([self.negative] * n)
+            cond, cond_mask = torch.cat([cond, neg]), torch.cat([cond_mask, neg_mask])
+        added = pipe._added_cond(batch, self.height, self.width, self.device, self.dtype)
+        plan, subject = None, None
+        if self.mode in ("lay2story", "training_free"):
+            plan, subject = self._subject_inputs(frames, batch, kind)
+        if self.mode != "lay2story":
+            subject = None
+        ctx = self._consistency_context(frames, batch, plan, kind) if self.mode == "training_free" else None
+        # b. a fresh scheduler per pass (multistep solvers keep history)
+        scheduler = copy.deepcopy(pipe.scheduler)
+        scheduler.set_timesteps(self.num_steps, device=self.device)
+        total = self.num_steps * self.num_passes
+        for i, t in enumerate(scheduler.timesteps):
+            # c. one model call for both halves
+            model_in = torch.cat([latents, latents]) if self.do_cfg else latents
+            model_in = scheduler.scale_model_input(model_in, t)
+            self.bank.step = i
+            kwargs = None
+            if ctx is not None:
+                ctx.step = i
+                kwargs = {"story_consistency": ctx}
+            noise = model(model_in, cond, t.expand(batch).to(self.device), added, cond_mask, subject=subject,
+                          cross_attention_kwargs=kwargs).sample
+            # d. learned sigma: keep the noise prediction; classifier-free guidance
+            if noise.shape[1] == 2 * latents.shape[1]:
+                noise = noise[:, : latents.shape[1]]
+            if self.do_cfg:
+                noise_cond, noise_uncond = noise.chunk(2)
+                noise = noise_uncond + self.guidance_scale * (noise_cond - noise_uncond)
+            latents = scheduler.step(noise.float(), t, latents.float()).prev_sample.to(self.dtype)
+            # e. progress, previews, cancel
+            if self.callback is not None and self.callback(pass_index * self.num_steps + i + 1, total,
+                                                           latents) is False:
+                raise GenerationCancelled(f"cancelled at step {pass_index * self.num_steps + i + 1}/{total}")
+        return latents
+
+
+def _select_slots(slots, keep: torch.Tensor):
+    from ..attention import SubjectSlots
+
+    return SubjectSlots(slots.masks[keep], slots.image_index[keep], slots.group_index[keep])
+
+
+def subject_token_masks(boxes: Sequence[Box], height: int, width: int, vae_scale: int, patch: int) -> torch.Tensor:
+    """Token masks of boxes for an image size (used by previews and tests)."""
+    return rasterize_boxes(boxes, height // vae_scale, width // vae_scale, patch).flatten(1)
