@@ -414,7 +414,7 @@ export class BoxCanvasEditor {
     const row = { display: "flex", gap: "4px", alignItems: "center", flexWrap: "wrap" };
     this.root = el("div", { className: "l2s-box-editor", tabIndex: -1 }, {
       display: "flex", flexDirection: "column", gap: "4px", width: "100%", height: "100%", boxSizing: "border-box",
-      font: "12px sans-serif", color: "var(--input-text, #ddd)", outline: "none",
+      font: "12px sans-serif", color: "var(--input-text, #ddd)", outline: "none", userSelect: "none",
     });
     const nav = el("div", { className: "l2s-nav" }, row);
     this.prevButton = button("\u25C0", "Previous frame", () => this.selectFrame(this.frame - 1));
@@ -454,7 +454,6 @@ export class BoxCanvasEditor {
     this.canvas.addEventListener("pointerup", (e) => this._pointerUp(e, false));
     this.canvas.addEventListener("pointercancel", (e) => this._pointerUp(e, true));
     this.root.addEventListener("keydown", (e) => this._keyDown(e));
-    this.root.addEventListener("keyup", (e) => e.stopPropagation());
     this.characterSelect.addEventListener("change", () => this._pickCharacter(this.characterSelect.value));
     this.newCharacterInput.addEventListener("keydown", (e) => {
       if (e.key === "Enter") this._addCharacter(this.newCharacterInput.value);
@@ -588,8 +587,7 @@ export class BoxCanvasEditor {
 
   _pointerDown(e) {
     if (e.button !== 0) return;
-    e.stopPropagation();
-    e.preventDefault();
+    e.stopPropagation(); // no preventDefault: ComfyUI's change tracker listens for the mouseup that follows
     this.canvas.focus();
     if (!this.layout || this.layout.frames.length === 0) return;
     const p = this._point(e);
