@@ -113,10 +113,12 @@ def dreamsim_score(model: Any, crops_by_character: Mapping[str, Sequence[Image.I
     return _per_character(crops_by_character, mean_distance)
 
 
-def recall_at_1(embedder: TextImageEmbedder, frames: Sequence[Image.Image], prompts: Sequence[str]) -> dict:
+def recall_at_1(embedder: TextImageEmbedder, frames: Sequence[Image.Image], prompts: Sequence[str], *,
+                tie_margin: float = 1e-5) -> dict:
     """Text-to-image Recall@1 of one story. Returns ``{"hits", "total", "recall", "top1"}`` where ``top1[i]`` is
     the frame retrieved for prompt ``i``. A hit needs the prompt's own frame to score strictly higher than every
-    other frame: ties are misses (so a story of identical frames scores 0, not 1/n)."""
+    other frame by more than ``tie_margin`` (cosine units): ties are misses, so a story of identical frames scores 0,
+    not 1/n."""
     if len(frames) != len(prompts):
         raise ValueError(f"prompts: expected {len(frames)} prompts (one per frame), got {len(prompts)}")
     if len(frames) == 0:
@@ -127,5 +129,6 @@ def recall_at_1(embedder: TextImageEmbedder, frames: Sequence[Image.Image], prom
     top1 = [int(row.argmax()) for row in sims]
     n = len(prompts)
     others = sims.masked_fill(torch.eye(n, dtype=torch.bool), float("-inf"))
-    hits = int((sims.diagonal() > others.max(dim=1).values).sum()) if n > 1 else n
+    # Identical images embed identically only up to float noise across batch positions: a margin makes ties misses.
+    hits = int((sims.diagonal() > others.max(dim=1).values + tie_margin).sum()) if n > 1 else n
     return {"hits": hits, "total": len(prompts), "recall": hits / len(prompts), "top1": top1}

@@ -80,7 +80,8 @@ class DreamSimBackbone(nn.Module):
         if model_type in _VIT_TYPES:
             from transformers import AutoModel
 
-            model = AutoModel.from_pretrained(folder, local_files_only=True)
+            extra = {"add_pooling_layer": False} if model_type == "vit" else {}  # DreamSim never uses the pooler
+            model = AutoModel.from_pretrained(folder, local_files_only=True, **extra)
             size = _image_size(model.config)
             return cls(model, feature="cls", name=name, image_size=size, mean=IMAGENET_MEAN, std=IMAGENET_STD)
         if model_type in _CLIP_TYPES:
