@@ -1,0 +1,285 @@
+"""Build a Lay2Story training set from a folder of videos (the Lay2Story-1M recipe).
+
+    python -m training.data.build --videos VIDEOS/ --out DATA/ --detector models/grounding-dino-tiny \\
+        --clip models/clip-vit-large-patch14 [--captioner http --caption-url https://api.openai.com \\
+        --caption-model gpt-4o-mini --api-key-env OPENAI_API_KEY] [--workers 4] [--tar]
+
+Recipe (paper, Sec. 3): frames at 0.25 fps -> frames whose shorter side is >= --min-size -> (optional filter hooks)
+-> Grounding DINO top box of --prompt, kept if it passes --box-threshold -> CLIP image embeddings + k-means per
+--window frames with --clusters centres, the frame nearest each centre kept -> groups of 4/5/6 frames (50/30/20%)
+-> captions per sequence -> one Story per sequence (reference: another kept frame of the video with its box).
+
+Resumable: videos recorded in ``manifest.json`` are skipped; delete a record (or pass --retry-failed) to redo it.
+The same inputs, settings and --seed give the same files.
+"""
+
+from __future__ import annotations
+
+import argparse
+import functools
+import hashlib
+import logging
+import multiprocessing
+import os
+import re
+import shutil
+import sys
+from collections.abc import Iterator
+from concurrent.futures import ProcessPoolExecutor
+
+from tqdm.auto import tqdm
+
+from .config import BuildConfig
+from .process import STAGES, Models, VideoResult, VideoTask, load_models, process_video
+from .shards import (
+    drop_videos,
+    load_manifest,
+    new_manifest,
+    next_shard_index,
+    remove_orphan_shards,
+    save_manifest,
+    write_shard,
+    write_stats,
+)
+from .video import VIDEO_EXTENSIONS
+
+__all__ = ["build_dataset", "discover_videos", "main", "make_video_id", "parse_args"]
+
+logger = logging.getLogger(__name__)
+
+# Settings that may differ on resume without changing what a video produces (model folders may move).
+_UNCHECKED = ("detector", "clip", "caption_model", "caption_url")
+# Videos without stories are recorded in the manifest at least this often (stories are recorded per shard).
+_CHECKPOINT_EVERY = 50
+
+
+def make_video_id(rel_path: str) -> str:
+    """A file-name-safe, unique, stable id: the sanitised stem plus 8 hex digits of the relative path's hash."""
+    stem = os.path.splitext(os.path.basename(rel_path))[0]
+    safe = re.sub(r"[^A-Za-z0-9_-]+", "_", stem).strip("_")[:48] or "video"
+    return f"{safe}-{hashlib.sha1(rel_path.replace(os.sep, '/').encode()).hexdigest()[:8]}"
+
+
+def discover_videos(root: str) -> list[VideoTask]:
+    """Video files under ``root`` (recursively, by extension), sorted by relative path."""
+    if not os.path.isdir(root):
+        raise FileNotFoundError(f"videos: {root!r} is not a folder")
+    tasks = []
+    for folder, dirs, files in os.walk(root):
+        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+        for name in files:
+            if name.lower().endswith(VIDEO_EXTENSIONS) and not name.startswith("."):
+                path = os.path.join(folder, name)
+                rel = os.path.relpath(path, root).replace(os.sep, "/")
+                tasks.append(VideoTask(make_video_id(rel), os.path.abspath(path), rel))
+    return sorted(tasks, key=lambda t: t.rel_path)
+
+
+# ------------------------------------------------------------------------------------------------ worker side
+@functools.lru_cache(maxsize=1)
+def _worker_models(config: BuildConfig) -> Models:
+    """Models of this worker process, loaded on its first video (a per-process cache; the main process never uses
+    it)."""
+    import torch
+
+    torch.set_num_threads(max(1, (os.cpu_count() or 1) // config.workers))
+    return load_models(config)
+
+
+def _worker_run(task: VideoTask, config: BuildConfig) -> VideoResult:
+    return process_video(task, config, _worker_models(config))
+
+
+def _results(tasks: list[VideoTask], config: BuildConfig, models: Models | None) -> Iterator[VideoResult]:
+    """Results in task order (so shards do not depend on which worker finishes first)."""
+    if config.workers == 1 or len(tasks) <= 1:
+        models = models or load_models(config)
+        for task in tasks:
+            yield process_video(task, config, models)
+        return
+    context = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(max_workers=config.workers, mp_context=context) as pool:
+        yield from pool.map(_worker_run, tasks, [config] * len(tasks))
+
+
+# ------------------------------------------------------------------------------------------------ main side
+def _check_settings(manifest: dict, config: BuildConfig) -> None:
+    old, new = manifest["settings"], config.output_settings()
+    diffs = [f"{k}: {old.get(k)!r} -> {new.get(k)!r}" for k in sorted(set(old) | set(new))
+             if k not in _UNCHECKED and old.get(k) != new.get(k)]
+    if diffs:
+        raise ValueError(f"out: {config.out!r} was built with other settings ({'; '.join(diffs)}); use a new --out "
+                         "or the same settings")
+
+
+class _Bars:
+    """One tqdm bar per stage: videos, and frames after each stage, and sequences."""
+
+    def __init__(self, total: int, enabled: bool) -> None:
+        self.videos = tqdm(total=total, desc="videos", unit="video", disable=not enabled, position=0)
+        self.stages = {s: tqdm(desc=f"frames {s}", unit="frame", disable=not enabled, position=i + 1)
+                       for i, s in enumerate(STAGES)}
+        self.sequences = tqdm(desc="sequences", unit="seq", disable=not enabled, position=len(STAGES) + 1)
+
+    def update(self, result: VideoResult) -> None:
+        self.videos.update(1)
+        for stage, bar in self.stages.items():
+            bar.update(result.frames.get(stage, 0))
+        self.sequences.update(len(result.stories))
+
+    def close(self) -> None:
+        for bar in (self.videos, *self.stages.values(), self.sequences):
+            bar.close()
+
+
+def build_dataset(config: BuildConfig, models: Models | None = None) -> dict:
+    """Runs (or resumes) a build; returns ``{"processed", "skipped", "stats"}``. ``models`` (already loaded) is
+    used instead of loading them when ``workers == 1``."""
+    out = config.out
+    os.makedirs(os.path.join(out, "shards"), exist_ok=True)
+    os.makedirs(os.path.join(out, "images"), exist_ok=True)
+    manifest = load_manifest(out)
+    if manifest is None:
+        manifest = new_manifest(config.output_settings(), config.seed)
+    else:
+        _check_settings(manifest, config)
+        manifest["settings"] = config.output_settings()
+    for name in os.listdir(os.path.join(out, "images")):  # leftovers of a killed run
+        if name.startswith(".") and ".tmp-" in name:
+            shutil.rmtree(os.path.join(out, "images", name), ignore_errors=True)
+
+    tasks = discover_videos(config.videos)
+    done = manifest["videos"]
+    todo = [t for t in tasks if t.video_id not in done or (config.retry_failed and done[t.video_id]["status"] != "ok")]
+    stale = drop_videos(out, manifest, [t.video_id for t in todo])
+    if stale:
+        logger.info("removed %d stories of %d videos that will be processed again", stale, len(todo))
+    orphans = remove_orphan_shards(out, manifest)
+    if orphans:
+        logger.info("removed shard files of an interrupted run: %s", ", ".join(orphans))
+    save_manifest(out, manifest)
+    logger.info("%d videos found, %d already done, %d to process", len(tasks), len(tasks) - len(todo), len(todo))
+
+    buffer: list[tuple[str, str]] = []
+    pending: list[VideoResult] = []
+    index = next_shard_index(manifest)
+
+    def commit(seal: bool) -> None:
+        nonlocal index, buffer, pending
+        shard = None
+        if seal and buffer:
+            entry = write_shard(out, index, buffer, tar=config.tar)
+            manifest["shards"].append(entry)
+            shard, index, buffer = entry["name"], index + 1, []
+        keep = []
+        for result in pending:
+            if result.stories and shard is None:
+                keep.append(result)  # its stories are still in the buffer
+                continue
+            record = result.record()
+            record["shard"] = shard if result.stories else None
+            done[result.video_id] = record
+        pending = keep
+        save_manifest(out, manifest)
+        write_stats(out, manifest)
+
+    bars = _Bars(len(todo), config.progress)
+    try:
+        since_checkpoint = 0
+        for result in _results(todo, config, models):
+            bars.update(result)
+            pending.append(result)
+            buffer.extend((result.video_id, line) for line in result.stories)
+            since_checkpoint += 1
+            if len(buffer) >= config.shard_size:
+                commit(seal=True)
+                since_checkpoint = 0
+            elif since_checkpoint >= _CHECKPOINT_EVERY:
+                commit(seal=False)
+                since_checkpoint = 0
+    except BaseException:
+        commit(seal=True)  # keep what finished (Ctrl-C, a fatal captioner error), then stop
+        raise
+    else:
+        commit(seal=True)
+    finally:
+        bars.close()
+    stats = write_stats(out, manifest)
+    return {"processed": len(todo), "skipped": len(tasks) - len(todo), "stats": stats}
+
+
+# ---------------------------------------------------------------------------------------------------------- CLI
+def _probs(text: str) -> tuple[float, ...]:
+    try:
+        return tuple(float(v) for v in text.split(","))
+    except ValueError as err:
+        raise argparse.ArgumentTypeError(f"expected comma-separated numbers, got {text!r}") from err
+
+
+def _lengths(text: str) -> tuple[int, ...]:
+    try:
+        return tuple(int(v) for v in text.split(","))
+    except ValueError as err:
+        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from err
+
+
+def parse_args(argv: list[str] | None = None) -> BuildConfig:
+    p = argparse.ArgumentParser(prog="python -m training.data.build", description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("--videos", required=True, help="folder of videos (searched recursively)")
+    p.add_argument("--out", required=True, help="output folder (created; re-running resumes)")
+    p.add_argument("--detector", required=True, help="local Grounding DINO folder (transformers format)")
+    p.add_argument("--clip", required=True, help="local CLIP folder (transformers CLIPModel) for de-duplication")
+    p.add_argument("--fps", type=float, default=0.25, help="frames sampled per second")
+    p.add_argument("--min-size", type=int, default=720, help="drop frames whose shorter side is smaller (pixels)")
+    p.add_argument("--prompt", default="the main character", help="what Grounding DINO looks for")
+    p.add_argument("--box-threshold", type=float, default=0.35, help="keep frames whose top box scores at least this")
+    p.add_argument("--text-threshold", type=float, default=0.25, help="token threshold for the box label")
+    p.add_argument("--window", type=int, default=150, help="frames per k-means window")
+    p.add_argument("--clusters", type=int, default=12, help="k-means centres per window (one frame kept per centre)")
+    p.add_argument("--lengths", type=_lengths, default=(4, 5, 6), help="sequence lengths")
+    p.add_argument("--length-probs", type=_probs, default=(0.5, 0.3, 0.2), help="probability of each length")
+    p.add_argument("--seed", type=int, default=0, help="seed of k-means and grouping")
+    p.add_argument("--captioner", choices=("template", "http", "transformers"), default="template",
+                   help="template: deterministic, no model; http: OpenAI-compatible server; transformers: local VLM")
+    p.add_argument("--identity", default="the main character", help="identity text of the template captioner")
+    p.add_argument("--caption-url", help="http captioner: server URL, e.g. https://api.openai.com")
+    p.add_argument("--caption-model", help="http: model name (default gpt-4o-mini); transformers: model folder")
+    p.add_argument("--api-key-env", help="http: name of the environment variable holding the API key")
+    p.add_argument("--caption-retries", type=int, default=4, help="http: retries after the first try")
+    p.add_argument("--caption-timeout", type=float, default=60.0, help="http: seconds per request")
+    p.add_argument("--filter", dest="filters", action="append", default=[],
+                   help="filter hook NAME[:key=value,...] (aesthetic, safety, or a dotted factory path); repeatable")
+    p.add_argument("--image-format", choices=("jpg", "png"), default="jpg", help="format of the written frames")
+    p.add_argument("--jpeg-quality", type=int, default=95, help="JPEG quality of the written frames")
+    p.add_argument("--max-frames-per-video", type=int, default=None, help="stop sampling a video after this many")
+    p.add_argument("--shard-size", type=int, default=1000, help="stories per shard (a video is never split)")
+    p.add_argument("--tar", action="store_true", help="also write webdataset-style tar shards")
+    p.add_argument("--workers", type=int, default=1, help="processes, one video per task")
+    p.add_argument("--batch-size", type=int, default=8, help="frames per detector / CLIP batch")
+    p.add_argument("--device", help="torch device of the models (default cpu)")
+    p.add_argument("--retry-failed", action="store_true", help="process again the videos recorded as failed")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    p.add_argument("--log-level", default="INFO", help="logging level")
+    args = p.parse_args(argv)
+    logging.basicConfig(level=args.log_level.upper(), format="%(levelname)s %(name)s: %(message)s")
+    kwargs = {k: v for k, v in vars(args).items() if k not in ("no_progress", "log_level")}
+    try:
+        return BuildConfig(**kwargs, progress=not args.no_progress)
+    except ValueError as err:
+        p.error(str(err))
+        raise  # unreachable: p.error exits
+
+
+def main(argv: list[str] | None = None) -> int:
+    config = parse_args(argv)
+    summary = build_dataset(config)
+    stats = summary["stats"]
+    print(f"processed {summary['processed']} videos, skipped {summary['skipped']} already done; "  # noqa: T201
+          f"{stats['videos']['ok']} ok, {stats['videos']['failed']} failed {stats['videos']['failed_by_reason']}; "
+          f"{stats['stories']} stories in {stats['shards']} shards under {config.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,118 @@
+"""Settings of a dataset build, validated, and the subset that determines the output (checked on resume)."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import os
+from dataclasses import dataclass
+
+from .grouping import DEFAULT_LENGTHS, DEFAULT_PROBS, check_length_probs
+
+__all__ = ["CAPTIONERS", "IMAGE_FORMATS", "BuildConfig"]
+
+CAPTIONERS = ("template", "http", "transformers")
+IMAGE_FORMATS = ("jpg", "png")
+
+# Fields that do not change what is written (so a resumed run may change them).
+_RUNTIME_FIELDS = ("videos", "out", "workers", "batch_size", "progress", "device", "shard_size", "retry_failed",
+                   "caption_retries", "caption_timeout", "api_key_env")
+
+
+def _positive(value: object, name: str, *, integer: bool = False, zero: bool = False) -> None:
+    kinds = (int,) if integer else (int, float)
+    ok = not isinstance(value, bool) and isinstance(value, kinds) and math.isfinite(value)
+    if not ok or value < 0 or (value == 0 and not zero):
+        what = "integer" if integer else "number"
+        raise ValueError(f"{name}: expected a {'non-negative' if zero else 'positive'} {what}, got {value!r}")
+
+
+@dataclass(frozen=True)
+class BuildConfig:
+    """Everything ``python -m training.data.build`` takes (see its ``--help`` for each field)."""
+
+    videos: str
+    out: str
+    detector: str
+    clip: str
+    fps: float = 0.25
+    min_size: int = 720
+    prompt: str = "the main character"
+    box_threshold: float = 0.35
+    text_threshold: float = 0.25
+    window: int = 150
+    clusters: int = 12
+    lengths: tuple[int, ...] = DEFAULT_LENGTHS
+    length_probs: tuple[float, ...] = DEFAULT_PROBS
+    seed: int = 0
+    captioner: str = "template"
+    identity: str = "the main character"
+    caption_url: str | None = None
+    caption_model: str | None = None
+    api_key_env: str | None = None
+    caption_retries: int = 4
+    caption_timeout: float = 60.0
+    filters: tuple[str, ...] = ()
+    image_format: str = "jpg"
+    jpeg_quality: int = 95
+    max_frames_per_video: int | None = None
+    shard_size: int = 1000
+    tar: bool = False
+    workers: int = 1
+    batch_size: int = 8
+    device: str | None = None
+    retry_failed: bool = False
+    progress: bool = True
+
+    def __post_init__(self) -> None:
+        for name in ("videos", "out", "detector", "clip"):
+            value = getattr(self, name)
+            if not isinstance(value, (str, os.PathLike)) or not os.fspath(value):
+                raise ValueError(f"{name}: expected a path, got {value!r}")
+            object.__setattr__(self, name, os.fspath(value))
+        _positive(self.fps, "fps")
+        _positive(self.min_size, "min_size", integer=True, zero=True)
+        for name in ("box_threshold", "text_threshold"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.0 <= value <= 1.0:
+                raise ValueError(f"{name}: expected a number in [0, 1], got {value!r}")
+        for name in ("window", "clusters", "shard_size", "workers", "batch_size", "jpeg_quality"):
+            _positive(getattr(self, name), name, integer=True)
+        _positive(self.caption_retries, "caption_retries", integer=True, zero=True)
+        _positive(self.caption_timeout, "caption_timeout")
+        if self.max_frames_per_video is not None:
+            _positive(self.max_frames_per_video, "max_frames_per_video", integer=True)
+        if isinstance(self.seed, bool) or not isinstance(self.seed, int) or self.seed < 0:
+            raise ValueError(f"seed: expected a non-negative integer, got {self.seed!r}")
+        lengths, probs = check_length_probs(self.lengths, self.length_probs)
+        object.__setattr__(self, "lengths", lengths)
+        object.__setattr__(self, "length_probs", probs)
+        for name in ("prompt", "identity"):
+            value = getattr(self, name)
+            if not isinstance(value, str) or not value.strip():
+                raise ValueError(f"{name}: expected a non-empty string, got {value!r}")
+        if self.captioner not in CAPTIONERS:
+            raise ValueError(f"captioner: expected one of {CAPTIONERS}, got {self.captioner!r}")
+        if self.captioner == "http" and not self.caption_url:
+            raise ValueError("caption_url: the http captioner needs --caption-url (an OpenAI-compatible server)")
+        if self.captioner == "transformers" and not self.caption_model:
+            raise ValueError("caption_model: the transformers captioner needs --caption-model (a local model folder)")
+        if self.image_format not in IMAGE_FORMATS:
+            raise ValueError(f"image_format: expected one of {IMAGE_FORMATS}, got {self.image_format!r}")
+        object.__setattr__(self, "filters", tuple(self.filters))
+        for k, spec in enumerate(self.filters):
+            if not isinstance(spec, str) or not spec.strip():
+                raise ValueError(f"filters[{k}]: expected 'NAME[:key=value,...]', got {spec!r}")
+
+    def output_settings(self) -> dict:
+        """The settings that determine the output, as JSON values (recorded in the manifest)."""
+        data = dataclasses.asdict(self)
+        for name in _RUNTIME_FIELDS:
+            data.pop(name)
+        data["lengths"] = list(self.lengths)
+        data["length_probs"] = list(self.length_probs)
+        data["filters"] = list(self.filters)
+        return data
+
+    def replace(self, **changes) -> BuildConfig:
+        return dataclasses.replace(self, **changes)
