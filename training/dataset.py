@@ -78,12 +78,14 @@ def collate_examples(items: Sequence[Example | Skipped], extra_skipped: int = 0)
 
 def expand_sources(paths: Sequence[str], field: str = "train_data") -> tuple[list[str], str]:
     """Files named by ``paths`` (files, folders searched recursively, glob patterns) and their kind, ``"jsonl"`` or
-    ``"tar"``. Raises ``ValueError`` naming the field for a path that matches nothing or a mix of kinds."""
+    ``"tar"``. A folder gives its JSONL files, or its tar shards if it has no JSONL (``training/data`` writes both
+    side by side with ``--tar``; name ``shards/*.tar`` to stream them). Raises ``ValueError`` naming the field for a
+    path that matches nothing or a mix of kinds."""
     files: list[str] = []
     for path in paths:
-        if os.path.isdir(path):
-            found = sorted(glob.glob(os.path.join(path, "**", "*.jsonl"), recursive=True)
-                           + glob.glob(os.path.join(path, "**", "*.tar"), recursive=True))
+        if os.path.isdir(path):  # a dataset folder: its JSONL shards (its tars only when it has no JSONL)
+            found = sorted(glob.glob(os.path.join(path, "**", "*.jsonl"), recursive=True)) or sorted(
+                glob.glob(os.path.join(path, "**", "*.tar"), recursive=True))
         elif os.path.isfile(path):
             found = [path]
         else:

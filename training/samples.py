@@ -1,9 +1,9 @@
 """One training example: a story's frames (and its characters' reference images) at its bucket size.
 
 Images are resized to cover the bucket and centre-cropped (PixArt's ``InternalDataMS``); every box of the story is
-mapped through the same crop, so boxes stay on the character. A reference image is cropped to the frames' size too
-(its latent is concatenated to each frame's input in the subject branch). With a feature cache the example carries
-VAE moments and T5 embeddings instead of pixels.
+mapped through the same crop, so boxes stay on the character. A reference image is resized to the frames' size
+exactly as the pipeline does at inference (its latent is concatenated to each frame's input in the subject
+branch). With a feature cache the example carries VAE moments and T5 embeddings instead of pixels.
 """
 
 from __future__ import annotations
@@ -19,9 +19,9 @@ import numpy as np
 import torch
 from PIL import Image
 
-from lay2story_core.story import BOX_EPSILON, Box, Character, Frame, Reference, Story, Subject
+from lay2story_core.story import BOX_EPSILON, Box, Frame, Story, Subject
 
-__all__ = ["Crop", "Example", "crop_box", "load_image", "story_key", "truncate_story"]
+__all__ = ["Crop", "Example", "crop_box", "load_image", "load_pixels", "load_reference", "story_key", "truncate_story"]
 
 Opener = Callable[[str], bytes]
 
@@ -73,6 +73,16 @@ def load_image(data: bytes | str, out_height: int, out_width: int) -> tuple[torc
     return tensor, crop
 
 
+def load_reference(data: bytes | str, out_height: int, out_width: int) -> torch.Tensor:
+    """A reference image resized (not cropped) to the frames' size, in [-1, 1]: ``(3, H, W)``. This is what
+    :meth:`lay2story_core.pipelines.StoryPipeline.encode_references` does (``to_tensor_image``: bicubic resize), so
+    the reference box, normalised, stays valid unchanged."""
+    with Image.open(io.BytesIO(data) if isinstance(data, bytes) else data) as image:
+        image = image.convert("RGB").resize((out_width, out_height), Image.BICUBIC)
+        array = np.asarray(image, dtype=np.float32)
+    return torch.from_numpy(array.copy()).permute(2, 0, 1) / 127.5 - 1.0
+
+
 def truncate_story(story: Story, max_frames: int) -> Story:
     """The story's first ``max_frames`` frames."""
     if story.num_frames <= max_frames:
@@ -122,17 +132,10 @@ def load_pixels(story: Story, key: str, size: tuple[int, int], opener: Opener | 
         tensors.append(tensor)
         frames.append(_remap_subjects(frame, crop))
     references: dict[str, tuple[torch.Tensor, Box | None]] = {}
-    characters = []
     for character in story.characters:
         ref = character.reference
         if ref is not None and ref.image is not None:
-            tensor, crop = load_image(opener(ref.image) if opener else ref.image, height, width)
-            box = crop_box(ref.box, crop)
-            if ref.box is not None and box is None:  # the character is cropped out: no usable reference
-                character = Character(character.id, character.identity, None)
-            else:
-                references[character.id] = (tensor, box)
-                character = Character(character.id, character.identity, Reference(ref.image, box))
-        characters.append(character)
-    story = dataclasses.replace(story, characters=tuple(characters), frames=tuple(frames))
+            tensor = load_reference(opener(ref.image) if opener else ref.image, height, width)
+            references[character.id] = (tensor, ref.box)
+    story = dataclasses.replace(story, frames=tuple(frames))
     return Example(key=key, story=story, size=size, pixels=torch.stack(tensors), references=references)

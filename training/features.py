@@ -1,0 +1,165 @@
+"""From a batch of stories to the model's inputs and the loss: latents, captions, dropout, subject inputs.
+
+All randomness of a step (classifier-free-guidance dropout, layout dropout, timesteps, noise, latent sampling) is
+drawn here from one CPU ``torch.Generator`` in a fixed order, so a run is reproducible on any device and resumes
+exactly from the generator's saved state. Subject inputs are built with the same planner as inference
+(:func:`lay2story_core.conditioning.plan_subject_slots` / :func:`~lay2story_core.conditioning.build_subject_inputs`).
+
+Dropout (Lay2Story's recipe plus PixArt's CFG dropout):
+
+- per story, with ``caption_dropout``: unconditional - empty caption, no subject branch (the pipeline's
+  unconditional half);
+- per frame of the other stories, with ``mask_dropout``: full-frame masks (layout off), and independently with
+  ``subject_caption_dropout``: the global caption replaces the subject captions.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+
+from lay2story_core.conditioning import FrameSpec, build_subject_inputs, plan_subject_slots
+from lay2story_core.models import SubjectInputs
+from lay2story_core.text import encode_texts
+
+from .dataset import StoryBatch
+from .feature_cache import pad_text_embeddings, text_id
+from .losses import GaussianDiffusion, HybridLoss
+from .modeling import VaeInfo
+
+__all__ = ["CaptionEncoder", "DropoutConfig", "StepInputs", "compute_loss", "prepare_inputs"]
+
+
+@dataclass(frozen=True)
+class DropoutConfig:
+    caption: float = 0.1
+    mask: float = 0.25
+    subject_caption: float = 0.25
+
+    @classmethod
+    def off(cls) -> DropoutConfig:
+        return cls(0.0, 0.0, 0.0)
+
+
+class CaptionEncoder:
+    """T5 states of captions: from a live T5 (``tokenizer`` + ``text_encoder``) or from the cached states carried by
+    the batch (``empty_states`` = the cached empty caption)."""
+
+    def __init__(self, max_length: int, *, tokenizer=None, text_encoder=None,
+                 empty_states: torch.Tensor | None = None) -> None:
+        if (text_encoder is None) == (empty_states is None):
+            raise ValueError("CaptionEncoder: give either tokenizer + text_encoder or the cached empty_states")
+        self.max_length, self.tokenizer, self.text_encoder = max_length, tokenizer, text_encoder
+        self.empty = empty_states
+
+    def __call__(self, texts: Sequence[str], batch: StoryBatch) -> tuple[torch.Tensor, torch.Tensor]:
+        if self.text_encoder is not None:
+            return encode_texts(list(texts), self.tokenizer, self.text_encoder, max_length=self.max_length,
+                                dtype=torch.float32)
+        cached = {"": self.empty}
+        for example in batch.examples:
+            cached.update(example.texts or {})
+        states = []
+        for text in texts:
+            state = cached.get("") if text == "" else cached.get(text_id(text))
+            if state is None:
+                raise KeyError(f"caption not in the feature cache: {text[:80]!r}")
+            states.append(state.float())
+        return pad_text_embeddings(states, self.max_length)
+
+
+@dataclass
+class StepInputs:
+    """One step's model inputs (frames are batch elements) and what the loss needs."""
+
+    x_start: torch.Tensor
+    noise: torch.Tensor
+    x_t: torch.Tensor
+    timesteps: torch.Tensor
+    captions: torch.Tensor
+    caption_mask: torch.Tensor
+    subject: SubjectInputs | None
+    added_cond_kwargs: dict | None
+    unconditional: list[bool]
+
+
+@torch.no_grad()
+def _vae_moments(vae, pixels: torch.Tensor) -> torch.Tensor:
+    dist = vae.encode(pixels.to(device=vae.device, dtype=vae.dtype)).latent_dist
+    return torch.cat([dist.mean, dist.logvar], dim=1).float()
+
+
+def _split(moments: torch.Tensor, channels: int) -> tuple[torch.Tensor, torch.Tensor]:
+    if moments.shape[-3] != 2 * channels:
+        raise ValueError(f"moments: expected {2 * channels} channels (mean, log-variance), got {moments.shape[-3]}")
+    mean, logvar = moments.split(channels, dim=-3)
+    return mean, logvar.clamp(-30.0, 20.0)  # as diffusers' DiagonalGaussianDistribution
+
+
+def prepare_inputs(batch: StoryBatch, *, stage: int, captions: CaptionEncoder, vae, vae_info: VaeInfo,
+                   diffusion: GaussianDiffusion, generator: torch.Generator, dropout: DropoutConfig,
+                   patch_size: int, device: torch.device, use_additional_conditions: bool = False) -> StepInputs:
+    """Draw the step's randomness and assemble the model inputs for ``batch`` (see the module docstring)."""
+    channels = vae_info.latent_channels
+    stories = [e.story for e in batch.examples]
+    num_stories, num_frames = len(stories), batch.num_frames
+    # 1. latents: the frames' VAE moments (cached or encoded now) and the references' clean latents
+    moments = batch.frames.float() if batch.latent else _vae_moments(vae, batch.frames)
+    mean, logvar = _split(moments.cpu(), channels)
+    ref_keys = [(s, cid) for s, e in enumerate(batch.examples) for cid in e.references]
+    ref_latents: dict = {}
+    if ref_keys:
+        refs = torch.stack([batch.examples[s].references[cid][0] for s, cid in ref_keys])
+        ref_moments = refs.float() if batch.latent else _vae_moments(vae, refs)
+        ref_mean = _split(ref_moments.cpu(), channels)[0] * vae_info.scaling_factor  # the pipeline uses the mode
+        ref_latents = dict(zip(ref_keys, ref_mean.unbind(0)))
+    # 2. randomness, in a fixed order
+    uncond = (torch.rand(num_stories, generator=generator) < dropout.caption).tolist()
+    keep_box = (torch.rand(num_frames, generator=generator) >= dropout.mask).tolist()
+    keep_caption = (torch.rand(num_frames, generator=generator) >= dropout.subject_caption).tolist()
+    story_t = torch.randint(0, diffusion.num_timesteps, (num_stories,), generator=generator)
+    sample = torch.randn(mean.shape, generator=generator)
+    noise = torch.randn(mean.shape, generator=generator)
+    # 3. x_0 ~ q(z | x) scaled, x_t ~ q(x_t | x_0); one timestep per story (its frames are denoised jointly)
+    x_start = (mean + torch.exp(0.5 * logvar) * sample) * vae_info.scaling_factor
+    timesteps = story_t[torch.tensor(batch.frame_story, dtype=torch.long)]
+    x_t = diffusion.q_sample(x_start, timesteps, noise)
+    # 4. captions and subject slots
+    frame_index = [f - batch.frame_story.index(s) for f, s in enumerate(batch.frame_story)]
+    global_texts = ["" if uncond[s] else stories[s].global_caption(i)
+                    for s, i in zip(batch.frame_story, frame_index)]
+    subject, plan, references = None, None, {}
+    if stage == 2:
+        specs = []
+        for f, (s, i) in enumerate(zip(batch.frame_story, frame_index)):
+            subjects = () if uncond[s] else stories[s].resolve_frame(i, boxes=keep_box[f], captions=keep_caption[f])
+            specs.append(FrameSpec(s, tuple(subjects)))
+        references = {key: batch.examples[key[0]].references[key[1]][1] for key in ref_keys if not uncond[key[0]]}
+        latent_h, latent_w = mean.shape[-2:]
+        plan = plan_subject_slots(specs, latent_h, latent_w, patch_size, references, device=device)
+        if plan.slots.num_slots == 0:
+            plan = None
+    subject_texts = list(plan.captions) if plan is not None else []
+    embeds, mask = captions(global_texts + subject_texts, batch)
+    if plan is not None:
+        used = {k: v for k, v in ref_latents.items() if k in references}
+        subject = build_subject_inputs(plan, embeds[num_frames:].to(device), mask[num_frames:].to(device),
+                                       {k: v.to(device) for k, v in used.items()}, references)
+    added = None
+    if use_additional_conditions:
+        height, width = (d * vae_info.scale_factor for d in mean.shape[-2:])
+        added = {"resolution": torch.tensor([[float(height), float(width)]] * num_frames, device=device),
+                 "aspect_ratio": torch.tensor([[height / width]] * num_frames, device=device)}
+    return StepInputs(x_start=x_start.to(device), noise=noise.to(device), x_t=x_t.to(device),
+                      timesteps=timesteps.to(device), captions=embeds[:num_frames].to(device),
+                      caption_mask=mask[:num_frames].to(device), subject=subject, added_cond_kwargs=added,
+                      unconditional=uncond)
+
+
+def compute_loss(model, inputs: StepInputs, diffusion: GaussianDiffusion) -> HybridLoss:
+    """Run the model on ``inputs`` and return the per-frame hybrid loss (mean it for the step's loss)."""
+    output = model(inputs.x_t, inputs.captions, inputs.timesteps, inputs.added_cond_kwargs, inputs.caption_mask,
+                   subject=inputs.subject).sample
+    return diffusion.training_losses(output, inputs.x_start, inputs.x_t, inputs.timesteps, inputs.noise)

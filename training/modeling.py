@@ -1,0 +1,154 @@
+"""Build what a training stage needs: the dual-branch model with the right parts frozen, T5 and the VAE.
+
+Stage 1 trains ``model.transformer`` (the PixArt global branch; the model has no subject branch). Stage 2 freezes the
+global branch and trains ``model.subject_branch`` only. Frozen parts (T5, VAE, the stage-2 global branch) are kept in
+``--frozen_dtype`` (half precision under mixed precision), optionally on the CPU; trained parts stay in float32 (the
+optimizer's master weights; mixed precision autocasts the forward).
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from lay2story_core.models import Lay2StoryTransformer, SubjectBranch
+
+__all__ = ["Components", "VaeInfo", "load_components", "resolve_frozen_dtype", "trainable_name"]
+
+logger = logging.getLogger(__name__)
+
+_DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
+
+
+@dataclass(frozen=True)
+class VaeInfo:
+    """What the trainer needs to know about the VAE even when its latents come from a cache."""
+
+    latent_channels: int
+    scale_factor: int  # pixels per latent cell
+    scaling_factor: float
+
+    @classmethod
+    def from_vae(cls, vae) -> VaeInfo:
+        cfg = vae.config
+        return cls(int(cfg.latent_channels), 2 ** (len(cfg.block_out_channels) - 1), float(cfg.scaling_factor))
+
+    def to_dict(self) -> dict:
+        return {"latent_channels": self.latent_channels, "scale_factor": self.scale_factor,
+                "scaling_factor": self.scaling_factor}
+
+
+@dataclass
+class Components:
+    model: Lay2StoryTransformer
+    tokenizer: object | None
+    text_encoder: nn.Module | None
+    vae: nn.Module | None
+    vae_info: VaeInfo
+    frozen_dtype: torch.dtype
+
+    @property
+    def patch_size(self) -> int:
+        return int(self.model.transformer.config.patch_size)
+
+
+def trainable_name(stage: int) -> str:
+    """The sub-module a stage trains, and the folder name it is exported under."""
+    return "transformer" if stage == 1 else "subject_branch"
+
+
+def resolve_frozen_dtype(frozen_dtype: str, mixed_precision: str) -> torch.dtype:
+    if frozen_dtype == "auto":
+        return {"fp16": torch.float16, "bf16": torch.bfloat16}.get(mixed_precision, torch.float32)
+    return _DTYPES[frozen_dtype]
+
+
+def _source(args, name: str) -> str:
+    path = getattr(args, f"{name}_path", None) or args.pretrained_model_name_or_path
+    if path is None:
+        raise ValueError(f"{name}_path: no {name} given (set pretrained_model_name_or_path or {name}_path)")
+    return path
+
+
+def load_text_encoder(args, device: torch.device, dtype: torch.dtype):
+    from lay2story_core.loading import load_t5_encoder, load_t5_tokenizer
+
+    tokenizer = load_t5_tokenizer(_source(args, "tokenizer"))
+    encoder = load_t5_encoder(_source(args, "text_encoder"), torch_dtype=dtype, device=device)
+    return tokenizer, encoder.requires_grad_(False).eval()
+
+
+def load_vae(args, device: torch.device, dtype: torch.dtype):
+    from lay2story_core.loading import load_vae as _load
+
+    return _load(_source(args, "vae"), torch_dtype=dtype, device=device).requires_grad_(False).eval()
+
+
+def build_model(args, fsdp: bool = False, frozen_dtype: torch.dtype = torch.float32) -> Lay2StoryTransformer:
+    """The model of ``args.stage`` with ``requires_grad`` set (float32 trained part, frozen part in
+    ``frozen_dtype`` unless ``fsdp``, whose flat parameters need one dtype)."""
+    from lay2story_core.loading import load_pixart_transformer
+
+    pixart = load_pixart_transformer(_source(args, "transformer"), torch_dtype=torch.float32)
+    if args.stage == 1:
+        model = Lay2StoryTransformer(pixart, None)
+        model.requires_grad_(True)
+        model.train()
+        return model
+    if args.subject_branch_path:
+        from lay2story_core.pipelines.loading import load_subject_branch
+
+        branch = load_subject_branch(args.subject_branch_path, torch_dtype=torch.float32)
+        if args.subject_branch_layers is not None and branch.config.num_layers != args.subject_branch_layers:
+            raise ValueError(f"subject_branch_layers: {args.subject_branch_layers} but {args.subject_branch_path!r} "
+                             f"has {branch.config.num_layers}")
+    else:
+        branch = SubjectBranch.from_transformer(pixart, num_layers=args.subject_branch_layers)
+    model = Lay2StoryTransformer(pixart, branch)
+    model.requires_grad_(False)
+    pixart.eval()
+    branch.requires_grad_(True)
+    branch.train()
+    if frozen_dtype != torch.float32 and not fsdp:
+        pixart.to(frozen_dtype)
+    return model
+
+
+def load_components(args, device: torch.device, mixed_precision: str, *, need_text: bool, need_vae: bool,
+                    vae_info: VaeInfo | None = None, fsdp: bool = False) -> Components:
+    """Load the model (on the CPU; ``accelerator.prepare`` places it) and, when needed, T5 and the VAE on their
+    devices. ``vae_info`` must be given when the VAE is not loaded (it comes from the feature cache)."""
+    frozen = resolve_frozen_dtype(args.frozen_dtype, mixed_precision)
+    if args.stage == 2 and frozen != torch.float32 and mixed_precision not in ("fp16", "bf16"):
+        logger.warning("frozen_dtype %s without mixed precision: the stage-2 global branch stays float32", frozen)
+        model = build_model(args, fsdp, torch.float32)
+    else:
+        model = build_model(args, fsdp, frozen)
+    if args.gradient_checkpointing:
+        model.enable_gradient_checkpointing()
+    if args.torch_compile:
+        for block in model.transformer.transformer_blocks:
+            block.compile()
+        if model.subject_branch is not None:
+            for block in model.subject_branch.blocks:
+                block.compile(dynamic=True)  # packed subject tokens change length every step
+    tokenizer = encoder = vae = None
+    if need_text:
+        text_device = device if args.text_encoder_device == "accelerator" else torch.device("cpu")
+        tokenizer, encoder = load_text_encoder(args, text_device, frozen)
+    if need_vae:
+        vae_device = device if args.vae_device == "accelerator" else torch.device("cpu")
+        vae = load_vae(args, vae_device, frozen)
+        vae_info = VaeInfo.from_vae(vae)
+    if vae_info is None:
+        raise ValueError("vae_info: required when the VAE is not loaded")
+    if vae_info.latent_channels != model.transformer.config.in_channels:
+        raise ValueError(f"vae: {vae_info.latent_channels} latent channels, the transformer takes "
+                         f"{model.transformer.config.in_channels}")
+    trained = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    logger.info("stage %d: %.2fM trained parameters of %.2fM (frozen dtype %s)", args.stage, trained / 1e6,
+                sum(p.numel() for p in model.parameters()) / 1e6, frozen)
+    return Components(model, tokenizer, encoder, vae, vae_info, frozen)

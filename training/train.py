@@ -1,0 +1,376 @@
+"""Train Lay2Story: stage 1 fine-tunes the PixArt-alpha global branch; stage 2 freezes it, trains the subject branch.
+
+Run (options can live in a YAML file whose keys are the option names; the command line overrides it)::
+
+    # CPU (tests, smoke runs): a tiny random model and a synthetic story set
+    python -m training.tiny_assets --out runs/tiny_assets
+    python training/train.py --config training/configs/tiny_cpu.yaml
+
+    # one GPU, or several (DDP): the paper's two stages
+    accelerate launch training/train.py --config training/configs/stage1.yaml
+    accelerate launch --multi_gpu --num_processes 8 training/train.py --config training/configs/stage2.yaml
+
+    # several nodes (run on each node; output_dir on a shared filesystem)
+    accelerate launch --multi_gpu --num_machines 2 --machine_rank $RANK --main_process_ip $MASTER \\
+        --main_process_port 29500 --num_processes 16 training/train.py --config training/configs/stage2.yaml
+
+    # FSDP, when the trained model does not fit one GPU with its optimizer state
+    accelerate launch --config_file training/configs/accelerate_fsdp.yaml training/train.py \\
+        --config training/configs/stage1.yaml
+
+    # optional: precompute T5 and VAE features once, then train without T5 in memory
+    python training/cache.py --config training/configs/stage2.yaml
+    accelerate launch training/train.py --config training/configs/stage2.yaml --feature_cache <folder>
+
+    # resume after a crash (continues exactly where the last checkpoint left off)
+    accelerate launch training/train.py --config training/configs/stage2.yaml --resume_from_checkpoint latest
+
+The trained part is exported as ``<output_dir>/subject_branch/`` (stage 2; what the ComfyUI loader reads from
+``models/lay2story``) or ``<output_dir>/transformer/`` (stage 1), plus ``*_ema/`` with ``--use_ema``. Structure after
+diffusers' ``examples/`` and DiT's ``train.py``: accelerate, save/load state hooks, ``--checkpoints_total_limit``,
+``--resume_from_checkpoint latest``, validation every ``--validation_steps``.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import sys
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+if __package__ in (None, ""):  # run as a script: make the repository root importable
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import torch
+
+from training.buckets import BucketTable
+from training.checkpointing import (
+    TrainState,
+    export_trained,
+    load_checkpoint,
+    register_hooks,
+    resolve_resume,
+    save_checkpoint,
+)
+from training.config import ConfigError
+from training.config import parse_args as _parse_args
+from training.features import CaptionEncoder, DropoutConfig, compute_loss, prepare_inputs
+from training.loop_data import build_loader, describe_data, open_cache, validation_in_cache
+from training.losses import GaussianDiffusion
+from training.modeling import Components, VaeInfo, load_components, trainable_name
+from training.validation import render_validation_stories, validation_loss
+
+__all__ = ["main", "parse_args"]
+
+logger = logging.getLogger(__name__)
+
+StepCallback = Callable[[TrainState, dict], None]
+
+
+def parse_args(argv: Sequence[str] | None = None):
+    """The trainer's options (see ``--help``); ``--config`` YAML values are overridden by the command line."""
+    return _parse_args(argv)
+
+
+def _accelerator(args):
+    from accelerate import Accelerator
+    from accelerate.utils import DistributedDataParallelKwargs, ProjectConfiguration
+
+    project = ProjectConfiguration(project_dir=args.output_dir,
+                                   logging_dir=os.path.join(args.output_dir, args.logging_dir))
+    report_to = None if args.report_to in (None, "none") else args.report_to
+    accelerator = Accelerator(
+        gradient_accumulation_steps=args.gradient_accumulation_steps,
+        mixed_precision=args.mixed_precision,
+        log_with=report_to,
+        project_config=project,
+        # stage 2: a batch whose stories are all unconditional does not use the subject branch
+        kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=args.stage == 2)],
+    )
+    if str(accelerator.distributed_type).endswith("FSDP") and args.use_ema:
+        raise ConfigError("use_ema: not supported with FSDP (the EMA would hold shards); turn one off")
+    return accelerator
+
+
+def _tracker_config(args) -> dict:
+    """Hyper-parameters for trackers (tensorboard takes scalars and strings only)."""
+    out = {}
+    for key, value in vars(args).items():
+        if key.startswith("_"):
+            continue
+        if isinstance(value, (list, tuple)):
+            value = ",".join(map(str, value))
+        out[key] = value if isinstance(value, (int, float, str, bool)) else str(value)
+    return out
+
+
+def _optimizer(args, model, accelerator, max_train_steps: int):
+    from diffusers.optimization import get_scheduler
+
+    params = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(params, lr=args.learning_rate, betas=(args.adam_beta1, args.adam_beta2),
+                                  weight_decay=args.adam_weight_decay, eps=args.adam_epsilon)
+    # accelerate steps a prepared scheduler once per process per optimizer step (diffusers' convention)
+    scheduler = get_scheduler(args.lr_scheduler, optimizer=optimizer,
+                              num_warmup_steps=args.lr_warmup_steps * accelerator.num_processes,
+                              num_training_steps=max_train_steps * accelerator.num_processes)
+    return optimizer, scheduler
+
+
+def _ema(args, components: Components):
+    if not args.use_ema:
+        return None
+    from diffusers.training_utils import EMAModel
+
+    module = getattr(components.model, trainable_name(args.stage))
+    return EMAModel([p for p in module.parameters()], decay=args.ema_decay, model_cls=type(module),
+                    model_config=module.config)
+
+
+def _export_final(accelerator, model, args, ema) -> str:
+    """Export the trained part to ``output_dir/<name>/`` atomically (a temporary folder, then renames)."""
+    tmp = os.path.join(args.output_dir, ".export.tmp")
+    if accelerator.is_main_process:
+        shutil.rmtree(tmp, ignore_errors=True)
+        os.makedirs(tmp)
+    accelerator.wait_for_everyone()
+    export_trained(accelerator, model, args.stage, tmp, ema)
+    if accelerator.is_main_process:
+        for name in sorted(os.listdir(tmp)):
+            final = os.path.join(args.output_dir, name)
+            if os.path.exists(final):
+                os.replace(final, f"{tmp}.{name}.old")
+            os.replace(os.path.join(tmp, name), final)
+            shutil.rmtree(f"{tmp}.{name}.old", ignore_errors=True)
+        os.rmdir(tmp)
+    accelerator.wait_for_everyone()
+    return os.path.join(args.output_dir, trainable_name(args.stage))
+
+
+def _any_rank(accelerator, flag: bool) -> bool:
+    if accelerator.num_processes == 1:
+        return flag
+    return bool(accelerator.reduce(torch.tensor([float(flag)], device=accelerator.device), "sum").item() > 0)
+
+
+def main(args, *, on_step: StepCallback | None = None) -> dict:
+    """Train with ``args`` (from :func:`parse_args`). ``on_step(state, logs)`` is called after every optimizer step.
+
+    Returns a summary: ``global_step``, ``loss_history`` (per step, averaged over ranks), ``skipped`` (stories skipped
+    on this rank), ``output`` (the exported folder) and ``checkpoint`` (the last one written).
+    """
+    from accelerate.utils import set_seed
+
+    # 0. Fail early: data sources, cache settings (no model is loaded yet)
+    accelerator = _accelerator(args)
+    files, kind = describe_data(args.train_data, "train_data")
+    if kind == "tar" and args.max_train_steps is None:
+        raise ConfigError("max_train_steps: required when streaming tar shards (the stream has no epochs)")
+    cache = open_cache(args)
+    set_seed(args.seed)
+    if args.allow_tf32 and torch.cuda.is_available():
+        torch.backends.cuda.matmul.allow_tf32 = True
+    device = accelerator.device
+
+    # 1. Models: the stage's model (trained part float32), T5 and VAE unless their features are cached
+    val_cached = validation_in_cache(args, cache)
+    need_live = cache is None or bool(args.validation_stories) or bool(args.validation_data and not val_cached)
+    vae_info = VaeInfo(**cache.meta["vae"]) if cache is not None else None
+    components = load_components(args, device, accelerator.mixed_precision, need_text=need_live, need_vae=need_live,
+                                 vae_info=vae_info, fsdp=str(accelerator.distributed_type).endswith("FSDP"))
+    model = components.model
+    table = BucketTable(args.resolution, components.vae_info.scale_factor * components.patch_size,
+                        enabled=args.aspect_ratio_buckets)
+
+    # 2. Data
+    loader, sampler, batches_per_epoch = build_loader(args, files, kind, table, cache, accelerator)
+    steps_per_epoch = max(batches_per_epoch // args.gradient_accumulation_steps, 1) if batches_per_epoch else None
+    if batches_per_epoch == 0:
+        raise ConfigError(f"train_data: no complete batch of {args.train_batch_size} same-bucket stories for "
+                          f"{accelerator.num_processes} process(es) x {args.gradient_accumulation_steps} "
+                          "accumulation steps; add data or lower train_batch_size")
+    max_train_steps = args.max_train_steps or args.num_train_epochs * steps_per_epoch
+
+    # 3. Optimizer, scheduler, EMA, hooks, accelerate
+    optimizer, lr_scheduler = _optimizer(args, model, accelerator, max_train_steps)
+    ema = _ema(args, components)
+    register_hooks(accelerator, args.stage, ema)
+    model, optimizer, lr_scheduler = accelerator.prepare(model, optimizer, lr_scheduler)
+    if ema is not None:
+        ema.to(device)
+    trained_params = [p for p in model.parameters() if p.requires_grad]
+    diffusion = GaussianDiffusion(args.num_timesteps, learn_sigma=components.model.transformer.out_channels ==
+                                  2 * components.vae_info.latent_channels)
+    live = None if components.text_encoder is None else CaptionEncoder(
+        args.max_length, tokenizer=components.tokenizer, text_encoder=components.text_encoder)
+    cached = None if cache is None else CaptionEncoder(args.max_length, empty_states=cache.empty_text)
+    captions = cached or live
+    validation = _Validation(cache if val_cached else None, cached if val_cached else live)
+    dropout = DropoutConfig(args.caption_dropout, args.mask_dropout, args.subject_caption_dropout)
+    if accelerator.is_main_process:
+        accelerator.init_trackers(args.tracker_project_name, config=_tracker_config(args))
+
+    # 4. Resume
+    generator = torch.Generator().manual_seed(args.seed * 1009 + accelerator.process_index)
+    state = TrainState()
+    resume = resolve_resume(args.resume_from_checkpoint, args.output_dir)
+    checkpoint = None
+    if resume is not None:
+        state = load_checkpoint(accelerator, resume, generator)
+        checkpoint = resume
+    logger.info("training stage %d for %d steps (%s batches/epoch per process, %d process(es), accumulation %d)",
+                args.stage, max_train_steps, batches_per_epoch or "streaming", accelerator.num_processes,
+                args.gradient_accumulation_steps)
+
+    # 5. Train
+    history: list[float] = []
+    step_losses: list[torch.Tensor] = []
+    step_stories = step_frames = 0
+    last_time = time.perf_counter()
+    use_added = components.model.transformer.use_additional_conditions
+    while state.global_step < max_train_steps:
+        if sampler is not None:
+            sampler.set_epoch(state.epoch, start=state.batch_in_epoch)
+        else:
+            loader.dataset.start = state.batch_in_epoch
+        for batch in loader:
+            state.batch_in_epoch += 1
+            state.skipped += batch.skipped
+            if _any_rank(accelerator, not batch.examples):  # every rank skips together (DDP stays in step)
+                logger.warning("skipping a batch whose stories could not be loaded (%d skipped so far)",
+                               state.skipped)
+                continue
+            with accelerator.accumulate(model):
+                inputs = prepare_inputs(batch, stage=args.stage, captions=captions, vae=components.vae,
+                                        vae_info=components.vae_info, diffusion=diffusion, generator=generator,
+                                        dropout=dropout, patch_size=components.patch_size, device=device,
+                                        use_additional_conditions=use_added)
+                loss = compute_loss(model, inputs, diffusion).loss.mean()
+                accelerator.backward(loss)
+                if accelerator.sync_gradients and args.max_grad_norm > 0:
+                    accelerator.clip_grad_norm_(trained_params, args.max_grad_norm)
+                optimizer.step()
+                lr_scheduler.step()
+                optimizer.zero_grad(set_to_none=True)
+            step_losses.append(loss.detach())
+            step_stories += len(batch)
+            step_frames += batch.num_frames
+            state.stories_seen += len(batch)
+            state.frames_seen += batch.num_frames
+            if not accelerator.sync_gradients:
+                continue
+            # an optimizer step happened
+            state.global_step += 1
+            if ema is not None:
+                ema.step(trained_params)
+            now = time.perf_counter()
+            counts = accelerator.reduce(torch.tensor([float(step_stories), float(step_frames)], device=device), "sum")
+            mean_loss = accelerator.reduce(torch.stack(step_losses).mean()[None], "mean").item()
+            logs = {"train/loss": mean_loss, "train/lr": lr_scheduler.get_last_lr()[0],
+                    "train/step_time_s": now - last_time, "train/samples_per_s": counts[0].item() / (now - last_time),
+                    "train/frames_per_s": counts[1].item() / (now - last_time), "train/skipped": state.skipped,
+                    "train/epoch": state.epoch}
+            history.append(mean_loss)
+            step_losses, step_stories, step_frames, last_time = [], 0, 0, now
+            if state.global_step % args.checkpointing_steps == 0 or state.global_step == max_train_steps:
+                checkpoint = save_checkpoint(accelerator, args.output_dir, state, generator,
+                                             args.checkpoints_total_limit)
+            if args.validation_steps and state.global_step % args.validation_steps == 0:
+                logs.update(_validate(args, accelerator, model, components, validation, diffusion, table,
+                                      state.global_step, ema, trained_params))
+            accelerator.log(logs, step=state.global_step)
+            if on_step is not None:
+                on_step(state, logs)
+            if state.global_step >= max_train_steps:
+                break
+        else:  # the epoch is exhausted
+            state.epoch += 1
+            state.batch_in_epoch = 0
+            continue
+        break
+
+    # 6. Export the trained part (save_pretrained form) and finish
+    output = _export_final(accelerator, model, args, ema)
+    accelerator.end_training()
+    logger.info("done: %d steps, %d stories skipped on this process; exported %s", state.global_step, state.skipped,
+                output)
+    return {"global_step": state.global_step, "loss_history": history, "skipped": state.skipped, "output": output,
+            "checkpoint": checkpoint}
+
+
+@dataclass(frozen=True)
+class _Validation:
+    """Where validation stories' features come from: the cache (and its caption encoder) or live T5/VAE."""
+
+    cache: object | None
+    captions: CaptionEncoder | None
+
+
+def _validate(args, accelerator, model, components, validation: _Validation, diffusion, table, step, ema,
+              params) -> dict:
+    """Validation loss on ``validation_data`` (all ranks) and rendered stories (main process); EMA weights if kept."""
+    from training.loop_data import build_validation_batches
+
+    logs: dict = {}
+    if ema is not None:
+        ema.store(params)
+        ema.copy_to(params)
+    try:
+        if args.validation_data:
+            batches = build_validation_batches(args, table, validation.cache, accelerator)
+            sums = validation_loss(model, batches, stage=args.stage, captions=validation.captions,
+                                   components=components,
+                                   diffusion=diffusion, seed=args.seed, device=accelerator.device,
+                                   max_batches=args.validation_batches)
+            total = accelerator.reduce(torch.tensor([sums["loss"], sums["mse"], sums["vb"], sums["frames"]],
+                                                    device=accelerator.device), "sum")
+            if total[3] > 0:
+                logs.update({"val/loss": (total[0] / total[3]).item(), "val/mse": (total[1] / total[3]).item(),
+                             "val/vb": (total[2] / total[3]).item()})
+        if args.validation_stories:
+            if str(accelerator.distributed_type).endswith("FSDP"):
+                logger.warning("validation_stories: not rendered under FSDP (sharded weights); use the exported "
+                               "weights with the pipeline instead")
+            elif accelerator.is_main_process:
+                images = render_validation_stories(
+                    accelerator.unwrap_model(model), components, args.validation_stories, step=step,
+                    folder=os.path.join(args.output_dir, "validation"), device=accelerator.device, seed=args.seed,
+                    num_inference_steps=args.validation_num_inference_steps,
+                    guidance_scale=args.validation_guidance_scale, resolution=args.resolution,
+                    autocast=accelerator.autocast)
+                _log_images(accelerator, images, step)
+            accelerator.wait_for_everyone()
+    finally:
+        if ema is not None:
+            ema.restore(params)
+    return logs
+
+
+def _log_images(accelerator, images: dict, step: int) -> None:
+    import numpy as np
+
+    for tracker in accelerator.trackers:
+        if tracker.name == "tensorboard":
+            for name, frames in images.items():
+                stacked = np.stack([np.asarray(im) for im in frames])
+                tracker.writer.add_images(f"validation/{name}", stacked, step, dataformats="NHWC")
+
+
+def cli(argv: Sequence[str] | None = None) -> int:
+    logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.INFO)
+    try:
+        args = parse_args(argv)
+    except ConfigError as err:
+        print(f"error: {err}", file=sys.stderr)  # noqa: T201 - CLI output
+        return 2
+    summary = main(args)
+    print(f"trained {summary['global_step']} steps; exported {summary['output']}")  # noqa: T201 - CLI output
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(cli())
