@@ -12,6 +12,7 @@ import importlib.util
 import json
 import logging
 import mimetypes
+import os
 import shutil
 import sys
 import threading
@@ -93,8 +94,9 @@ def object_info(pack) -> dict:
 class FrontendServer:
     """Serves the frontend and the pack on 127.0.0.1 (a free port) from a daemon thread."""
 
-    def __init__(self, static_dir: Path, pack, view_dir: Path) -> None:
+    def __init__(self, static_dir: Path, pack, view_dir: Path, settings: dict | None = None) -> None:
         self.static_dir = Path(static_dir)
+        self.settings = dict(SETTINGS if settings is None else settings)
         self.web_dir = (REPO / pack.WEB_DIRECTORY).resolve()
         self.view_dir = Path(view_dir)
         self.object_info = json.dumps(object_info(pack)).encode()
@@ -156,9 +158,9 @@ class FrontendServer:
                 if path == "/object_info":
                     return self._send(server.object_info, "application/json")
                 if path == "/settings":
-                    return self._json(SETTINGS)
+                    return self._json(server.settings)
                 if path.startswith("/settings/"):
-                    return self._json(SETTINGS.get(path[len("/settings/"):]))
+                    return self._json(server.settings.get(path[len("/settings/"):]))
                 if path in STATIC_API:
                     return self._json(STATIC_API[path])
                 if path == "/view":
@@ -218,8 +220,10 @@ def browser_tools() -> tuple[Path, str, Path]:
 
 @pytest.fixture
 def frontend_server(browser_tools, tmp_path):
+    """The stub server; L2S_VUE_NODES=1 in the environment switches the frontend to its Vue node renderer."""
     static = browser_tools[0]
     view_dir = tmp_path / "view"
     view_dir.mkdir()
-    with FrontendServer(static, load_pack(), view_dir) as server:
+    settings = {**SETTINGS, "Comfy.VueNodes.Enabled": os.environ.get("L2S_VUE_NODES") == "1"}
+    with FrontendServer(static, load_pack(), view_dir, settings) as server:
         yield server

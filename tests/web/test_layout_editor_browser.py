@@ -14,6 +14,7 @@ import subprocess
 import sys
 import time
 import types
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -75,7 +76,9 @@ def drive(browser_tools, frontend_server, background, tmp_path):
 def test_layout_editor_in_the_real_frontend(drive):
     result, server = drive
     steps = result["steps"]
-    assert result["errors"] == []
+    for error in result["other_errors"]:
+        warnings.warn(f"frontend error not from this pack: {error}", stacklevel=1)
+    assert not result["errors"], "\n".join(result["errors"])
 
     assert steps["created"]["json"] == DEFAULT_LAYOUT_JSON
     assert steps["created"]["label"] == "frame 1 / 4"
@@ -156,3 +159,4 @@ def test_layout_editor_in_the_real_frontend(drive):
     _close(_boxes(_layout(steps["drawn_on_background"]), 0)["hero"], [0.55, 0.1, 0.95, 0.45], tol=0.02)
 
     assert result["seconds"] < 90, result["timings"]
+    print("TIMINGS", round(result["seconds"], 1), result["timings"])

@@ -360,6 +360,7 @@ export class BoxCanvasEditor {
     }
     this.drag = null;
     this.preview = null;
+    if (this.error) this.jsonArea.style.display = ""; // show the text that needs fixing
     if (this.jsonArea.style.display !== "none" && document.activeElement !== this.jsonArea) this.jsonArea.value = this.text;
     this._refresh();
     return this.layout !== null;
@@ -379,6 +380,7 @@ export class BoxCanvasEditor {
   /** Background image URLs, one per frame (a single URL serves every frame). */
   setBackgrounds(urls) {
     this.backgrounds = [...(urls ?? [])];
+    for (const url of [...this.images.keys()]) if (!this.backgrounds.includes(url)) this.images.delete(url);
     for (const url of this.backgrounds) {
       if (this.images.has(url)) continue;
       const img = new Image();
@@ -398,7 +400,15 @@ export class BoxCanvasEditor {
   /** Adds character ids the layout lacks (e.g. a connected story's); emits a change only when one was added. */
   addCharacters(ids) {
     if (!this.layout) return;
-    const missing = (ids ?? []).filter((id) => typeof id === "string" && id.trim() && !this.layout.characters.includes(id));
+    const valid = (id) => {
+      try {
+        checkId(id, "character");
+        return true;
+      } catch {
+        return false;
+      }
+    };
+    const missing = [...new Set(ids ?? [])].filter((id) => valid(id) && !this.layout.characters.includes(id));
     if (missing.length === 0) return;
     this.layout.characters.push(...missing);
     this._emit();

@@ -94,10 +94,14 @@ app.registerExtension({
       if (this.l2sEditor && jsonWidget) this.l2sEditor.setLayoutText(String(jsonWidget.value ?? ""));
     });
     chain(proto, "onSerialize", function (data) {
-      // The canvas writes through to the JSON widget on every change; make sure a saved workflow holds exactly the
-      // widget's text (the canvas element itself is never saved).
-      const jsonWidget = this.widgets?.find((w) => w.name === JSON_WIDGET);
-      if (data?.widgets_values_named && jsonWidget) data.widgets_values_named[JSON_WIDGET] = jsonWidget.value;
+      // Saved values must be exactly the value widgets (the JSON text), never the canvas: a frontend that ignores
+      // `widget.serialize` would otherwise save one value too many and shift them on reload.
+      const values = this.widgets?.filter((w) => w.serialize !== false && w.options?.serialize !== false);
+      if (!data || !values) return;
+      if (Array.isArray(data.widgets_values) && data.widgets_values.length !== values.length) {
+        data.widgets_values = values.map((w) => w.value);
+      }
+      if (data.widgets_values_named) delete data.widgets_values_named[EDITOR_WIDGET];
     });
     chain(proto, "onExecuted", function (output) {
       const editor = this.l2sEditor;
