@@ -41,12 +41,18 @@ def resolve_dtype(torch_dtype: torch.dtype | str | None, field: str = "torch_dty
     return names[key]
 
 
-def empty_model(factory: Callable[[], M]) -> M:
-    """Call ``factory`` with parameters created on the meta device (buffers are real)."""
+def empty_model(factory: Callable[[], M], *, source: str, what: str) -> M:
+    """Call ``factory`` with parameters created on the meta device (buffers are real).
+
+    A config the model class rejects (e.g. widths not divisible by the group count) becomes a ModelLoadError.
+    """
     from accelerate import init_empty_weights
 
-    with init_empty_weights(include_buffers=False):
-        return factory()
+    try:
+        with init_empty_weights(include_buffers=False):
+            return factory()
+    except (ValueError, TypeError, RuntimeError, NotImplementedError) as err:
+        raise ModelLoadError(source, f"cannot build the {what} from the inferred/given config: {err}") from err
 
 
 def check_state_dict(model: nn.Module, state_dict: dict[str, torch.Tensor], source: str, what: str) -> None:

@@ -23,7 +23,7 @@ import torch
 from .errors import ModelLoadError, UnsupportedFormatError, WrongArchitectureError
 from .modeling import empty_model, load_strict, resolve_dtype
 from .sniff import describe_architecture, sniff_architecture, sniff_components
-from .sources import Source, call_hub, resolve_source
+from .sources import Source, from_hub_repo, resolve_source
 from .state_dict import find_prefix, read_state_dict, select_prefix
 
 __all__ = [
@@ -359,21 +359,15 @@ def load_pixart_transformer_with_info(
         _check_folder_config(Path(source.path))
         model = _wrap(source.path, lambda: PixArtTransformer2DModel.from_pretrained(source.path, torch_dtype=dtype))
     else:
-        model = call_hub(source.path, "PixArt transformer", lambda: _from_hub(source, dtype))
+        model = from_hub_repo(
+            source,
+            "transformer",
+            "PixArt transformer",
+            lambda sub: PixArtTransformer2DModel.from_pretrained(source.path, subfolder=sub, torch_dtype=dtype),
+        )
     if device is not None:
         model.to(device)
     return model.eval(), _info_from_config(dict(model.config), source)
-
-
-def _from_hub(source: Source, dtype: torch.dtype):
-    from diffusers import PixArtTransformer2DModel
-
-    if source.subfolder is not None:
-        return PixArtTransformer2DModel.from_pretrained(source.path, subfolder=source.subfolder, torch_dtype=dtype)
-    try:  # hub PixArt repos are pipelines; a bare model repo has config.json at its root
-        return PixArtTransformer2DModel.from_pretrained(source.path, subfolder="transformer", torch_dtype=dtype)
-    except OSError:
-        return PixArtTransformer2DModel.from_pretrained(source.path, torch_dtype=dtype)
 
 
 def _wrap(path: str, fn):
@@ -458,7 +452,9 @@ def _load_single_file(path: Path, dtype, device, head_dim, sample_size, interpol
         name_hint=str(path),
         source_format=fmt,
     )
-    model = empty_model(lambda: PixArtTransformer2DModel(**info.to_diffusers_config()))
+    model = empty_model(
+        lambda: PixArtTransformer2DModel(**info.to_diffusers_config()), source=str(path), what="PixArt transformer"
+    )
     model = load_strict(model, converted, source=str(path), what="PixArt transformer", dtype=dtype, device=device)
     logger.info("%s: loaded PixArt-%s (%s keys): %s", path, info.variant, fmt, info)
     return model, info

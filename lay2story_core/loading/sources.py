@@ -15,7 +15,7 @@ from typing import TypeVar
 
 from .errors import HubUnavailableError, ModelLoadError, ModelNotFoundError
 
-__all__ = ["Source", "call_hub", "hub_offline", "resolve_source"]
+__all__ = ["Source", "call_hub", "from_hub_repo", "hub_offline", "resolve_source"]
 
 T = TypeVar("T")
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
@@ -115,3 +115,17 @@ def call_hub(hub_id: str, what: str, fn: Callable[[], T]) -> T:
             f"is not a local file or folder, so it was tried as a Hugging Face hub id for the {what}; that failed: "
             f"{reason}. Give a local path instead. ({type(err).__name__}: {first_line})",
         ) from err
+
+
+def from_hub_repo(source: Source, component: str, what: str, load: Callable[[str | None], T]) -> T:
+    """``load(subfolder)`` for a hub id: the given subfolder, else ``<component>/`` (pipeline repos), else the root."""
+    if source.subfolder is not None:
+        return call_hub(source.path, what, lambda: load(source.subfolder))
+
+    def attempt() -> T:
+        try:
+            return load(component)
+        except OSError:  # no such subfolder: a bare model repo keeps config.json at its root
+            return load(None)
+
+    return call_hub(source.path, what, attempt)

@@ -20,7 +20,7 @@ import torch
 from .errors import ModelLoadError, UnsupportedFormatError, WrongArchitectureError
 from .modeling import empty_model, load_strict, resolve_dtype
 from .sniff import describe_architecture, sniff_architecture
-from .sources import call_hub, resolve_source
+from .sources import from_hub_repo, resolve_source
 from .state_dict import cast_state_dict, find_prefix, preview_keys, read_state_dict, select_prefix
 
 __all__ = ["infer_t5_config", "load_t5_encoder", "transformers_dtype_kwargs"]
@@ -123,11 +123,12 @@ def load_t5_encoder(
         except (OSError, ValueError, RuntimeError, KeyError, TypeError) as err:
             raise ModelLoadError(source.path, f"could not load the T5 folder ({type(err).__name__}: {err})") from err
     else:
-        model = call_hub(
-            source.path,
+        model = from_hub_repo(
+            source,
+            "text_encoder",
             "T5 encoder",
-            lambda: T5EncoderModel.from_pretrained(
-                source.path, subfolder=source.subfolder or "", **transformers_dtype_kwargs(dtype)
+            lambda sub: T5EncoderModel.from_pretrained(
+                source.path, subfolder=sub or "", **transformers_dtype_kwargs(dtype)
             ),
         )
     if device is not None:
@@ -170,7 +171,7 @@ def _load_single_file(path: Path, dtype: torch.dtype, device):
     cast_state_dict(sd, dtype, keep_fp32)
     embedding = sd.get("shared.weight", sd.get("encoder.embed_tokens.weight"))
     sd["shared.weight"] = sd["encoder.embed_tokens.weight"] = embedding  # tied in T5EncoderModel
-    model = empty_model(lambda: T5EncoderModel(config))
+    model = empty_model(lambda: T5EncoderModel(config), source=str(path), what="T5 encoder")
     model = load_strict(
         model, sd, source=str(path), what="T5 encoder", dtype=dtype, device=device, keep_fp32=keep_fp32
     )

@@ -19,10 +19,10 @@ from pathlib import Path
 
 import torch
 
-from .errors import ModelLoadError, WrongArchitectureError
+from .errors import ModelLoadError, ModelNotFoundError, WrongArchitectureError
 from .modeling import empty_model, load_strict, resolve_dtype
 from .sniff import describe_architecture, sniff_architecture
-from .sources import call_hub, resolve_source
+from .sources import from_hub_repo, resolve_source
 from .state_dict import find_prefix, preview_keys, read_state_dict, select_prefix
 
 __all__ = ["BUNDLED_VAE_CONFIGS", "bundled_vae_config", "convert_ldm_vae_to_diffusers", "infer_vae_config", "load_vae"]
@@ -33,11 +33,6 @@ _CONFIG_DIR = Path(__file__).with_name("configs")
 BUNDLED_VAE_CONFIGS = {"sd": "sd_vae.json", "sdxl": "sdxl_vae.json"}
 _ATTN = {"norm": "group_norm", "q": "to_q", "k": "to_k", "v": "to_v", "proj_out": "to_out.0"}
 _DROPPED_PREFIXES = ("loss.", "model_ema.")
-# Fields that the tensors decide for a bundled config (a user-given config keeps its own values).
-_SHAPE_FIELDS = (
-    "in_channels", "out_channels", "latent_channels", "block_out_channels", "layers_per_block", "down_block_types",
-    "up_block_types", "use_quant_conv", "use_post_quant_conv", "mid_block_add_attention",
-)  # fmt: skip
 
 
 def bundled_vae_config(name: str) -> dict:
@@ -160,10 +155,11 @@ def load_vae(
         except (OSError, ValueError, RuntimeError, KeyError, TypeError) as err:
             raise ModelLoadError(source.path, f"could not load the VAE folder ({type(err).__name__}: {err})") from err
     else:
-        model = call_hub(
-            source.path,
+        model = from_hub_repo(
+            source,
+            "vae",
             "VAE",
-            lambda: AutoencoderKL.from_pretrained(source.path, subfolder=source.subfolder, torch_dtype=dtype),
+            lambda sub: AutoencoderKL.from_pretrained(source.path, subfolder=sub, torch_dtype=dtype),
         )
     if device is not None:
         model.to(device)
@@ -181,22 +177,28 @@ def _check_folder_config(folder: Path) -> None:
         )
 
 
-def _user_config(config: str | os.PathLike | dict | None, path: Path) -> tuple[dict, bool]:
-    """(config dict, whether the user gave it explicitly so that its values win over the shapes)."""
+def _user_config(config: str | os.PathLike | dict | None, path: Path) -> tuple[dict, set[str]]:
+    """(config dict, the keys the user gave explicitly: those win over the shapes)."""
     if config is None:
         name = "sdxl" if "sdxl" in path.name.lower() else "sd"
         logger.info("%s: using the bundled %s VAE config (pass config= to change)", path, name)
-        return bundled_vae_config(name), False
+        return bundled_vae_config(name), set()
     if isinstance(config, dict):
-        return {**bundled_vae_config("sd"), **config}, True
+        return {**bundled_vae_config("sd"), **config}, set(config)
     if isinstance(config, str) and config in BUNDLED_VAE_CONFIGS:
-        return bundled_vae_config(config), False
+        return bundled_vae_config(config), set()
     file = Path(config)
+    if not file.exists():
+        raise ModelNotFoundError(
+            config,
+            f"config: neither a bundled VAE config {sorted(BUNDLED_VAE_CONFIGS)} nor a config.json file or folder",
+        )
     file = file / "config.json" if file.is_dir() else file
     try:
-        return json.loads(file.read_text(encoding="utf-8")), True
+        loaded = json.loads(file.read_text(encoding="utf-8"))
     except (OSError, ValueError) as err:
         raise ModelLoadError(file, f"config: cannot read a VAE config ({err})") from err
+    return loaded, set(loaded)
 
 
 def _load_single_file(path: Path, dtype: torch.dtype, device, config):
@@ -218,9 +220,8 @@ def _load_single_file(path: Path, dtype: torch.dtype, device, config):
     if any(k.startswith("encoder.down.") for k in sd):
         sd = convert_ldm_vae_to_diffusers(sd)
     base, explicit = _user_config(config, path)
-    inferred = infer_vae_config(sd, base, str(path))
-    final = {**inferred, **{k: v for k, v in base.items() if k in _SHAPE_FIELDS}} if explicit else inferred
+    final = {**infer_vae_config(sd, base, str(path)), **{k: base[k] for k in explicit}}
     accepted = inspect.signature(AutoencoderKL.__init__).parameters
     final = {k: v for k, v in final.items() if k in accepted and k != "self"}
-    model = empty_model(lambda: AutoencoderKL(**final))
+    model = empty_model(lambda: AutoencoderKL(**final), source=str(path), what="VAE")
     return load_strict(model, sd, source=str(path), what="VAE", dtype=dtype, device=device)
