@@ -97,7 +97,7 @@ def _results(tasks: list[VideoTask], config: BuildConfig, models: Models | None)
         for task in tasks:
             yield process_video(task, config, models)
         return
-    context = multiprocessing.get_context("spawn")
+    context = multiprocessing.get_context(config.start_method)
     with ProcessPoolExecutor(max_workers=config.workers, mp_context=context) as pool:
         yield from pool.map(_worker_run, tasks, [config] * len(tasks))
 
@@ -256,6 +256,8 @@ def parse_args(argv: list[str] | None = None) -> BuildConfig:
     p.add_argument("--shard-size", type=int, default=1000, help="stories per shard (a video is never split)")
     p.add_argument("--tar", action="store_true", help="also write webdataset-style tar shards")
     p.add_argument("--workers", type=int, default=1, help="processes, one video per task")
+    p.add_argument("--start-method", choices=("spawn", "forkserver", "fork"), default="spawn",
+                   help="how worker processes start (fork is faster but unsafe once torch has started threads)")
     p.add_argument("--batch-size", type=int, default=8, help="frames per detector / CLIP batch")
     p.add_argument("--device", help="torch device of the models (default cpu)")
     p.add_argument("--retry-failed", action="store_true", help="process again the videos recorded as failed")

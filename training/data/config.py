@@ -9,14 +9,15 @@ from dataclasses import dataclass
 
 from .grouping import DEFAULT_LENGTHS, DEFAULT_PROBS, check_length_probs
 
-__all__ = ["CAPTIONERS", "IMAGE_FORMATS", "BuildConfig"]
+__all__ = ["CAPTIONERS", "IMAGE_FORMATS", "START_METHODS", "BuildConfig"]
 
 CAPTIONERS = ("template", "http", "transformers")
 IMAGE_FORMATS = ("jpg", "png")
+START_METHODS = ("spawn", "forkserver", "fork")
 
 # Fields that do not change what is written (so a resumed run may change them).
-_RUNTIME_FIELDS = ("videos", "out", "workers", "batch_size", "progress", "device", "shard_size", "retry_failed",
-                   "caption_retries", "caption_timeout", "api_key_env")
+_RUNTIME_FIELDS = ("videos", "out", "workers", "start_method", "batch_size", "progress", "device", "shard_size",
+                   "retry_failed", "caption_retries", "caption_timeout", "api_key_env")
 
 
 def _positive(value: object, name: str, *, integer: bool = False, zero: bool = False) -> None:
@@ -59,6 +60,7 @@ class BuildConfig:
     shard_size: int = 1000
     tar: bool = False
     workers: int = 1
+    start_method: str = "spawn"
     batch_size: int = 8
     device: str | None = None
     retry_failed: bool = False
@@ -97,6 +99,8 @@ class BuildConfig:
             raise ValueError("caption_url: the http captioner needs --caption-url (an OpenAI-compatible server)")
         if self.captioner == "transformers" and not self.caption_model:
             raise ValueError("caption_model: the transformers captioner needs --caption-model (a local model folder)")
+        if self.start_method not in START_METHODS:
+            raise ValueError(f"start_method: expected one of {START_METHODS}, got {self.start_method!r}")
         if self.image_format not in IMAGE_FORMATS:
             raise ValueError(f"image_format: expected one of {IMAGE_FORMATS}, got {self.image_format!r}")
         object.__setattr__(self, "filters", tuple(self.filters))

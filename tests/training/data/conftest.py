@@ -35,6 +35,12 @@ def make_video(path, seconds: float, fps: int = 8, size=(64, 48), colour=(230, 4
 
 
 @pytest.fixture(scope="session")
+def video_maker():
+    """The :func:`make_video` function (test modules cannot import this conftest by name)."""
+    return make_video
+
+
+@pytest.fixture(scope="session")
 def tiny_models(tmp_path_factory):
     """``(detector_folder, clip_folder)`` of tiny random models, made once per session."""
     from lay2story_core.vision.tiny import save_tiny_clip, save_tiny_grounding_dino
