@@ -50,9 +50,10 @@ def build_parser(description: str = "Train Lay2Story (stage 1: global branch, st
     g = p.add_argument_group("data")
     g.add_argument("--train_data", nargs="+", default=None,
                    help="story JSONL files, tar shards, folders of them or glob patterns")
-    g.add_argument("--validation_data", nargs="+", default=None, help="held-out stories for the validation loss")
-    g.add_argument("--validation_stories", nargs="+", default=None,
-                   help="story JSON files rendered every --validation_steps")
+    g.add_argument("--validation_data", nargs="*", default=None,
+                   help="held-out stories for the validation loss (no value: none)")
+    g.add_argument("--validation_stories", nargs="*", default=None,
+                   help="story JSON files rendered every --validation_steps (no value: none)")
     g.add_argument("--feature_cache", default=None,
                    help="folder of precomputed T5/VAE features (training/cache.py); then T5 is not loaded")
     g.add_argument("--resolution", type=int, default=512, help="training resolution in pixels (PixArt: 512/1024)")
@@ -124,8 +125,9 @@ def _coerce(action: argparse.Action, key: str, value: object, source: str) -> ob
         return None
     if action.nargs in ("+", "*"):
         items = [value] if isinstance(value, (str, os.PathLike)) else value
-        if not isinstance(items, list) or not items:
-            raise ConfigError(f"{source}: {key}: expected a non-empty list, got {value!r}")
+        if not isinstance(items, list) or (action.nargs == "+" and not items):
+            raise ConfigError(f"{source}: {key}: expected a {'non-empty ' if action.nargs == '+' else ''}list, "
+                              f"got {value!r}")
         return [_coerce_one(action, key, v, source) for v in items]
     return _coerce_one(action, key, value, source)
 
@@ -189,6 +191,9 @@ def _check(cond: bool, key: str, value: object, detail: str) -> None:
 
 def validate_args(args: argparse.Namespace) -> argparse.Namespace:
     """Semantic checks (ranges, required options, paths that must exist); fills stage-dependent defaults."""
+    for key in ("validation_data", "validation_stories"):
+        if getattr(args, key) == []:
+            setattr(args, key, None)
     if getattr(args, "_require", True):
         _check(args.stage is not None, "stage", args.stage, "required (1 or 2)")
         _check(bool(args.train_data), "train_data", args.train_data, "required: story JSONL files or tar shards")
@@ -223,7 +228,8 @@ def validate_args(args: argparse.Namespace) -> argparse.Namespace:
     if args.stage == 1:
         for key in ("subject_branch_path", "subject_branch_layers"):
             _check(getattr(args, key) is None, key, getattr(args, key), "only used by stage 2")
-    for key in ("feature_cache", "subject_branch_path"):
+    must_exist = ["subject_branch_path"] + ([] if getattr(args, "_writes_cache", False) else ["feature_cache"])
+    for key in must_exist:
         value = getattr(args, key)
         _check(value is None or os.path.isdir(value), key, value, "expected an existing folder")
     resume = args.resume_from_checkpoint

@@ -185,6 +185,9 @@ def main(args, *, on_step: StepCallback | None = None) -> dict:
     model = components.model
     table = BucketTable(args.resolution, components.vae_info.scale_factor * components.patch_size,
                         enabled=args.aspect_ratio_buckets)
+    if cache is not None and cache.meta.get("bucket_multiple") != table.multiple:
+        raise ConfigError(f"feature_cache: bucket sizes are multiples of {cache.meta.get('bucket_multiple')} in the "
+                          f"cache but {table.multiple} for this model; re-run training/cache.py")
 
     # 2. Data
     loader, sampler, batches_per_epoch = build_loader(args, files, kind, table, cache, accelerator)

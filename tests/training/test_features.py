@@ -1,0 +1,91 @@
+"""Step inputs: dropout semantics (CFG, layout, subject captions), one timestep per story, reproducibility."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from training.buckets import BucketTable
+from training.dataset import StoryDataset, StoryIndex, collate_examples
+from training.features import CaptionEncoder, DropoutConfig, compute_loss, prepare_inputs
+from training.losses import GaussianDiffusion
+from training.modeling import load_components
+
+
+@pytest.fixture(scope="module")
+def setup(tiny_assets, tmp_path_factory):
+    from training.train import parse_args
+
+    args = parse_args(["--stage", "2", "--pretrained_model_name_or_path", tiny_assets["model"], "--train_data",
+                       tiny_assets["train"], "--output_dir", str(tmp_path_factory.mktemp("o")), "--max_length", "24"])
+    components = load_components(args, torch.device("cpu"), "no", need_text=True, need_vae=True)
+    table = BucketTable(32, multiple=8)
+    dataset = StoryDataset(StoryIndex([tiny_assets["train"]], table), max_frames=6)
+    batch = collate_examples([dataset[0], dataset[1]])
+    captions = CaptionEncoder(24, tokenizer=components.tokenizer, text_encoder=components.text_encoder)
+    return components, batch, captions
+
+
+def _inputs(setup, dropout, seed=0, stage=2):
+    components, batch, captions = setup
+    return prepare_inputs(batch, stage=stage, captions=captions, vae=components.vae, vae_info=components.vae_info,
+                          diffusion=GaussianDiffusion(1000), generator=torch.Generator().manual_seed(seed),
+                          dropout=dropout, patch_size=2, device=torch.device("cpu"))
+
+
+def _encode(setup, texts):
+    components, batch, captions = setup
+    return captions(texts, batch)[0]
+
+
+def test_no_dropout_gives_boxes_subject_captions_and_references(setup):
+    _, batch, _ = setup
+    inputs = _inputs(setup, DropoutConfig.off())
+    frames = batch.num_frames
+    slots = inputs.subject.slots
+    assert slots.num_slots == frames + 2  # one subject per frame + one reference per story
+    assert (slots.masks[:frames].sum(1) < slots.masks.shape[1]).any()  # real boxes, not all full-frame
+    stories = [e.story for e in batch.examples]
+    expected = [s.frames[i].subjects[0].caption for s in stories for i in range(s.num_frames)]
+    torch.testing.assert_close(inputs.subject.caption_embeds[:frames], _encode(setup, expected))
+    globals_ = [s.global_caption(i) for s in stories for i in range(s.num_frames)]
+    torch.testing.assert_close(inputs.captions, _encode(setup, globals_))
+    assert inputs.subject.reference_latents.abs().sum() > 0 and inputs.unconditional == [False, False]
+    # one timestep per story: its frames are denoised jointly
+    t = inputs.timesteps.tolist()
+    assert all(t[f] == t[batch.frame_story.index(s)] for f, s in enumerate(batch.frame_story))
+
+
+def test_caption_dropout_makes_stories_unconditional_without_subject_branch(setup):
+    _, batch, _ = setup
+    inputs = _inputs(setup, DropoutConfig(1.0, 0.0, 0.0))
+    assert inputs.unconditional == [True, True] and inputs.subject is None
+    torch.testing.assert_close(inputs.captions, _encode(setup, [""] * batch.num_frames))
+
+
+def test_mask_and_subject_caption_dropout(setup):
+    _, batch, _ = setup
+    frames = batch.num_frames
+    full = _inputs(setup, DropoutConfig(0.0, 1.0, 0.0)).subject
+    assert full.slots.masks[:frames].all()  # every frame's subject covers the whole frame
+    swapped = _inputs(setup, DropoutConfig(0.0, 0.0, 1.0)).subject
+    stories = [e.story for e in batch.examples]
+    globals_ = [s.global_caption(i) for s in stories for i in range(s.num_frames)]
+    torch.testing.assert_close(swapped.caption_embeds[:frames], _encode(setup, globals_))
+
+
+def test_same_generator_state_gives_the_same_step_and_stage1_has_no_subject(setup):
+    a, b = _inputs(setup, DropoutConfig()), _inputs(setup, DropoutConfig())
+    assert torch.equal(a.x_t, b.x_t) and torch.equal(a.timesteps, b.timesteps)
+    assert not torch.equal(a.x_t, _inputs(setup, DropoutConfig(), seed=1).x_t)
+    assert _inputs(setup, DropoutConfig.off(), stage=1).subject is None
+
+
+def test_loss_is_finite_and_per_frame(setup):
+    components, batch, _ = setup
+    inputs = _inputs(setup, DropoutConfig.off())
+    losses = compute_loss(components.model, inputs, GaussianDiffusion(1000))
+    assert losses.loss.shape == (batch.num_frames,) and torch.isfinite(losses.loss).all()
+    losses.loss.mean().backward()
+    branch_grads = [p.grad for p in components.model.subject_branch.parameters() if p.grad is not None]
+    assert branch_grads and all(p.grad is None for p in components.model.transformer.parameters())
