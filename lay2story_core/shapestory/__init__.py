@@ -1,0 +1,72 @@
+"""ShapeStory: the synthetic story set (shapes with a colour and a pattern in boxes over simple scenes), its
+model-free metrics, and the paths of the tiny frozen VAE / text encoder / tokenizer trained on it."""
+
+from .assets import ASSET_DIR, TEXT_ENCODER_DIR, TOKENIZER_DIR, VAE_DIR
+from .generator import (
+    SPLITS,
+    ShapeStoryConfig,
+    character_split,
+    characters_for_split,
+    generate_story,
+    reference_scene,
+    render_frame,
+    render_reference,
+    render_story,
+    story_seed,
+    write_dataset,
+)
+from .metrics import StoryScore, SubjectScore, box_hit, classify_scene, identify, score_story, summarize
+from .segment import character_mask, label_palette
+from .vocab import (
+    COLOURS,
+    PATTERNS,
+    PLACES,
+    SHAPES,
+    TIMES,
+    CharacterSpec,
+    SceneSpec,
+    identity_text,
+    parse_identity,
+    parse_scene,
+    scene_prompt,
+    subject_caption,
+)
+
+__all__ = [
+    "ASSET_DIR",
+    "COLOURS",
+    "PATTERNS",
+    "PLACES",
+    "SHAPES",
+    "SPLITS",
+    "TEXT_ENCODER_DIR",
+    "TIMES",
+    "TOKENIZER_DIR",
+    "VAE_DIR",
+    "CharacterSpec",
+    "SceneSpec",
+    "ShapeStoryConfig",
+    "StoryScore",
+    "SubjectScore",
+    "box_hit",
+    "character_mask",
+    "character_split",
+    "characters_for_split",
+    "classify_scene",
+    "generate_story",
+    "identify",
+    "identity_text",
+    "label_palette",
+    "parse_identity",
+    "parse_scene",
+    "reference_scene",
+    "render_frame",
+    "render_reference",
+    "render_story",
+    "scene_prompt",
+    "score_story",
+    "story_seed",
+    "subject_caption",
+    "summarize",
+    "write_dataset",
+]
