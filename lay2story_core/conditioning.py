@@ -120,6 +120,7 @@ def build_subject_inputs(
     reference_latents: Mapping[CharacterKey, torch.Tensor] | None = None,
     references: Mapping[CharacterKey, Box | None] | None = None,
     *,
+    caption_index: torch.Tensor | None = None,
     batch_size: int | None = None,
     bank: IdentityBank | None = None,
 ) -> SubjectInputs:
@@ -128,8 +129,9 @@ def build_subject_inputs(
     Args:
         plan: from :func:`plan_subject_slots`.
         caption_embeds: ``(S, L, C)`` the encoded ``plan.captions`` (reference slots included; their caption is the
-            empty string and is not attended by anything that matters, but must be present).
-        caption_mask: ``(S, L)`` padding mask.
+            empty string and is not attended by anything that matters, but must be present), or ``(U, L, C)``
+            distinct captions with ``caption_index (S,)`` picking each slot's.
+        caption_mask: ``(S, L)`` (or ``(U, L)``) padding mask.
         reference_latents: per (story, character), the reference's clean latent ``(4, h, w)`` at the frames' latent
             size.
         references: the boxes given to :func:`plan_subject_slots` (for the mask channel).
@@ -137,9 +139,10 @@ def build_subject_inputs(
     """
     references = dict(references or {})
     reference_latents = dict(reference_latents or {})
-    if caption_embeds.shape[0] != len(plan.captions):
+    rows = len(plan.captions) if caption_index is None else caption_index.shape[0]
+    if rows != len(plan.captions) or (caption_index is None and caption_embeds.shape[0] != len(plan.captions)):
         raise ValueError(f"caption_embeds: expected {len(plan.captions)} captions (one per slot), got "
-                         f"{caption_embeds.shape[0]}")
+                         f"{caption_embeds.shape[0] if caption_index is None else rows}")
     frame_lat = frame_mask = ref_images = ref_masks = None
     if reference_latents:
         missing = [k for k in plan.reference_keys if k not in reference_latents]
@@ -162,6 +165,7 @@ def build_subject_inputs(
         slots=plan.slots,
         caption_embeds=caption_embeds,
         caption_mask=caption_mask,
+        caption_index=caption_index,
         reference_latents=frame_lat,
         reference_masks=frame_mask,
         reference_images=ref_images,

@@ -12,7 +12,7 @@
 from .benchmark import MetricModels, evaluate_set, evaluate_story, list_real_images, summary_row
 from .consistency import clip_i_score, dreamsim_score, mean_pairwise_cosine, recall_at_1, subject_crops
 from .dreamsim import RECIPE_BACKBONES, DreamSimBackbone, DreamSimEnsemble, normalize_embedding
-from .fid import EmbedderFeatures, FeatureStats, InceptionFeatures, compute_fid, frechet_distance
+from .fid import EmbedderFeatures, FeatureStats, InceptionFeatures, compute_fid, fid_from_stats, frechet_distance
 from .images import box_to_pixels, crop_subject, prepare_batch, to_pil
 from .inception import FIDInceptionV3, find_inception_weights, load_fid_inception
 from .paper import PAPER_ABLATION_FID, PAPER_MEMORY_GB, PAPER_ROWS, PAPER_SOURCE, PaperRow, paper_rows
@@ -51,6 +51,7 @@ __all__ = [
     "evaluate_set",
     "evaluate_story",
     "find_frame_files",
+    "fid_from_stats",
     "find_inception_weights",
     "frechet_distance",
     "list_real_images",

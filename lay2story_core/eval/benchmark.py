@@ -19,7 +19,7 @@ import torch
 from PIL import Image
 
 from .consistency import clip_i_score, dreamsim_score, recall_at_1, subject_crops
-from .fid import EmbedderFeatures, FeatureStats, InceptionFeatures, frechet_distance
+from .fid import EmbedderFeatures, FeatureStats, InceptionFeatures, fid_from_stats
 from .story_set import FRAME_SUFFIXES, EvalInputError, StoryEntry, load_generated_frames, read_generation_stats
 
 logger = logging.getLogger(__name__)
@@ -173,7 +173,7 @@ def evaluate_set(
         if real_paths:
             gen = FeatureStats.from_features(torch.cat(gen_feats))
             ref = FeatureStats.from_features(_features_of_paths(models.fid_extractor, real_paths))
-            fid = {"fid": frechet_distance(gen.mu, gen.sigma, ref.mu, ref.sigma),
+            fid = {"fid": fid_from_stats(gen, ref),
                    "extractor": getattr(models.fid_extractor, "name", "?"),
                    "n_generated": gen.count, "n_real": ref.count}
             if gen.count < 2048 or ref.count < 2048:

@@ -30,9 +30,11 @@ class SubjectInputs:
     Attributes:
         slots: subject slots over the ``B + R`` images (token masks, image of each slot, 3D group of each slot: one
             group per story x character x CFG half).
-        caption_embeds: ``(S, L, C)`` text-encoder states of each slot's subject caption (before the caption
-            projection; the global branch's projection is shared).
-        caption_mask: ``(S, L)`` text padding mask (1 = token).
+        caption_embeds: ``(U, L, C)`` text-encoder states of the subject captions (before the caption projection;
+            the global branch's projection is shared): one per slot, or distinct ones picked by ``caption_index``.
+        caption_mask: ``(U, L)`` text padding mask (1 = token).
+        caption_index: ``(S,)`` the caption of each slot (``None``: ``caption_embeds`` has one per slot). Distinct
+            captions are projected once.
         reference_latents: ``(B, 4, h, w)`` each frame's reference latent (zeros when it has none).
         reference_masks: ``(B, 1, h, w)`` each frame's reference mask (zeros when it has none).
         reference_images: ``(R, 4, h, w)`` clean reference latents whose subject tokens join the 3D attention.
@@ -43,6 +45,7 @@ class SubjectInputs:
     slots: SubjectSlots
     caption_embeds: torch.Tensor
     caption_mask: torch.Tensor | None = None
+    caption_index: torch.Tensor | None = None
     reference_latents: torch.Tensor | None = None
     reference_masks: torch.Tensor | None = None
     reference_images: torch.Tensor | None = None
@@ -169,7 +172,8 @@ class Lay2StoryTransformer(nn.Module):
             if index in injections:
                 x, temb_tok, caption, caption_valid, packing = state
                 x, out = self.subject_branch.block_forward(
-                    injections[index], x, temb_tok, caption, caption_valid, packing, subject.bank
+                    injections[index], x, temb_tok, caption, caption_valid, packing, subject.bank,
+                    subject.caption_index,
                 )
                 state = (x, temb_tok, caption, caption_valid, packing)
                 hidden_states = hidden_states + packing.scatter(out, num_images=batch_size).to(hidden_states.dtype)
@@ -214,7 +218,7 @@ class Lay2StoryTransformer(nn.Module):
         packing = TokenPacking.build(subject.slots, subject_input.shape[0])
         x = packing.gather(branch.embed(subject_input))
         temb_tok = temb.index_select(0, packing.token_image)
-        # 2c. subject captions through the global caption projection: (S, L, D)
+        # 2c. subject captions through the global caption projection: (U, L, D), distinct captions once
         caption = pixart.caption_projection(subject.caption_embeds.to(dtype))
         caption_valid = None if subject.caption_mask is None else subject.caption_mask.bool()
         return x, temb_tok, caption, caption_valid, packing

@@ -64,12 +64,24 @@ class PackedAttention(nn.Module):
         return self._out(out)
 
     def cross_attention(
-        self, x: torch.Tensor, context: torch.Tensor, segments: Segments, context_valid: torch.Tensor | None
+        self,
+        x: torch.Tensor,
+        context: torch.Tensor,
+        segments: Segments,
+        context_valid: torch.Tensor | None,
+        context_index: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        """Packed tokens ``(T, dim)`` attend to their segment's text ``context (S, L, dim)`` (padding mask
-        ``(S, L)``)."""
+        """Packed tokens ``(T, dim)`` attend to their segment's text.
+
+        ``context (U, L, dim)`` holds distinct texts and ``context_index (S,)`` picks each segment's (``None``: one
+        text per segment, ``U == S``); ``context_valid (U, L)`` is the padding mask. Keys/values are computed once
+        per distinct text.
+        """
         q = self._split(self.to_q(x))
         k, v = self._split(self.to_k(context)), self._split(self.to_v(context))
+        if context_index is not None:
+            k, v = k.index_select(0, context_index), v.index_select(0, context_index)
+            context_valid = None if context_valid is None else context_valid.index_select(0, context_index)
         return self._out(segment_cross_attention(q, k, v, segments, context_valid))
 
 

@@ -52,9 +52,11 @@ class SubjectBlock(nn.Module):
         packing: TokenPacking,
         bank: IdentityBank | None = None,
         layer_index: int = 0,
+        caption_index: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """``x (T, D)``, ``temb (T, 6D)`` per packed token, ``caption (S, L, D)`` per slot. Returns the new state
-        ``(T, D)`` and the zero-initialised output ``(T, D)`` for the global branch."""
+        """``x (T, D)``, ``temb (T, 6D)`` per packed token, ``caption (U, L, D)`` distinct subject captions and
+        ``caption_index (S,)`` each slot's (``None``: one per slot). Returns the new state ``(T, D)`` and the
+        zero-initialised output ``(T, D)`` for the global branch."""
         # 1. AdaLN-single modulation, as PixArt's blocks
         shift_msa, scale_msa, gate_msa, shift_mlp, scale_mlp, gate_mlp = (
             self.scale_shift_table[None] + temb.view(-1, 6, x.shape[-1])
@@ -63,7 +65,7 @@ class SubjectBlock(nn.Module):
         h = self.norm1(x) * (1 + scale_msa) + shift_msa
         x = x + gate_msa * self.attn1.self_attention(h, packing.slot_segments)
         # 3. masked cross-attention to the slot's subject caption (PixArt applies no norm before cross-attention)
-        x = x + self.attn2.cross_attention(x, caption, packing.slot_segments, caption_valid)
+        x = x + self.attn2.cross_attention(x, caption, packing.slot_segments, caption_valid, caption_index)
         # 4. masked 3D self-attention: one character's tokens across the story's frames and its reference
         x = x + self.attn3d.self_attention(self.norm3d(x), packing.group_segments, bank, layer_index)
         # 5. feed-forward
@@ -193,12 +195,14 @@ class SubjectBranch(ModelMixin, ConfigMixin):
         caption_valid: torch.Tensor | None,
         packing: TokenPacking,
         bank: IdentityBank | None = None,
+        caption_index: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Run subject block ``index`` on packed tokens (see :meth:`SubjectBlock.forward`)."""
         block = self.blocks[index]
+        args = (x, temb, caption, caption_valid, packing, bank, index, caption_index)
         if torch.is_grad_enabled() and self.gradient_checkpointing:
-            return self._gradient_checkpointing_func(block, x, temb, caption, caption_valid, packing, bank, index)
-        return block(x, temb, caption, caption_valid, packing, bank, index)
+            return self._gradient_checkpointing_func(block, *args)
+        return block(*args)
 
 
 def _attention_weights(attn: nn.Module) -> dict[str, torch.Tensor]:

@@ -301,12 +301,15 @@ class _Job:
         group_of_key = {(0, c.id): i for i, c in enumerate(self.story.characters)}
         plan = plan_subject_slots(specs, lat_h, lat_w, pipe.transformer.config.patch_size, references,
                                   group_of_key=group_of_key, first_reference_image=batch, device=self.device)
-        embeds, mask = self._texts(list(plan.captions[: len(plan.captions) - len(plan.reference_keys)])
-                                   + [self.negative] * len(plan.reference_keys))
+        captions = list(plan.captions[: len(plan.captions) - len(plan.reference_keys)])
+        captions += [self.negative] * len(plan.reference_keys)
+        distinct = list(dict.fromkeys(captions))
+        index = torch.tensor([distinct.index(c) for c in captions], dtype=torch.long, device=self.device)
+        embeds, mask = self._texts(distinct)
         ref_latents = {(0, cid): lat for cid, lat in self.ref_latents.items()}
         self.bank.mode = "write" if kind == "write" else "read"
-        return plan, build_subject_inputs(plan, embeds, mask, ref_latents, references, batch_size=batch,
-                                          bank=self.bank if kind != "joint" else None)
+        return plan, build_subject_inputs(plan, embeds, mask, ref_latents, references, caption_index=index,
+                                          batch_size=batch, bank=self.bank if kind != "joint" else None)
 
     def _consistency_context(self, frames: list[int], batch: int, plan, kind: str):
         half = len(frames)

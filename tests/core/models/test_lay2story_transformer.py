@@ -181,3 +181,21 @@ def test_mismatched_branch_is_rejected(tiny_pixart):
     other = make_pixart("alpha1024ms")
     with pytest.raises(ValueError, match="subject_branch"):
         Lay2StoryTransformer(tiny_pixart, SubjectBranch.from_transformer(other))
+
+
+def test_distinct_captions_with_index_equal_one_caption_per_slot(tiny_pixart):
+    branch = SubjectBranch.from_transformer(tiny_pixart)
+    _randomise_outputs(branch)
+    model = Lay2StoryTransformer(tiny_pixart, branch).eval()
+    latents, text, mask, t, added = _inputs(tiny_pixart, frames=3)
+    per_slot = _subject(tiny_pixart, 3, 8, 8)
+    per_slot.caption_embeds = per_slot.caption_embeds[[0, 1, 0]]
+    per_slot.caption_mask = torch.tensor([[1, 1, 1, 0], [1, 1, 0, 0], [1, 1, 1, 0]])
+    distinct = _subject(tiny_pixart, 3, 8, 8)
+    distinct.caption_embeds = per_slot.caption_embeds[:2]
+    distinct.caption_mask = per_slot.caption_mask[:2]
+    distinct.caption_index = torch.tensor([0, 1, 0])
+    with torch.no_grad():
+        a = model(latents, text, t, added, mask, subject=per_slot).sample
+        b = model(latents, text, t, added, mask, subject=distinct).sample
+    torch.testing.assert_close(a, b)
