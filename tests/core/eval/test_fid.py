@@ -9,6 +9,7 @@ from lay2story_core.eval import (
     FIDInceptionV3,
     InceptionFeatures,
     compute_fid,
+    fid_from_stats,
     find_inception_weights,
     frechet_distance,
     load_fid_inception,
@@ -23,6 +24,20 @@ def test_frechet_distance_matches_closed_form_for_diagonal_gaussians():
     assert frechet_distance(mu1, np.diag(s1), mu1, np.diag(s1)) == pytest.approx(0.0, abs=1e-9)
     with pytest.raises(ValueError, match="mu2"):
         frechet_distance(mu1, np.diag(s1), mu2[:2], np.diag(s2[:2]))
+
+
+@pytest.mark.parametrize("n1, n2", [(40, 50), (6, 9), (9, 40)])
+def test_eigh_low_rank_and_sqrtm_agree(n1, n2):
+    rng = np.random.default_rng(n1)
+    a = FeatureStats.from_features(rng.normal(size=(n1, 16)))
+    b = FeatureStats.from_features(rng.normal(loc=0.3, scale=1.5, size=(n2, 16)))
+    assert (a.factor is not None) == (n1 <= 16)
+    reference = frechet_distance(a.mu, a.sigma, b.mu, b.sigma, method="sqrtm")
+    assert frechet_distance(a.mu, a.sigma, b.mu, b.sigma) == pytest.approx(reference, rel=1e-6, abs=1e-8)
+    assert fid_from_stats(a, b) == pytest.approx(reference, rel=1e-6, abs=1e-8)
+    assert fid_from_stats(b, a) == pytest.approx(reference, rel=1e-6, abs=1e-8)
+    with pytest.raises(ValueError, match="method"):
+        frechet_distance(a.mu, a.sigma, b.mu, b.sigma, method="svd")
 
 
 def test_frechet_distance_handles_singular_covariances():
