@@ -34,6 +34,7 @@ diffusers' ``examples/`` and DiT's ``train.py``: accelerate, save/load state hoo
 from __future__ import annotations
 
 import logging
+import math
 import os
 import shutil
 import sys
@@ -197,6 +198,8 @@ def main(args, *, on_step: StepCallback | None = None) -> dict:
                           f"{accelerator.num_processes} process(es) x {args.gradient_accumulation_steps} "
                           "accumulation steps; add data or lower train_batch_size")
     max_train_steps = args.max_train_steps or args.num_train_epochs * steps_per_epoch
+    # epochs end the run too (as diffusers' examples), so batches skipped as unreadable shorten it, not stretch it
+    num_epochs = math.ceil(max_train_steps / steps_per_epoch) if steps_per_epoch else None
 
     # 3. Optimizer, scheduler, EMA, hooks, accelerate
     optimizer, lr_scheduler = _optimizer(args, model, accelerator, max_train_steps)
@@ -235,7 +238,7 @@ def main(args, *, on_step: StepCallback | None = None) -> dict:
     step_stories = step_frames = 0
     last_time = time.perf_counter()
     use_added = components.model.transformer.use_additional_conditions
-    while state.global_step < max_train_steps:
+    while state.global_step < max_train_steps and (num_epochs is None or state.epoch < num_epochs):
         if sampler is not None:
             sampler.set_epoch(state.epoch, start=state.batch_in_epoch)
         else:
@@ -253,6 +256,10 @@ def main(args, *, on_step: StepCallback | None = None) -> dict:
                                         dropout=dropout, patch_size=components.patch_size, device=device,
                                         use_additional_conditions=use_added)
                 loss = compute_loss(model, inputs, diffusion).loss.mean()
+                if args.stage == 2 and inputs.subject is None:
+                    # every story unconditional: the subject branch is unused, but every rank must run a backward
+                    # through its parameters (zero gradients) so DDP's reduction and the optimizer stay in step
+                    loss = loss + 0.0 * sum(p.sum() for p in trained_params)
                 accelerator.backward(loss)
                 if accelerator.sync_gradients and args.max_grad_norm > 0:
                     accelerator.clip_grad_norm_(trained_params, args.max_grad_norm)
