@@ -20,15 +20,22 @@ __all__ = [
 
 
 class ModelLoadError(ValueError):
-    """A model, tokenizer or state dict could not be loaded. ``source`` is the path or hub id given."""
+    """A model, tokenizer or state dict could not be loaded.
 
-    def __init__(self, source: object, detail: str) -> None:
-        super().__init__(source, detail)
-        self.source = str(source)
-        self.detail = detail
+    ``ModelLoadError(source, detail)`` reads ``"<source>: <detail>"``; ``source`` is the path or hub id given.
+    ``ModelLoadError(message)`` (one argument) is accepted too, for callers that compose the whole message.
+    """
+
+    def __init__(self, source: object, detail: str | None = None) -> None:
+        if detail is None:
+            super().__init__(source)
+            self.source, self.detail = "", str(source)
+        else:
+            super().__init__(source, detail)
+            self.source, self.detail = str(source), detail
 
     def __str__(self) -> str:
-        return f"{self.source}: {self.detail}"
+        return f"{self.source}: {self.detail}" if self.source else self.detail
 
 
 class ModelNotFoundError(ModelLoadError):

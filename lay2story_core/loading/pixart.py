@@ -285,16 +285,13 @@ def _interpolation_scale(
     from diffusers.models.embeddings import get_2d_sincos_pos_embed
 
     stored = table.reshape(-1, hidden).float()
-    best, best_err = default, float("inf")
+    # The tables of different scales differ by O(1), so the first candidate within fp16 rounding is the one.
     for candidate in dict.fromkeys([default, 0.5, 1.0, 2.0, 4.0, float(max(size // 64, 1)), size / 64]):
         ref = get_2d_sincos_pos_embed(hidden, size // patch, base_size=size // patch, interpolation_scale=candidate)
-        err = (torch.as_tensor(ref).float() - stored).abs().max().item()
-        if err < best_err:
-            best, best_err = candidate, err
-    if best_err > 2e-3:
-        logger.warning("%s: pos_embed matches no known interpolation scale; using %s", source, default)
-        return default
-    return float(best)
+        if (torch.as_tensor(ref).float() - stored).abs().max().item() <= 2e-3:
+            return float(candidate)
+    logger.warning("%s: pos_embed matches no known interpolation scale; using %s", source, default)
+    return default
 
 
 def load_pixart_transformer(

@@ -16,6 +16,7 @@ from lay2story_core.loading import (
     UnsupportedFormatError,
     WrongArchitectureError,
     convert_pixart_original_to_diffusers,
+    infer_pixart_config,
     load_pixart_transformer,
     load_pixart_transformer_with_info,
 )
@@ -280,3 +281,27 @@ def test_wrong_architecture_is_named(tmp_path):
     (tmp_path / "unet" / "config.json").write_text(json.dumps({"_class_name": "UNet2DConditionModel"}))
     with pytest.raises(WrongArchitectureError, match="UNet2DConditionModel, not a PixArt transformer"):
         load_pixart_transformer(tmp_path / "unet")
+
+
+@pytest.mark.parametrize(
+    ("config", "tokens", "variant"),
+    [
+        (dict(sample_size=64), 120, "alpha"),  # PixArt-XL-2-512x512
+        (dict(sample_size=128), 120, "alpha"),  # PixArt-XL-2-1024-MS (micro-conditions from sample_size 128)
+        (dict(sample_size=128, use_additional_conditions=False, interpolation_scale=2), 300, "sigma"),
+    ],
+)
+def test_real_size_configs_are_inferred(config, tokens, variant):
+    """Released PixArt-XL/2 shapes (meta tensors, no memory): the inferred config rebuilds the same model."""
+    from lay2story_core.loading.modeling import check_state_dict, empty_model
+
+    xl = dict(num_attention_heads=16, attention_head_dim=72, num_layers=28, caption_channels=4096, **config)
+    reference = empty_model(lambda: PixArtTransformer2DModel(**xl), source="xl", what="reference")
+    converted, extras = convert_pixart_original_to_diffusers(to_original(reference, tokens))
+    info = infer_pixart_config(converted, extras, source_format="original")
+    assert (info.num_layers, info.hidden_size, info.num_attention_heads, info.caption_channels) == (28, 1152, 16, 4096)
+    assert info.sample_size == config["sample_size"] and info.variant == variant and info.max_text_tokens == tokens
+    assert info.use_additional_conditions == reference.use_additional_conditions
+    assert info.interpolation_scale == reference.pos_embed.interpolation_scale
+    rebuilt = empty_model(lambda: PixArtTransformer2DModel(**info.to_diffusers_config()), source="xl", what="rebuilt")
+    check_state_dict(rebuilt, converted, "xl", "PixArt transformer")

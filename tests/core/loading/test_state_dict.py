@@ -129,3 +129,9 @@ def test_cast_keeps_named_modules_in_fp32():
     sd = {"block.wo.weight": torch.ones(2), "block.wi.weight": torch.ones(2), "ids": torch.ones(2, dtype=torch.long)}
     cast_state_dict(sd, torch.float16, keep_fp32=("wo",))
     assert [sd[k].dtype for k in sd] == [torch.float32, torch.float16, torch.long]
+
+
+def test_error_messages():
+    assert str(ModelNotFoundError("/m/x.pth", "no such file")) == "/m/x.pth: no such file"
+    assert str(ModelLoadError("subject branch: no config.json")) == "subject branch: no config.json"
+    assert isinstance(CorruptFileError("a", "b"), ValueError)

@@ -162,3 +162,25 @@ def test_infer_config_reads_shapes(t5):
         "relative_attention_num_buckets",
     ):
         assert getattr(config, field) == getattr(t5.config, field), field
+
+
+def test_real_size_t5_xxl_config_is_inferred():
+    """T5-v1.1-XXL shapes as in t5xxl_fp16.safetensors (meta tensors, no memory)."""
+    from lay2story_core.loading.modeling import check_state_dict, empty_model
+
+    xxl = T5Config(vocab_size=32128, d_model=4096, d_kv=64, d_ff=10240, num_layers=24, num_heads=64,
+                   feed_forward_proj="gated-gelu")  # fmt: skip
+    sd = dict(empty_model(lambda: T5EncoderModel(xxl), source="xxl", what="reference").state_dict())
+    config = infer_t5_config(sd)
+    for field in (
+        "vocab_size",
+        "d_model",
+        "d_kv",
+        "d_ff",
+        "num_layers",
+        "num_heads",
+        "relative_attention_num_buckets",
+    ):
+        assert getattr(config, field) == getattr(xxl, field), field
+    assert config.is_gated_act and config.dense_act_fn == "gelu_new"
+    check_state_dict(empty_model(lambda: T5EncoderModel(config), source="xxl", what="T5"), sd, "xxl", "T5 encoder")

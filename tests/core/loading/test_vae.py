@@ -153,3 +153,16 @@ def test_wrong_inputs(tmp_path):
     (tmp_path / "unet" / "config.json").write_text(json.dumps({"_class_name": "UNet2DModel"}))
     with pytest.raises(WrongArchitectureError, match="UNet2DModel, not an AutoencoderKL"):
         load_vae(tmp_path / "unet")
+
+
+@pytest.mark.parametrize("name", ["sd", "sdxl"])
+def test_real_size_bundled_configs(name):
+    """The SD/SDXL VAE layout (meta tensors): LDM keys convert and infer back to the bundled config."""
+    from lay2story_core.loading.modeling import check_state_dict, empty_model
+    from lay2story_core.loading.vae import bundled_vae_config
+
+    config = {k: v for k, v in bundled_vae_config(name).items() if not k.startswith("_")}
+    reference = empty_model(lambda: AutoencoderKL(**config), source=name, what="reference")
+    converted = convert_ldm_vae_to_diffusers(to_ldm(reference))
+    assert infer_vae_config(converted, bundled_vae_config(name)) == bundled_vae_config(name)
+    check_state_dict(reference, converted, name, "VAE")
