@@ -2,12 +2,30 @@
 
 from __future__ import annotations
 
+from .comic_page import L2S_ComicPage
+from .detector import L2S_LayoutDetector
 from .layout_editor import L2S_LayoutEditor, L2S_LayoutFromJSON, L2S_LayoutToJSON
+from .loaders import L2S_ModelLoader, L2S_TextEncoderLoader
+from .preview import L2S_LayoutPreview
+from .reference import L2S_ReferenceImage
+from .sampler import L2S_StorySampler
+from .story_nodes import L2S_LayoutToggle, L2S_Story, L2S_StoryFromJSON, L2S_StoryToJSON
 
 NODE_CLASSES: tuple[type, ...] = (
+    L2S_ModelLoader,
+    L2S_TextEncoderLoader,
+    L2S_Story,
+    L2S_StoryFromJSON,
+    L2S_StoryToJSON,
+    L2S_ReferenceImage,
     L2S_LayoutEditor,
     L2S_LayoutFromJSON,
     L2S_LayoutToJSON,
+    L2S_LayoutDetector,
+    L2S_LayoutToggle,
+    L2S_LayoutPreview,
+    L2S_StorySampler,
+    L2S_ComicPage,
 )
 
 

@@ -1,0 +1,62 @@
+"""The values that travel on the pack's model sockets: ``L2S_MODEL`` and ``L2S_TEXT_ENCODER``."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from lay2story_core.text import DEFAULT_MAX_LENGTH
+
+__all__ = ["StoryModel", "TextEncoderBundle", "check_model", "check_text_encoder"]
+
+
+@dataclass(frozen=True)
+class StoryModel:
+    """What ``L2S_ModelLoader`` outputs: the PixArt global branch, the optional subject branch and the VAE.
+
+    ``scheduler_config`` is the pipeline folder's scheduler config (None: PixArt's DPM-Solver++ defaults);
+    ``max_text_tokens`` is the caption length the transformer was trained with (120 alpha, 300 sigma).
+    """
+
+    transformer: torch.nn.Module
+    subject_branch: torch.nn.Module | None
+    vae: torch.nn.Module
+    dtype: torch.dtype
+    device: torch.device
+    source: str
+    scheduler_config: dict | None = None
+    max_text_tokens: int = DEFAULT_MAX_LENGTH
+
+    @property
+    def has_subject_branch(self) -> bool:
+        return self.subject_branch is not None
+
+
+@dataclass(frozen=True)
+class TextEncoderBundle:
+    """What ``L2S_TextEncoderLoader`` outputs: the T5 tokenizer and encoder.
+
+    ``device``: where it encodes (None: the sampler's device); ``offload``: moved to the offload device (the CPU)
+    after encoding and kept there between runs.
+    """
+
+    tokenizer: object
+    encoder: torch.nn.Module
+    dtype: torch.dtype
+    device: torch.device | None
+    offload: bool
+    source: str
+
+
+def check_model(value: object, field: str = "model") -> StoryModel:
+    if not isinstance(value, StoryModel):
+        raise ValueError(f"{field}: expected an L2S_MODEL (from Lay2Story Model Loader), got {type(value).__name__}")
+    return value
+
+
+def check_text_encoder(value: object, field: str = "text_encoder") -> TextEncoderBundle:
+    if not isinstance(value, TextEncoderBundle):
+        raise ValueError(f"{field}: expected an L2S_TEXT_ENCODER (from Lay2Story Text Encoder Loader), "
+                         f"got {type(value).__name__}")
+    return value
