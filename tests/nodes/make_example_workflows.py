@@ -1,0 +1,322 @@
+"""Writes ``example_workflows/``: each example as a ComfyUI UI-format workflow (``<name>.json``, shown in ComfyUI's
+template browser), its ``.jpg`` thumbnail, and an API-format copy (``api/<name>.json``) that the tests run.
+
+Not shipped code: run it from the repository root after changing a node's inputs or an example::
+
+    .venv/bin/python tests/nodes/make_example_workflows.py [--no-thumbnails]
+
+Both formats come from the one description below, with widget values in each node's ``INPUT_TYPES`` order (plus
+the frontend's ``control_after_generate`` value after a seed). Thumbnails show real node outputs: the layout preview
+and comic page nodes drawn over ShapeStory frames (lay2story_core.shapestory renders any ShapeStory story's ground
+truth from its JSON), since no trained demo model is needed for that.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from dataclasses import dataclass, field
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+if ROOT not in sys.path:
+    sys.path.insert(0, ROOT)
+
+from lay2story_core.story import Layout, Story, Subject  # noqa: E402
+from nodes.model_files import EMBEDDED_LABEL  # noqa: E402
+from nodes.registry import NODE_CLASS_MAPPINGS  # noqa: E402
+
+OUT_DIR = os.path.join(ROOT, "example_workflows")
+WIDGET_TYPES = ("INT", "FLOAT", "STRING", "BOOLEAN")
+# ComfyUI core nodes the examples end in (their definitions, as ComfyUI's /object_info gives them).
+CORE_NODES = {
+    "SaveImage": {"sockets": [("images", "IMAGE")], "widgets": ["filename_prefix"], "outputs": []},
+    "PreviewImage": {"sockets": [("images", "IMAGE")], "widgets": [], "outputs": []},
+}
+SEED_CONTROL = "fixed"
+
+
+@dataclass
+class Node:
+    id: int
+    type: str
+    pos: tuple[int, int]
+    widgets: dict = field(default_factory=dict)  # input name -> value (others: the INPUT_TYPES default)
+    links: dict = field(default_factory=dict)  # input name -> (source node id, output slot)
+    title: str | None = None
+
+
+# --------------------------------------------------------------------------------------------- node definitions
+def node_spec(class_type: str) -> dict:
+    """``sockets`` [(name, type)], ``widgets`` [names], ``outputs`` [(name, type)] and widget ``defaults``."""
+    if class_type in CORE_NODES:
+        return {**CORE_NODES[class_type], "defaults": {"filename_prefix": "ComfyUI"}, "options": {}}
+    cls = NODE_CLASS_MAPPINGS[class_type]
+    sockets, widgets, defaults, options = [], [], {}, {}
+    spec = cls.INPUT_TYPES()
+    for section in ("required", "optional"):
+        for name, (kind, opts) in spec.get(section, {}).items():
+            if isinstance(kind, list) or kind in WIDGET_TYPES:
+                widgets.append(name)
+                defaults[name] = opts.get("default", kind[0] if isinstance(kind, list) and kind else None)
+                options[name] = opts
+            else:
+                sockets.append((name, kind))
+    outputs = list(zip(cls.RETURN_NAMES, cls.RETURN_TYPES))
+    return {"sockets": sockets, "widgets": widgets, "outputs": outputs, "defaults": defaults, "options": options}
+
+
+def widget_values(node: Node) -> list:
+    spec = node_spec(node.type)
+    unknown = set(node.widgets) - set(spec["widgets"])
+    if unknown:
+        raise ValueError(f"node {node.id} ({node.type}): unknown widgets {sorted(unknown)}")
+    values = []
+    for name in spec["widgets"]:
+        values.append(node.widgets.get(name, spec["defaults"][name]))
+        if spec["options"].get(name, {}).get("control_after_generate"):
+            values.append(SEED_CONTROL)
+    return values
+
+
+# -------------------------------------------------------------------------------------------------- the formats
+def to_api(nodes: list[Node]) -> dict:
+    prompt = {}
+    for node in nodes:
+        spec = node_spec(node.type)
+        inputs = {name: node.widgets.get(name, spec["defaults"][name]) for name in spec["widgets"]}
+        inputs.update({name: [str(src), slot] for name, (src, slot) in node.links.items()})
+        entry = {"class_type": node.type, "inputs": inputs}
+        if node.title:
+            entry["_meta"] = {"title": node.title}
+        prompt[str(node.id)] = entry
+    return prompt
+
+
+def to_ui(nodes: list[Node], groups: list[dict] | None = None) -> dict:
+    by_id = {n.id: n for n in nodes}
+    links, incoming, outgoing = [], {}, {}
+    for node in nodes:
+        sockets = [name for name, _ in node_spec(node.type)["sockets"]]
+        for name, (src, slot) in node.links.items():
+            link_id = len(links) + 1
+            kind = node_spec(by_id[src].type)["outputs"][slot][1]
+            links.append([link_id, src, slot, node.id, sockets.index(name), kind])
+            incoming[(node.id, name)] = link_id
+            outgoing.setdefault((src, slot), []).append(link_id)
+    ui_nodes = []
+    for order, node in enumerate(nodes):
+        spec = node_spec(node.type)
+        entry = {
+            "id": node.id,
+            "type": node.type,
+            "pos": list(node.pos),
+            "size": [320, 60 + 26 * (len(spec["widgets"]) + len(spec["sockets"]))],
+            "flags": {},
+            "order": order,
+            "mode": 0,
+            "inputs": [{"name": name, "type": kind, "link": incoming.get((node.id, name))}
+                       for name, kind in spec["sockets"]],
+            "outputs": [{"name": name, "type": kind, "links": outgoing.get((node.id, slot)) or None,
+                         "slot_index": slot} for slot, (name, kind) in enumerate(spec["outputs"])],
+            "properties": {"Node name for S&R": node.type},
+            "widgets_values": widget_values(node),
+        }
+        if node.title:
+            entry["title"] = node.title
+        ui_nodes.append(entry)
+    return {
+        "last_node_id": max(n.id for n in nodes),
+        "last_link_id": len(links),
+        "nodes": ui_nodes,
+        "links": links,
+        "groups": groups or [],
+        "config": {},
+        "extra": {"ds": {"scale": 0.8, "offset": [0, 0]}},
+        "version": 0.4,
+    }
+
+
+# ---------------------------------------------------------------------------------------------------- examples
+SHAPE_IDENTITY = "a red striped star"
+SHAPE_PROMPTS = ("on the grass", "in the sky", "on the beach at night", "in a room")
+DRAWN_LAYOUT = Layout(
+    frames=(
+        (Subject("hero", (0.08, 0.45, 0.48, 0.85), "the red striped star, medium, at the bottom left"),),
+        (Subject("hero", (0.55, 0.1, 0.9, 0.45), "the red striped star, medium, at the top right"),),
+        (Subject("hero", (0.25, 0.25, 0.85, 0.85), "the red striped star, large, in the middle"),),
+        (Subject("hero", (0.6, 0.55, 0.9, 0.85)),),
+    ),
+    characters=("hero",),
+)
+TWO_CHARACTER_STORY = Story.from_dict({
+    "version": 1, "width": 64, "height": 64, "negative_prompt": "",
+    "characters": [{"id": "hero", "identity": "a red striped star"},
+                   {"id": "friend", "identity": "a blue dotted circle"}],
+    "frames": [
+        {"prompt": "on the grass", "subjects": [
+            {"character": "hero", "box": [0.05, 0.4, 0.45, 0.8],
+             "caption": "the red striped star, medium, on the left"},
+            {"character": "friend", "box": [0.55, 0.45, 0.9, 0.8]}]},
+        {"prompt": "in the sky", "subjects": [{"character": "hero", "box": [0.3, 0.1, 0.7, 0.5]}]},
+        {"prompt": "on the beach", "subjects": [{"character": "friend", "box": [0.35, 0.4, 0.75, 0.8]}]},
+        {"prompt": "on the road at night", "subjects": [
+            {"character": "hero", "box": [0.1, 0.5, 0.4, 0.8]}, {"character": "friend", "box": [0.6, 0.5, 0.9, 0.8]}]},
+        {"prompt": "in a room", "subjects": [{"character": "hero", "box": [0.25, 0.3, 0.75, 0.8]}]},
+        {"prompt": "on the grass at night", "subjects": [
+            {"character": "hero", "box": [0.5, 0.2, 0.9, 0.6]}, {"character": "friend", "box": [0.1, 0.5, 0.4, 0.8]}]},
+    ],
+})
+FOX_IDENTITY = "a small red fox wearing a blue knitted scarf, cartoon style"
+FOX_PROMPTS = (
+    "reading a book under a big oak tree on a sunny afternoon",
+    "walking along a forest path at dusk",
+    "standing on a wooden bridge over a river",
+    "catching fireflies in a meadow at night",
+    "eating soup at a kitchen table",
+    "asleep in a cozy burrow by candlelight",
+)
+
+
+def _loaders(model: str, text_encoder: str, subject_branch: str = "auto", vae: str = "auto") -> list[Node]:
+    return [
+        Node(1, "L2S_ModelLoader", (40, 60), {"model": model, "subject_branch": subject_branch, "vae": vae}),
+        Node(2, "L2S_TextEncoderLoader", (40, 300), {"text_encoder": text_encoder}),
+    ]
+
+
+def _sampler(node_id: int, pos, story_link, seed: int, **widgets) -> Node:
+    return Node(node_id, "L2S_StorySampler", pos, {"seed": seed, **widgets},
+                {"model": (1, 0), "text_encoder": (2, 0), "story": story_link})
+
+
+def example_drawn_layout() -> list[Node]:
+    return _loaders(EMBEDDED_LABEL, EMBEDDED_LABEL) + [
+        Node(3, "L2S_Story", (40, 540), {"identity": SHAPE_IDENTITY, "frame_prompts": "\n".join(SHAPE_PROMPTS),
+                                         "negative_prompt": "", "width": 64, "height": 64}),
+        Node(4, "L2S_LayoutEditor", (420, 60), {"layout_json": DRAWN_LAYOUT.to_json(indent=None)},
+             {"story": (3, 0)}),
+        _sampler(5, (820, 60), (4, 1), 7, mode="lay2story"),
+        Node(6, "L2S_LayoutPreview", (1220, 420), {}, {"story": (4, 1), "images": (5, 0)}),
+        Node(7, "SaveImage", (1220, 60), {"filename_prefix": "lay2story/drawn_layout"}, {"images": (5, 0)}),
+    ]
+
+
+def example_detected_layout() -> list[Node]:
+    return _loaders(EMBEDDED_LABEL, EMBEDDED_LABEL) + [
+        Node(3, "L2S_Story", (40, 540), {"identity": SHAPE_IDENTITY, "frame_prompts": "\n".join(SHAPE_PROMPTS),
+                                         "negative_prompt": "", "width": 64, "height": 64}),
+        _sampler(4, (420, 60), (3, 0), 11, mode="lay2story"),
+        Node(5, "L2S_LayoutDetector", (820, 60), {"detector": "grounding-dino-tiny", "prompt": "the red star",
+                                                  "caption": "the red striped star"}, {"images": (4, 0)}),
+        Node(6, "L2S_LayoutToggle", (820, 420), {"boxes": True, "subject_captions": True},
+             {"story": (3, 0), "layout": (5, 0)}),
+        _sampler(7, (1220, 60), (6, 0), 12, mode="lay2story"),
+        Node(8, "PreviewImage", (1220, 500), {}, {"images": (5, 1)}),
+        Node(9, "SaveImage", (1620, 60), {"filename_prefix": "lay2story/detected_layout"}, {"images": (7, 0)}),
+    ]
+
+
+def example_training_free() -> list[Node]:
+    return _loaders("checkpoints/PixArt-XL-2-512x512.pth", "text_encoders/t5xxl_fp16.safetensors",
+                    subject_branch="none", vae="vae/vae-ft-mse-840000-ema-pruned.safetensors") + [
+        Node(3, "L2S_Story", (40, 540), {"identity": FOX_IDENTITY, "frame_prompts": "\n".join(FOX_PROMPTS),
+                                         "width": 512, "height": 512}),
+        _sampler(4, (420, 60), (3, 0), 2025, mode="training_free", chunk_size=3, identity_frames=3),
+        Node(5, "SaveImage", (820, 60), {"filename_prefix": "lay2story/training_free"}, {"images": (4, 0)}),
+    ]
+
+
+def example_comic_page() -> list[Node]:
+    return _loaders(EMBEDDED_LABEL, EMBEDDED_LABEL) + [
+        Node(3, "L2S_StoryFromJSON", (40, 540), {"story_json": TWO_CHARACTER_STORY.to_json(indent=2)}),
+        _sampler(4, (420, 60), (3, 0), 3, mode="lay2story"),
+        Node(5, "L2S_ComicPage", (820, 60), {"layout": "classic", "panel_width": 256, "font_size": 20},
+             {"images": (4, 0), "story": (3, 0)}),
+        Node(6, "L2S_ComicPage", (820, 520), {"layout": "four_panel", "panel_width": 256, "font_size": 18,
+                                              "captions": "Hero meets Friend.\nHero flies.\nFriend waits.\n"
+                                                          "Together again.\nHome.\nGood night."},
+             {"images": (4, 0)}),
+        Node(7, "SaveImage", (1220, 60), {"filename_prefix": "lay2story/comic_classic"}, {"images": (5, 0)}),
+        Node(8, "PreviewImage", (1220, 520), {}, {"images": (6, 0)}),
+    ]
+
+
+EXAMPLES = {
+    "lay2story_drawn_layout": example_drawn_layout,
+    "lay2story_detected_layout": example_detected_layout,
+    "training_free_story": example_training_free,
+    "comic_page": example_comic_page,
+}
+
+
+# -------------------------------------------------------------------------------------------------- thumbnails
+def _shape_frames(story: Story, size: int = 128) -> list:
+    from lay2story_core.shapestory import render_story
+
+    return render_story(story, size, size)[0]
+
+
+def thumbnail(name: str):
+    """A 512 px wide picture of what the example makes, drawn by the pack's own preview/comic nodes."""
+    from PIL import Image
+
+    from lay2story_core.comic import ComicStyle, compose_comic
+    from nodes.preview import render_layout_preview
+    from nodes.story_nodes import L2S_Story
+
+    shape_story = L2S_Story().build(SHAPE_IDENTITY, "\n".join(SHAPE_PROMPTS), "", 64, 64)[0]
+    if name == "lay2story_drawn_layout":
+        story = shape_story.apply_layout(DRAWN_LAYOUT)
+        panels = render_layout_preview(story, _shape_frames(story))
+        return compose_comic(panels, None, "four_panel", ComicStyle(panel_width=248, margin=4, gutter=8))[0]
+    if name == "lay2story_detected_layout":
+        story = shape_story.apply_layout(DRAWN_LAYOUT)
+        drawn = render_layout_preview(story.with_layout(captions=False), _shape_frames(story))
+        return compose_comic(drawn, ["detected: " + s for s in SHAPE_PROMPTS], "four_panel",
+                             ComicStyle(panel_width=248, margin=4, gutter=8, font_size=16))[0]
+    if name == "comic_page":
+        story = TWO_CHARACTER_STORY
+        return compose_comic(_shape_frames(story), [f.prompt for f in story.frames], "classic",
+                             ComicStyle(panel_width=200, font_size=18))[0]
+    fox = L2S_Story().build(FOX_IDENTITY, "\n".join(FOX_PROMPTS[:4]), "", 512, 512)[0]
+    schematic = render_layout_preview(fox, [Image.new("RGB", (256, 256), (200, 214, 229))] * 4)
+    return compose_comic(schematic, list(FOX_PROMPTS[:4]), "four_panel",
+                         ComicStyle(panel_width=248, margin=4, gutter=8, font_size=16))[0]
+
+
+def write(out_dir: str = OUT_DIR, thumbnails: bool = True) -> list[str]:
+    written = []
+    os.makedirs(os.path.join(out_dir, "api"), exist_ok=True)
+    for name, build in EXAMPLES.items():
+        nodes = build()
+        for path, data in ((os.path.join(out_dir, f"{name}.json"), to_ui(nodes)),
+                           (os.path.join(out_dir, "api", f"{name}.json"), to_api(nodes))):
+            tmp = f"{path}.tmp"
+            with open(tmp, "w", encoding="utf-8") as f:
+                json.dump(data, f, indent=2, ensure_ascii=False)
+                f.write("\n")
+            os.replace(tmp, path)
+            written.append(path)
+        if thumbnails:
+            image = thumbnail(name).convert("RGB")
+            image.thumbnail((512, 512))
+            path = os.path.join(out_dir, f"{name}.jpg")
+            image.save(f"{path}.tmp", format="JPEG", quality=88)
+            os.replace(f"{path}.tmp", path)
+            written.append(path)
+    return written
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--out", default=OUT_DIR, help="output folder (default: example_workflows/)")
+    parser.add_argument("--no-thumbnails", action="store_true", help="write the JSON files only")
+    args = parser.parse_args()
+    for path in write(args.out, not args.no_thumbnails):
+        print(os.path.relpath(path, ROOT))
+
+
+if __name__ == "__main__":
+    main()
