@@ -128,7 +128,7 @@ class GroundingDinoDetector:
 
     def detect_all(self, images: Sequence[Image.Image], prompt: str, box_threshold: float = 0.35,
                    text_threshold: float = 0.25, batch_size: int = 8) -> list[list[Detection]]:
-        """All boxes scoring above ``box_threshold`` per image, best first (boxes of zero area are dropped)."""
+        """All boxes scoring at least ``box_threshold`` per image, best first (boxes of zero area are dropped)."""
         images = check_images(images)
         text = normalize_prompt(prompt)
         box_threshold = _check_threshold(box_threshold, "box_threshold")

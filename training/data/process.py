@@ -14,6 +14,7 @@ import json
 import logging
 import os
 import shutil
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -24,7 +25,7 @@ from .captions import Captioner, CaptionError
 from .config import BuildConfig
 from .grouping import group_frames, pick_reference
 from .kmeans import dedup_windows
-from .video import SampledFrame, VideoError, sample_frames
+from .video import FrameSampler, SampledFrame, VideoError
 
 __all__ = ["CHARACTER_ID", "STAGES", "Models", "VideoResult", "VideoTask", "build_captioner", "load_models",
            "process_video", "video_seed"]
@@ -35,6 +36,7 @@ CHARACTER_ID = "main"
 STAGES = ("sampled", "size_filtered", "filtered", "detected", "deduplicated", "grouped")
 _MIN_BOX_SIDE = 1e-3  # boxes thinner than this (after rounding) count as no detection
 _BOX_DIGITS = 4
+Box = tuple[float, float, float, float]
 
 
 @dataclass(frozen=True)
@@ -153,44 +155,89 @@ def _write_images(out: str, video_id: str, frames: dict[int, SampledFrame], conf
     return names
 
 
+def _batches(frames: Iterable[SampledFrame], size: int) -> Iterator[list[SampledFrame]]:
+    batch: list[SampledFrame] = []
+    for frame in frames:
+        batch.append(frame)
+        if len(batch) == size:
+            yield batch
+            batch = []
+    if batch:
+        yield batch
+
+
+def _select_frames(task: VideoTask, config: BuildConfig, models: Models, result: VideoResult,
+                   seed: int) -> list[tuple[SampledFrame, Box]]:
+    """Streams the video through size filter, hooks, detection and windowed k-means; returns the kept frames with
+    their boxes, in time order. Memory holds one window of detected frames, not the video."""
+    sampler = FrameSampler(task.path, config.fps, config.max_frames_per_video)
+    window: list[tuple[SampledFrame, Box]] = []
+    kept: list[tuple[SampledFrame, Box]] = []
+    windows = 0
+    shorter_side = None
+
+    def dedup() -> None:
+        nonlocal windows
+        embeddings = models.clip.embed_images([f.image for f, _ in window], batch_size=config.batch_size).numpy()
+        # One window per call: k-means seeded per window, as dedup_windows does over a whole video.
+        chosen = dedup_windows(embeddings, len(window), config.clusters, seed=(seed + windows) % 2**31)
+        kept.extend(window[i] for i in chosen)
+        window.clear()
+        windows += 1
+
+    for batch in _batches(sampler, config.batch_size):
+        result.frames["sampled"] += len(batch)
+        shorter_side = shorter_side or min(batch[0].image.size)
+        frames = [f for f in batch if min(f.image.size) >= config.min_size]
+        result.frames["size_filtered"] += len(frames)
+        for hook in models.filters:
+            if not frames:
+                break
+            keep = hook([f.image for f in frames])
+            result.filtered_by[hook.name] = result.filtered_by.get(hook.name, 0) + sum(not k for k in keep)
+            frames = [f for f, k in zip(frames, keep) if k]
+        result.frames["filtered"] += len(frames)
+        if not frames:
+            continue
+        detections = models.detector.detect([f.image for f in frames], config.prompt, config.box_threshold,
+                                            config.text_threshold, batch_size=config.batch_size)
+        for frame, detection in zip(frames, detections):
+            box = None if detection is None else _round_box(detection.box)
+            if box is None:
+                continue
+            result.frames["detected"] += 1
+            window.append((frame, box))
+            if len(window) == config.window:
+                dedup()
+    if window:
+        dedup()
+    result.corrupt = sampler.info.corrupt if sampler.info else 0
+    if not result.frames["size_filtered"]:
+        raise VideoError("too_small", f"shorter side {shorter_side} < --min-size {config.min_size}")
+    if not result.frames["filtered"]:
+        raise VideoError("filtered", f"every frame was dropped by the filters {list(result.filtered_by)}")
+    if not result.frames["detected"]:
+        raise VideoError("no_detection", f"no {config.prompt!r} box reached --box-threshold {config.box_threshold}")
+    result.frames["deduplicated"] = len(kept)
+    return kept
+
+
 def _run(task: VideoTask, config: BuildConfig, models: Models, result: VideoResult) -> None:
     if os.path.getsize(task.path) == 0:
         raise VideoError("empty_file", f"{task.path}: zero bytes")
-    sampled, info = sample_frames(task.path, config.fps, config.max_frames_per_video)
-    result.corrupt = info.corrupt
-    result.frames["sampled"] = len(sampled)
-    frames = [f for f in sampled if min(f.image.size) >= config.min_size]
-    result.frames["size_filtered"] = len(frames)
-    if not frames:
-        raise VideoError("too_small", f"shorter side {min(sampled[0].image.size)} < --min-size {config.min_size}")
-    for hook in models.filters:
-        keep = hook([f.image for f in frames])
-        result.filtered_by[hook.name] = result.filtered_by.get(hook.name, 0) + sum(not k for k in keep)
-        frames = [f for f, k in zip(frames, keep) if k]
-    result.frames["filtered"] = len(frames)
-    if not frames:
-        raise VideoError("filtered", f"every frame was dropped by the filters {list(result.filtered_by)}")
-    detections = models.detector.detect([f.image for f in frames], config.prompt, config.box_threshold,
-                                        config.text_threshold, batch_size=config.batch_size)
-    boxes = [None if d is None else _round_box(d.box) for d in detections]
-    detected = [(f, b) for f, b in zip(frames, boxes) if b is not None]
-    result.frames["detected"] = len(detected)
-    if not detected:
-        raise VideoError("no_detection", f"no {config.prompt!r} box reached --box-threshold {config.box_threshold}")
     seed = video_seed(config.seed, task.video_id)
-    embeddings = models.clip.embed_images([f.image for f, _ in detected], batch_size=config.batch_size).numpy()
-    kept = dedup_windows(embeddings, config.window, config.clusters, seed=seed % (2**31))
-    result.frames["deduplicated"] = len(kept)
+    selected = _select_frames(task, config, models, result, seed)
+    kept = list(range(len(selected)))
     groups = group_frames(kept, np.random.default_rng(seed), config.lengths, config.length_probs)
     result.frames["grouped"] = sum(len(g) for g in groups)
     if not groups:
         raise VideoError("too_few_frames", f"{len(kept)} frames after de-duplication, fewer than "
                          f"{min(config.lengths)}")
-    times = [f.time for f, _ in detected]
+    times = [f.time for f, _ in selected]
     plans = []
     for group in groups:
         try:
-            captions = models.captioner.caption([detected[i][0].image for i in group], [detected[i][1] for i in group])
+            captions = models.captioner.caption([selected[i][0].image for i in group], [selected[i][1] for i in group])
         except CaptionError as err:
             if err.fatal:
                 raise
@@ -206,15 +253,15 @@ def _run(task: VideoTask, config: BuildConfig, models: Models, result: VideoResu
     if not plans:
         raise VideoError("caption_failed", f"none of the {len(groups)} sequences could be captioned")
     used = {i for group, ref, _ in plans for i in (*group, *(() if ref is None else (ref,)))}
-    paths = _write_images(config.out, task.video_id, {i: detected[i][0] for i in used}, config)
-    width, height = _story_size(*detected[plans[0][0][0]][0].image.size)
+    paths = _write_images(config.out, task.video_id, {i: selected[i][0] for i in used}, config)
+    width, height = _story_size(*selected[plans[0][0][0]][0].image.size)
     for group, ref, captions in plans:
-        reference = None if ref is None else Reference(image=paths[ref], box=detected[ref][1])
+        reference = None if ref is None else Reference(image=paths[ref], box=selected[ref][1])
         result.without_reference += reference is None
         story = Story(
             characters=(Character(CHARACTER_ID, captions.identity, reference),),
             frames=tuple(
-                Frame(prompt, (Subject(CHARACTER_ID, detected[i][1], subject),), image=paths[i])
+                Frame(prompt, (Subject(CHARACTER_ID, selected[i][1], subject),), image=paths[i])
                 for i, prompt, subject in zip(group, captions.frame_prompts, captions.subject_captions)
             ),
             width=width,

@@ -13,11 +13,12 @@ from __future__ import annotations
 import logging
 import math
 import os
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 from PIL import Image
 
-__all__ = ["VIDEO_EXTENSIONS", "DecodeInfo", "SampledFrame", "VideoError", "sample_frames"]
+__all__ = ["VIDEO_EXTENSIONS", "DecodeInfo", "FrameSampler", "SampledFrame", "VideoError", "sample_frames"]
 
 logger = logging.getLogger(__name__)
 
@@ -67,65 +68,83 @@ def _frame_time(frame, counter: int, rate: float | None) -> float | None:
     return None
 
 
+class FrameSampler:
+    """Iterates over the kept frames of one video as they are decoded (so memory holds one frame at a time, not the
+    video); :attr:`info` is set once the iteration ends. See :func:`sample_frames` for the errors."""
+
+    def __init__(self, path: str | os.PathLike, fps: float = 0.25, max_frames: int | None = None) -> None:
+        if isinstance(fps, bool) or not isinstance(fps, (int, float)) or not math.isfinite(fps) or fps <= 0:
+            raise ValueError(f"fps: expected a positive number, got {fps!r}")
+        if max_frames is not None and (isinstance(max_frames, bool) or not isinstance(max_frames, int)
+                                       or max_frames < 1):
+            raise ValueError(f"max_frames: expected a positive integer or None, got {max_frames!r}")
+        self.path = os.fspath(path)
+        self.fps = float(fps)
+        self.max_frames = max_frames
+        self.info: DecodeInfo | None = None
+
+    def __iter__(self) -> Iterator[SampledFrame]:
+        import av
+
+        name, fps = self.path, self.fps
+        try:
+            container = av.open(name)
+        except (av.FFmpegError, OSError, UnicodeDecodeError, ValueError) as err:
+            raise VideoError("unreadable", f"{name}: {err}") from err
+        with container:
+            if not container.streams.video:
+                raise VideoError("no_video_stream", f"{name}: the file has no video stream")
+            stream = container.streams.video[0]
+            stream.thread_type = "AUTO"
+            rate = float(stream.average_rate) if stream.average_rate else None
+            duration = float(stream.duration * stream.time_base) if stream.duration and stream.time_base else None
+            if duration is None and container.duration:
+                duration = container.duration / 1_000_000  # av.time_base (microseconds)
+            kept = decoded = corrupt = next_k = 0
+            try:
+                for packet in container.demux(stream):
+                    try:
+                        frames = packet.decode()
+                    except (av.FFmpegError, ValueError) as err:
+                        corrupt += 1
+                        logger.debug("%s: skipping a packet that does not decode: %s", name, err)
+                        continue
+                    for frame in frames:
+                        t = _frame_time(frame, decoded, rate)
+                        decoded += 1
+                        if t is None or t < next_k / fps - _TIME_EPSILON:
+                            continue
+                        try:
+                            image = frame.to_image()
+                        except (av.FFmpegError, ValueError, OSError) as err:
+                            corrupt += 1
+                            logger.debug("%s: skipping a frame at %.3fs that does not convert: %s", name, t, err)
+                            continue
+                        yield SampledFrame(next_k, t, image.convert("RGB") if image.mode != "RGB" else image)
+                        kept += 1
+                        next_k = max(next_k + 1, math.floor((t + _TIME_EPSILON) * fps) + 1)
+                        if self.max_frames is not None and kept >= self.max_frames:
+                            break
+                    if self.max_frames is not None and kept >= self.max_frames:
+                        break
+            except (av.FFmpegError, OSError) as err:  # the demuxer gave up mid-file: keep what we have
+                corrupt += 1
+                logger.debug("%s: demuxing stopped early: %s", name, err)
+            self.info = DecodeInfo(decoded, corrupt, int(stream.codec_context.width or 0),
+                                   int(stream.codec_context.height or 0), duration)
+        if not kept:
+            raise VideoError("no_frames", f"{name}: no decodable frames ({decoded} decoded, {corrupt} corrupt "
+                             "packets)")
+
+
 def sample_frames(path: str | os.PathLike, fps: float = 0.25,
                   max_frames: int | None = None) -> tuple[list[SampledFrame], DecodeInfo]:
     """Decodes ``path`` front to back and keeps one frame per ``1 / fps`` seconds (the first at t = 0).
 
     Raises :class:`VideoError` with reason ``"unreadable"`` (not a media file), ``"no_video_stream"`` or
     ``"no_frames"`` (nothing decodable, e.g. a zero-length video). ``max_frames`` stops after that many kept frames.
+    The whole list is in memory: long videos should iterate a :class:`FrameSampler` instead.
     """
-    import av
-
-    if isinstance(fps, bool) or not isinstance(fps, (int, float)) or not math.isfinite(fps) or fps <= 0:
-        raise ValueError(f"fps: expected a positive number, got {fps!r}")
-    name = os.fspath(path)
-    try:
-        container = av.open(name)
-    except (av.FFmpegError, OSError, UnicodeDecodeError, ValueError) as err:
-        raise VideoError("unreadable", f"{name}: {err}") from err
-    with container:
-        if not container.streams.video:
-            raise VideoError("no_video_stream", f"{name}: the file has no video stream")
-        stream = container.streams.video[0]
-        stream.thread_type = "AUTO"
-        rate = float(stream.average_rate) if stream.average_rate else None
-        duration = float(stream.duration * stream.time_base) if stream.duration and stream.time_base else None
-        if duration is None and container.duration:
-            duration = container.duration / 1_000_000  # av.time_base (microseconds)
-        kept: list[SampledFrame] = []
-        decoded = corrupt = 0
-        next_k = 0
-        try:
-            packets = container.demux(stream)
-            for packet in packets:
-                try:
-                    frames = packet.decode()
-                except (av.FFmpegError, ValueError) as err:
-                    corrupt += 1
-                    logger.debug("%s: skipping a packet that does not decode: %s", name, err)
-                    continue
-                for frame in frames:
-                    t = _frame_time(frame, decoded, rate)
-                    decoded += 1
-                    if t is None or t < next_k / fps - _TIME_EPSILON:
-                        continue
-                    try:
-                        image = frame.to_image()
-                    except (av.FFmpegError, ValueError, OSError) as err:
-                        corrupt += 1
-                        logger.debug("%s: skipping a frame at %.3fs that does not convert: %s", name, t, err)
-                        continue
-                    kept.append(SampledFrame(next_k, t, image.convert("RGB") if image.mode != "RGB" else image))
-                    next_k = max(next_k + 1, math.floor((t + _TIME_EPSILON) * fps) + 1)
-                    if max_frames is not None and len(kept) >= max_frames:
-                        break
-                if max_frames is not None and len(kept) >= max_frames:
-                    break
-        except (av.FFmpegError, OSError) as err:  # the demuxer gave up mid-file: keep what we have
-            corrupt += 1
-            logger.debug("%s: demuxing stopped early: %s", name, err)
-        info = DecodeInfo(decoded, corrupt, int(stream.codec_context.width or 0),
-                          int(stream.codec_context.height or 0), duration)
-    if not kept:
-        raise VideoError("no_frames", f"{name}: no decodable frames ({decoded} decoded, {corrupt} corrupt packets)")
-    return kept, info
+    sampler = FrameSampler(path, fps, max_frames)
+    frames = list(sampler)
+    return frames, sampler.info

@@ -89,8 +89,8 @@ def test_stats_count_every_stage_and_every_bad_video(built):
     frames = stats["frames"]
     assert frames["sampled"] == 30 + 15 + 10 + 2 + 2
     assert frames["size_filtered"] == frames["filtered"] == frames["detected"] == 30 + 15 + 10 + 2
-    # k-means keeps at most 12 frames per 150-frame window; a window of <= 12 frames keeps all of them.
-    assert 2 + 10 < frames["deduplicated"] <= 12 + 12 + 10 + 2
+    # k-means keeps one frame per centre: 12 per 150-frame window; a window of <= 12 frames keeps all of them.
+    assert frames["deduplicated"] == 12 + 12 + 10 + 2
     by_length = stats["sequences"]["by_length"]
     assert set(by_length) <= {"4", "5", "6"}
     assert frames["grouped"] == sum(int(k) * v for k, v in by_length.items())
@@ -249,6 +249,14 @@ def test_a_failed_shard_write_leaves_no_partial_file(base_config, models, tmp_pa
     with pytest.raises(OSError, match="No space"):
         build_dataset(work, models=models)
     assert os.listdir(os.path.join(work.out, "shards")) == []
+
+
+def test_small_windows_dedup_each_window(base_config, models, tmp_path):
+    config = base_config.replace(out=str(tmp_path / "windows"), window=5, clusters=2)
+    stats = build_dataset(config, models=models)["stats"]
+    # a: 30 frames = 6 windows, b: 15 = 3, c: 10 = 2, short: 2 = 1; two frames kept per window.
+    assert stats["frames"]["deduplicated"] == 2 * (6 + 3 + 2 + 1)
+    assert stats["frames"]["detected"] == 30 + 15 + 10 + 2
 
 
 def test_settings_must_match_on_resume(built, base_config, models):
