@@ -18,7 +18,7 @@ import tempfile
 from pathlib import Path
 
 from .errors import CorruptFileError, ModelLoadError, ModelNotFoundError
-from .sources import call_hub
+from .sources import call_hub, resolve_source
 
 __all__ = ["load_t5_tokenizer"]
 
@@ -47,8 +47,6 @@ def load_t5_tokenizer(path_or_id: str | os.PathLike, *, subfolder: str | None = 
         return _load_file(path)
     if path.is_dir():
         return _load_folder(_tokenizer_folder(path, subfolder))
-    from .sources import resolve_source
-
     source = resolve_source(raw, "tokenizer", subfolder)  # raises ModelNotFoundError unless it is a hub id
     return _load_folder(Path(call_hub(source.path, "T5 tokenizer", lambda: _download(source.path, subfolder))))
 
