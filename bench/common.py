@@ -170,16 +170,41 @@ class _RssSampler:
         self.peak = max(self.peak, _read_rss_bytes())
 
 
+def _profiled_peak_bytes(fn: Callable[[], Any]) -> int | None:
+    """Peak of live CPU tensor memory during ``fn()``, from the PyTorch profiler's allocator events.
+
+    Every CPU allocation and free made through PyTorch's allocator during the call is replayed in order; the peak
+    of the running sum is the call's peak tensor memory (what the call itself allocated, independent of what the
+    process held before and of the C allocator's caching). ``None`` if the profiler gives no memory events.
+    """
+    from torch.autograd import DeviceType
+    from torch.profiler import ProfilerActivity, profile
+
+    with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
+        fn()
+    events = prof.profiler.kineto_results.events()
+    allocations = sorted(
+        (ev.start_ns(), ev.nbytes()) for ev in events if ev.name() == "[memory]" and ev.device_type() == DeviceType.CPU
+    )
+    if not allocations:
+        return None
+    current = peak = 0
+    for _, nbytes in allocations:
+        current += nbytes
+        peak = max(peak, current)
+    return int(peak)
+
+
 def measure_peak_memory(fn: Callable[[], Any], device: torch.device | str | None) -> int:
     """Peak memory in bytes used by one call of ``fn()``.
 
     CUDA: resets the allocator's peak statistics and returns ``max_memory_allocated`` minus what was allocated
     before the call (tensors allocated by PyTorch only; not the caching allocator's reserve or other processes).
 
-    CPU: APPROXIMATE. A background thread reads the process RSS from ``/proc/self/statm`` about every 1 ms; the result
-    is the highest RSS seen minus the RSS just before the call (clamped at 0). Short spikes between samples can be
-    missed, memory the allocator keeps from earlier calls is not counted again, and anything else the process does
-    meanwhile is included. Compare figures from the same run only.
+    CPU: the peak of live tensor memory allocated by the call, replayed from the PyTorch profiler's allocator events
+    (exact for PyTorch tensors; the profiler slows the call, so time it separately). If the profiler yields no
+    events, falls back to APPROXIMATE RSS sampling: a background thread reads ``/proc/self/statm`` about every
+    1 ms and the result is the highest RSS seen minus the RSS just before the call.
     """
     dev = torch.device("cpu") if device is None else torch.device(device)
     if dev.type == "cuda":
@@ -189,6 +214,12 @@ def measure_peak_memory(fn: Callable[[], Any], device: torch.device | str | None
         fn()
         torch.cuda.synchronize(dev)
         return max(0, int(torch.cuda.max_memory_allocated(dev) - before))
+    try:
+        profiled = _profiled_peak_bytes(fn)
+    except (RuntimeError, AttributeError):  # profiler unavailable in this build
+        profiled = None
+    if profiled is not None:
+        return profiled
     before = _read_rss_bytes()
     with _RssSampler() as sampler:
         fn()
