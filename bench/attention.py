@@ -71,7 +71,8 @@ def run(args) -> dict:
         "title": f"Masked 3D attention, dense vs token-sparse ({HEADS} heads x {HEAD_DIM}, {dtype}, {device})",
         "columns": COLUMNS,
         "rows": rows,
-        "notes": "speedup = dense_s / sparse_s; mem_ratio = dense_MB / sparse_MB (CPU: peak live tensor memory from the profiler).",
+        "notes": "speedup = dense_s / sparse_s; mem_ratio = dense_MB / sparse_MB "
+                 "(CPU: peak live tensor memory from the profiler).",
     }
 
 
