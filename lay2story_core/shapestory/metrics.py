@@ -138,6 +138,11 @@ def identify(labels: PaletteLabels, box: tuple[float, float, float, float] | Non
     weights = np.where(labels.secondary[blob], 0.5, 1.0)
     votes = np.bincount(owners[owners >= 0], weights=weights[owners >= 0], minlength=len(COLOURS))
     colour = int(votes.argmax())
+    # Narrow the blob to its dominant colour: a touching character of another colour must not change the shape.
+    own, count = components(labels.colour == colour)
+    overlap = np.bincount(own[blob].ravel(), minlength=count + 1)[1:]
+    if count and overlap.max() >= MIN_BLOB_PIXELS:
+        blob = ndimage.binary_fill_holes(own == int(overlap.argmax()) + 1)
     marks = labels.secondary & (labels.colour == colour)
     return Identification(_COLOUR_NAMES[colour], classify_shape(blob), classify_pattern(blob, marks),
                           int(blob.sum()))

@@ -1,0 +1,1 @@
+"""Scripts that train the tiny frozen ShapeStory components shipped in ``lay2story_core/assets/shapestory/``."""
