@@ -162,8 +162,9 @@ def register_hooks(accelerator, stage: int, ema=None) -> None:
 
 
 def save_checkpoint(accelerator, output_dir: str, state: TrainState, generator: torch.Generator,
-                    limit: int | None = None) -> str:
-    """Save a complete checkpoint atomically (every rank must call this) and apply ``limit``."""
+                    limit: int | None = None, *, model=None, stage: int | None = None) -> str:
+    """Save a complete checkpoint atomically (every rank must call this) and apply ``limit``. Under FSDP, ``model``
+    and ``stage`` add the ``save_pretrained`` copy of the trained part (elsewhere the save hook writes it)."""
     final = os.path.join(output_dir, f"{PREFIX}{state.global_step}")
     tmp = os.path.join(output_dir, f".{PREFIX}{state.global_step}.tmp")
     if accelerator.is_main_process:
@@ -171,6 +172,8 @@ def save_checkpoint(accelerator, output_dir: str, state: TrainState, generator: 
         os.makedirs(tmp)
     accelerator.wait_for_everyone()
     accelerator.save_state(tmp)
+    if model is not None and _is_fsdp(accelerator):
+        export_trained(accelerator, model, stage, tmp)
     rng = {"generator": generator.get_state(), "torch_cpu": torch.get_rng_state()}
     if torch.cuda.is_available():
         rng["torch_cuda"] = torch.cuda.get_rng_state()

@@ -41,6 +41,7 @@ class TinyModelConfig:
     heads: int = 2
     head_dim: int = 8
     text_dim: int = 12
+    text_layers: int = 1
     vae_channels: tuple[int, ...] = (8, 16, 16)  # 3 levels: 4 pixels per latent cell
     sample_size: int = 8
 
@@ -62,7 +63,8 @@ def make_tiny_model(folder: str, config: TinyModelConfig | None = None, seed: in
     torch.manual_seed(seed)
     tokenizer = _tokenizer()
     text_encoder = T5EncoderModel(T5Config(vocab_size=len(tokenizer), d_model=cfg.text_dim, d_kv=4,
-                                           d_ff=2 * cfg.text_dim, num_layers=1, num_heads=2))
+                                           d_ff=2 * cfg.text_dim, num_layers=cfg.text_layers,
+                                           num_heads=2))
     width = cfg.heads * cfg.head_dim
     transformer = PixArtTransformer2DModel(
         sample_size=cfg.sample_size, num_layers=cfg.num_layers, num_attention_heads=cfg.heads,

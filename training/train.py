@@ -288,7 +288,7 @@ def main(args, *, on_step: StepCallback | None = None) -> dict:
             step_losses, step_stories, step_frames, last_time = [], 0, 0, now
             if state.global_step % args.checkpointing_steps == 0 or state.global_step == max_train_steps:
                 checkpoint = save_checkpoint(accelerator, args.output_dir, state, generator,
-                                             args.checkpoints_total_limit)
+                                             args.checkpoints_total_limit, model=model, stage=args.stage)
             if args.validation_steps and state.global_step % args.validation_steps == 0:
                 logs.update(_validate(args, accelerator, model, components, validation, diffusion, table,
                                       state.global_step, ema, trained_params))

@@ -64,6 +64,11 @@ def test_stage2_trains_the_subject_branch_validates_and_logs(make_args, tiny_ass
     checkpoint = summary["checkpoint"]
     assert os.path.isdir(os.path.join(checkpoint, "subject_branch"))
     assert not glob.glob(os.path.join(checkpoint, "model*.safetensors"))  # the frozen global branch is not copied
+    # stage 2 can start from an exported branch (e.g. to continue on new data)
+    again = make_args(subject_branch_path=summary["output"], output_dir=args.output_dir + "-again", max_train_steps=1)
+    assert main(again)["global_step"] == 1
+    with pytest.raises(ValueError, match="subject_branch_layers: 1 but"):
+        main(make_args(subject_branch_path=summary["output"], subject_branch_layers=1))
 
 
 def test_tiny_model_overfits_two_stories(make_args, tiny_assets):
