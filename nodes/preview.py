@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import math
 
 from PIL import Image, ImageDraw, ImageFont
 
@@ -18,6 +19,7 @@ logger = logging.getLogger(__name__)
 __all__ = ["L2S_LayoutPreview", "render_layout_preview"]
 
 BLANK_MAX_SIDE = 512
+MIN_SIDE = 256  # smaller frames are enlarged (nearest neighbour) so labels stay readable
 BLANK_COLOUR = (228, 228, 228)
 TEXT_BAND = (0, 0, 0)
 
@@ -44,12 +46,15 @@ def _note(image: Image.Image, lines: list[str]) -> Image.Image:
 
 def render_layout_preview(story: Story, backgrounds: list[Image.Image] | None = None) -> list[Image.Image]:
     """One image per frame: background ``i`` (a blank frame past the given ones) with each subject's box and
-    ``"character: caption"`` label; subjects without a box and frames without layout are noted at the bottom."""
+    ``"character: caption"`` label; subjects without a box and frames without layout are noted at the bottom.
+    Frames are enlarged by a whole factor until their shorter side is at least 256 px."""
     size = backgrounds[0].size if backgrounds else _blank(story).size
+    factor = max(1, math.ceil(MIN_SIDE / min(size)))
+    size = (size[0] * factor, size[1] * factor)
     out = []
     for i, frame in enumerate(story.frames):
         if backgrounds and i < len(backgrounds):
-            base = backgrounds[i].convert("RGB").resize(size)
+            base = backgrounds[i].convert("RGB").resize(size, Image.NEAREST)
         else:
             base = Image.new("RGB", size, BLANK_COLOUR)
         boxed = [s for s in frame.subjects if s.box is not None]

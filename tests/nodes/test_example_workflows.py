@@ -119,7 +119,7 @@ def test_drawn_layout_example_runs(comfy_models, run_api):
     [save] = of_type(prompt, "SaveImage")
     assert sinks[save]["images"] is images
     [preview] = of_type(prompt, "L2S_LayoutPreview")
-    assert outputs[preview][0].shape == (4, SIZE, SIZE, 3)
+    assert outputs[preview][0].shape == (4, 256, 256, 3)  # enlarged for readable labels
     assert len(uis[preview]["images"]) == 4
 
 
@@ -142,13 +142,6 @@ def test_detected_layout_example_runs(comfy_models, run_api):
     draft = outputs[of_type(prompt, "L2S_StorySampler")[0]][0]
     assert final.shape == draft.shape == (4, SIZE, SIZE, 3)
     assert not torch.equal(final, draft)  # other seed and a layout
-
-
-def test_detector_threshold_one_gives_no_layout(comfy_models, run_api):
-    prompt = load("lay2story_detected_layout")
-    outputs, _, _ = run_api(prompt, {**FAST, "L2S_LayoutDetector": {"box_threshold": 1.0}})
-    layout = outputs[of_type(prompt, "L2S_LayoutDetector")[0]][0]
-    assert all(frame == () for frame in layout.frames)
 
 
 def test_training_free_example_runs_on_single_files(comfy_models, run_api):
