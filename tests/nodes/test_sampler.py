@@ -1,0 +1,156 @@
+"""The story sampler node on a tiny pipeline: outputs, modes, layout/reference inputs, schedulers, progress and
+previews, Cancel (an interrupt raised from the step callback) and memory release."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from lay2story_core.story import Layout, Story, Subject
+from nodes import comfy_env
+from nodes.loaders import L2S_ModelLoader, L2S_TextEncoderLoader
+from nodes.reference import L2S_ReferenceImage
+from nodes.sampler import SCHEDULERS, L2S_StorySampler, make_scheduler
+
+PIPE = "lay2story/tiny_pipeline"
+STORY = Story.from_dict({
+    "version": 1, "width": 16, "height": 16,
+    "characters": [{"id": "hero", "identity": "a red fox"}],
+    "frames": [{"prompt": "in the grass"}, {"prompt": "on a bridge"}, {"prompt": "at night"}],
+})
+LAYOUT = Layout(frames=((Subject("hero", (0.0, 0.0, 0.5, 0.5), "the fox sitting"),),
+                        (Subject("hero", (0.5, 0.5, 1.0, 1.0)),)), characters=("hero",))
+
+
+class Interrupted(Exception):
+    """Stands in for ComfyUI's InterruptProcessingException."""
+
+
+@pytest.fixture
+def models(comfy_models):
+    (model,) = L2S_ModelLoader().load(PIPE, "auto", "auto", "fp32", "cpu")
+    (text_encoder,) = L2S_TextEncoderLoader().load(PIPE, "auto", "fp32", "cpu", True)
+    return model, text_encoder
+
+
+def sample(models, **kwargs):
+    model, text_encoder = models
+    args = {"seed": 1, "steps": 2, "cfg": 4.5, "scheduler": "dpmsolver++", "mode": "auto", "width": 0, "height": 0,
+            "chunk_size": 0, "identity_frames": 0}
+    return L2S_StorySampler().sample(model, text_encoder, kwargs.pop("story", STORY), **{**args, **kwargs})
+
+
+def test_outputs_are_comfyui_images_and_unscaled_latents(models):
+    images, latent = sample(models)
+    assert images.shape == (3, 16, 16, 3) and images.dtype == torch.float32 and images.device.type == "cpu"
+    assert 0.0 <= float(images.min()) and float(images.max()) <= 1.0 and float(images.std()) > 0.0
+    samples = latent["samples"]
+    assert samples.shape == (3, 4, 8, 8) and samples.dtype == torch.float32
+    vae = models[0].vae
+    with torch.no_grad():  # ComfyUI's VAE Decode gets the unscaled latents: decoding them gives the frames back
+        decoded = (vae.decode(samples).sample / 2 + 0.5).clamp(0, 1).permute(0, 2, 3, 1)
+    torch.testing.assert_close(decoded, images, atol=1e-4, rtol=0)
+
+
+def test_seed_size_layout_and_reference_change_the_story(models):
+    base, _ = sample(models)
+    assert torch.equal(base, sample(models)[0])  # same seed, same story
+    assert not torch.equal(base, sample(models, seed=2)[0])
+    assert sample(models, width=32, height=16)[0].shape == (3, 16, 32, 3)
+    with_layout, _ = sample(models, layout=LAYOUT)
+    assert not torch.allclose(with_layout, base)  # the trained branch reads the boxes
+    (refs,) = L2S_ReferenceImage().build(torch.rand(1, 16, 16, 3), "hero", 0.25, 0.25, 0.75, 0.75)
+    assert not torch.allclose(sample(models, reference=refs)[0], base)
+
+
+def test_modes(models):
+    model, text_encoder = models
+    auto, _ = sample(models)
+    assert torch.equal(auto, sample(models, mode="lay2story")[0])  # auto = lay2story with a subject branch
+    free, _ = sample(models, mode="training_free")
+    plain, _ = sample(models, mode="none")
+    assert not torch.equal(free, auto) and not torch.equal(plain, free)
+    (no_branch,) = L2S_ModelLoader().load(PIPE, "none", "auto", "fp32", "cpu")
+    assert torch.equal(sample((no_branch, text_encoder), mode="auto")[0], free)  # auto = training_free without one
+    with pytest.raises(ValueError, match="^mode: 'lay2story' needs a subject branch"):
+        sample((no_branch, text_encoder), mode="lay2story")
+
+
+@pytest.mark.parametrize("name", list(SCHEDULERS))
+def test_every_scheduler_runs(models, name):
+    images, _ = sample(models, scheduler=name, steps=2, cfg=1.0)
+    assert torch.isfinite(images).all() and images.shape == (3, 16, 16, 3)
+    assert type(make_scheduler(name, models[0].scheduler_config)).__name__ == SCHEDULERS[name][0]
+
+
+def test_progress_previews_and_chunks(models, monkeypatch):
+    updates, previewed = [], []
+
+    class Bar:
+        def update_absolute(self, value, total=None, preview=None):
+            updates.append((value, total, preview))
+
+    monkeypatch.setattr(comfy_env, "progress_bar", lambda total: Bar())
+    monkeypatch.setattr(comfy_env, "latent_previewer",
+                        lambda device: lambda latents: previewed.append(tuple(latents.shape)) or "jpeg")
+    sample(models, steps=3, chunk_size=1, identity_frames=1)
+    assert [u[:2] for u in updates] == [(i, 9) for i in range(1, 10)]  # 3 passes x 3 steps
+    assert all(u[2] == "jpeg" for u in updates) and previewed == [(1, 4, 8, 8)] * 9
+
+
+def test_cancel_stops_within_a_step_and_releases_memory(models, monkeypatch):
+    model, text_encoder = models
+    events = []
+
+    def interrupted():
+        events.append("check")
+        if events.count("check") == 2:
+            raise Interrupted
+
+    class Bar:
+        def update_absolute(self, value, total=None, preview=None):
+            events.append(("step", value))
+
+    monkeypatch.setattr(comfy_env, "throw_if_interrupted", interrupted)
+    monkeypatch.setattr(comfy_env, "progress_bar", lambda total: Bar())
+    monkeypatch.setattr(comfy_env, "soft_empty_cache", lambda: events.append("empty_cache"))
+    moved = []
+    monkeypatch.setattr(comfy_env, "offload_device", lambda: moved.append("offload") or torch.device("cpu"))
+    node = L2S_StorySampler()
+    with pytest.raises(Interrupted):
+        node.sample(model, text_encoder, STORY, seed=1, steps=25, cfg=4.5, scheduler="dpmsolver++", mode="auto",
+                    width=0, height=0, chunk_size=0, identity_frames=0)
+    assert events == ["check", ("step", 1), "check", "empty_cache"]  # stopped at step 2 of 25
+    assert moved == ["offload"]  # the offloading text encoder went back to its offload device
+
+
+def test_memory_is_released_after_a_normal_run_too(models, monkeypatch):
+    released = []
+    monkeypatch.setattr(comfy_env, "soft_empty_cache", lambda: released.append(True))
+    sample(models)
+    assert released == [True]
+
+
+@pytest.mark.parametrize(("kwargs", "message"), [
+    ({"steps": 0}, r"^steps: expected an integer in \[1, 1000\]"),
+    ({"cfg": -1.0}, r"^cfg: expected a number in \[0, 100\]"),
+    ({"width": 18}, "^width: must be a positive multiple of 4, got 18"),
+    ({"mode": "magic"}, "^mode: expected one of"),
+    ({"scheduler": "lms"}, "^scheduler: expected one of"),
+    ({"seed": -1}, "^seed: expected an integer"),
+    ({"chunk_size": 1, "identity_frames": 5}, r"^identity_frames: must be in \[1, 3\], got 5"),
+    ({"story": "a story"}, "^story: expected an L2S_STORY"),
+    ({"layout": "boxes"}, "^layout: expected an L2S_LAYOUT"),
+    ({"reference": {"hero": 1}}, "^reference: expected an L2S_REFERENCE"),
+])
+def test_input_errors_name_the_input(models, kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        sample(models, **kwargs)
+
+
+def test_socket_type_errors(models):
+    model, text_encoder = models
+    with pytest.raises(ValueError, match="^model: expected an L2S_MODEL"):
+        L2S_StorySampler().sample(text_encoder, text_encoder, STORY)
+    with pytest.raises(ValueError, match="^text_encoder: expected an L2S_TEXT_ENCODER"):
+        L2S_StorySampler().sample(model, model, STORY)
