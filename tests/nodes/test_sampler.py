@@ -154,3 +154,18 @@ def test_socket_type_errors(models):
         L2S_StorySampler().sample(text_encoder, text_encoder, STORY)
     with pytest.raises(ValueError, match="^text_encoder: expected an L2S_TEXT_ENCODER"):
         L2S_StorySampler().sample(model, model, STORY)
+
+
+def test_cancel_in_training_free_mode_restores_the_attention_processors(models, monkeypatch):
+    model, text_encoder = models
+    before = {name: type(p) for name, p in model.transformer.attn_processors.items()}
+
+    def interrupted():
+        raise Interrupted
+
+    monkeypatch.setattr(comfy_env, "throw_if_interrupted", interrupted)
+    with pytest.raises(Interrupted):
+        sample(models, mode="training_free")
+    assert {name: type(p) for name, p in model.transformer.attn_processors.items()} == before
+    monkeypatch.setattr(comfy_env, "throw_if_interrupted", lambda: None)
+    assert torch.isfinite(sample(models, mode="none")[0]).all()  # the shared model still samples
