@@ -65,10 +65,14 @@ class _ModelCache:
         self._slots.pop(slot, None)
 
 
-def _load(field: str, choice: str, fn: Callable, *args, **kwargs):
-    """Runs a core loader; its failures become a ``ValueError`` naming the node input and the chosen model."""
+def _load(field: str, choice: str, fn: Callable, path: str, **kwargs):
+    """Runs a core loader on ``path`` after asking ComfyUI to make room for it on the target device; failures
+    become a ``ValueError`` naming the node input and the chosen model."""
+    device = kwargs.get("device")
+    if isinstance(device, torch.device):
+        comfy_env.free_memory(model_files.path_size(path), device)
     try:
-        return fn(*args, **kwargs)
+        return fn(path, **kwargs)
     except (ModelLoadError, OSError, ValueError, KeyError, RuntimeError) as err:
         raise ValueError(f"{field}: could not load {choice!r}: {err}") from err
 
@@ -119,7 +123,6 @@ class L2S_ModelLoader:
         path = model_files.resolve_choice(model, "model")
         pipeline = model_files.is_pipeline_folder(path)
 
-        comfy_env.free_memory(model_files.path_size(path), run_device)
         transformer, info = self._cache.get(
             "transformer", (path, _stamp(path), dtype, run_device),
             lambda: _load("model", model, load_pixart_transformer_with_info, path, torch_dtype=dtype,
@@ -252,7 +255,6 @@ class L2S_TextEncoderLoader:
         tok = self._cache.get("tokenizer", (tok_path, _stamp(tok_path)),
                               lambda: _load("tokenizer", tokenizer, load_t5_tokenizer, tok_path))
 
-        comfy_env.free_memory(model_files.path_size(path), home)
         encoder = self._cache.get(
             "encoder", (path, _stamp(path), dtype, home),
             lambda: _load("text_encoder", text_encoder, load_t5_encoder, path, torch_dtype=dtype, device=home))

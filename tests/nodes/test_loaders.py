@@ -7,7 +7,7 @@ import shutil
 import pytest
 import torch
 
-from nodes import model_files
+from nodes import comfy_env, model_files
 from nodes.bundles import StoryModel, TextEncoderBundle
 from nodes.loaders import L2S_ModelLoader, L2S_TextEncoderLoader, auto_tokenizer_dir
 
@@ -140,3 +140,15 @@ def test_a_tokenizer_larger_than_the_encoder_vocabulary_is_refused(comfy_models,
             L2S_TextEncoderLoader().load(T5_FILE, "text_encoders/big_tokenizer", "fp32", "cpu", True)
     finally:
         shutil.rmtree(big)
+
+
+def test_room_is_made_only_when_a_model_is_actually_loaded(comfy_models, monkeypatch):
+    asked = []
+    monkeypatch.setattr(comfy_env, "free_memory", lambda num_bytes, device: asked.append((num_bytes, device)))
+    loader = L2S_ModelLoader()
+    loader.load(PIPE, "auto", "auto", "fp32", "cpu")
+    assert len(asked) == 3 and all(n > 0 and d == torch.device("cpu") for n, d in asked)  # transformer, branch, VAE
+    loader.load(PIPE, "auto", "auto", "fp32", "cpu")
+    assert len(asked) == 3  # all cached
+    L2S_TextEncoderLoader().load(T5_FILE, "auto", "fp32", "cpu", False)
+    assert len(asked) == 4
