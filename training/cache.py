@@ -23,7 +23,9 @@ import sys
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
-if __package__ in (None, ""):  # run as a script: make the repository root importable
+if __package__ in (None, ""):  # run as a script: the repository root replaces training/ on sys.path
+    _here = str(Path(__file__).resolve().parent)
+    sys.path[:] = [p for p in sys.path if os.path.abspath(p or ".") != _here]
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import torch

@@ -92,7 +92,7 @@ def build_parser(description: str = "Train Lay2Story (stage 1: global branch, st
                    help="keep T5 on the accelerator or on the CPU")
     g.add_argument("--vae_device", choices=DEVICE_CHOICES, default="accelerator")
     _bool_flag(g, "gradient_checkpointing", False, "recompute activations in backward (less memory)")
-    _bool_flag(g, "torch_compile", False, "compile the transformer blocks with torch.compile")
+    _bool_flag(g, "torch_compile", False, "compile the global branch blocks with torch.compile")
     _bool_flag(g, "allow_tf32", False, "allow TF32 matmuls on Ampere+ GPUs")
     g = p.add_argument_group("output, checkpoints, logging, validation")
     g.add_argument("--output_dir", default=None, help="checkpoints, logs and the exported weights")

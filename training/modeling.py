@@ -130,11 +130,10 @@ def load_components(args, device: torch.device, mixed_precision: str, *, need_te
     if args.gradient_checkpointing:
         model.enable_gradient_checkpointing()
     if args.torch_compile:
+        # the global blocks only (fixed shapes per bucket); the subject blocks' packed token counts change every
+        # step and their masked attention branches on data, so compiling them only recompiles and breaks graphs
         for block in model.transformer.transformer_blocks:
             block.compile()
-        if model.subject_branch is not None:
-            for block in model.subject_branch.blocks:
-                block.compile(dynamic=True)  # packed subject tokens change length every step
     tokenizer = encoder = vae = None
     if need_text:
         text_device = device if args.text_encoder_device == "accelerator" else torch.device("cpu")
