@@ -11,11 +11,11 @@ import sys
 import tempfile
 from pathlib import Path
 
+from .pipelines.schedulers import SCHEDULERS
 from .story import LayoutError, load_story
 
 logger = logging.getLogger("lay2story_core.cli")
 
-SCHEDULERS = ("dpmsolver++", "ddim", "euler", "euler_a", "ddpm")
 EMBEDDED_MODEL = Path(__file__).resolve().parent / "assets" / "shapestory" / "pipeline"
 
 
@@ -47,7 +47,8 @@ def build_parser() -> argparse.ArgumentParser:
                      help="reference image of a character (repeatable); default: the story's reference paths")
     gen.add_argument("--steps", type=int, default=25, help="denoising steps (default 25)")
     gen.add_argument("--cfg", type=float, default=4.5, help="classifier-free guidance scale (default 4.5)")
-    gen.add_argument("--scheduler", choices=SCHEDULERS, default="dpmsolver++", help="sampler (default dpmsolver++)")
+    gen.add_argument("--scheduler", choices=tuple(SCHEDULERS), default="dpmsolver++",
+                     help="sampler (default dpmsolver++)")
     gen.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     gen.add_argument("--height", type=int, default=None, help="image height (default: the story's)")
     gen.add_argument("--width", type=int, default=None, help="image width (default: the story's)")
@@ -61,19 +62,6 @@ def build_parser() -> argparse.ArgumentParser:
                      help="weights dtype (default: bfloat16 on CUDA, float32 on CPU)")
     gen.add_argument("--quiet", action="store_true", help="no progress bar")
     return parser
-
-
-def _scheduler(name: str, config):
-    import diffusers
-
-    classes = {
-        "dpmsolver++": "DPMSolverMultistepScheduler",
-        "ddim": "DDIMScheduler",
-        "euler": "EulerDiscreteScheduler",
-        "euler_a": "EulerAncestralDiscreteScheduler",
-        "ddpm": "DDPMScheduler",
-    }
-    return getattr(diffusers, classes[name]).from_config(config)
 
 
 def _references(items: list[str]) -> dict:
@@ -94,6 +82,7 @@ def generate(args: argparse.Namespace) -> Path:
     import torch
     from tqdm.auto import tqdm
 
+    from .pipelines import make_scheduler
     from .pipelines.loading import load_story_pipeline
 
     story = load_story(args.story)
@@ -110,7 +99,7 @@ def generate(args: argparse.Namespace) -> Path:
     pipe = load_story_pipeline(model, subject_branch=branch, vae=args.vae, text_encoder=args.text_encoder,
                                tokenizer=args.tokenizer, torch_dtype=dtype)
     pipe.to(device)
-    pipe.scheduler = _scheduler(args.scheduler, pipe.scheduler.config)
+    pipe.scheduler = make_scheduler(args.scheduler, pipe.scheduler.config)
     mode = args.mode or ("lay2story" if pipe.subject_branch is not None else "training_free")
     settings = {"mode": mode, "seed": args.seed, "steps": args.steps, "cfg": args.cfg, "scheduler": args.scheduler,
                 "layout": not args.no_layout, "subject_captions": not args.no_subject_captions,

@@ -5,10 +5,9 @@ from __future__ import annotations
 
 import logging
 
-import diffusers
 import torch
 
-from lay2story_core.pipelines import MODES, StoryPipeline, default_scheduler
+from lay2story_core.pipelines import MODES, SCHEDULERS, StoryPipeline, make_scheduler
 from lay2story_core.story import Layout
 
 from . import comfy_env
@@ -19,39 +18,14 @@ from .story_nodes import check_story
 
 logger = logging.getLogger(__name__)
 
-# The CLI's choices (lay2story_core/cli.py), as diffusers classes built from the model's scheduler config.
-SCHEDULERS = {
-    "dpmsolver++": ("DPMSolverMultistepScheduler", {"algorithm_type": "dpmsolver++"}),
-    "ddim": ("DDIMScheduler", {}),
-    "euler": ("EulerDiscreteScheduler", {}),
-    "euler_a": ("EulerAncestralDiscreteScheduler", {}),
-    "ddpm": ("DDPMScheduler", {}),
-}
 SAMPLER_MODES = ("auto", *MODES)
 MAX_SEED = 0xFFFFFFFFFFFFFFFF
 
 __all__ = ["SCHEDULERS", "L2S_StorySampler", "build_pipeline", "make_scheduler"]
 
 
-class _NodePipeline(StoryPipeline):
-    """A ``StoryPipeline`` that runs where its transformer is. diffusers takes the first component's device (the
-    text encoder's), which is the CPU when the encoder is offloaded or set to encode there."""
-
-    @property
-    def _execution_device(self) -> torch.device:
-        return self.transformer.device
-
-
-def make_scheduler(name: str, config: dict | None):
-    if name not in SCHEDULERS:
-        raise ValueError(f"scheduler: expected one of {tuple(SCHEDULERS)}, got {name!r}")
-    class_name, overrides = SCHEDULERS[name]
-    base = dict(config) if config else dict(default_scheduler().config)
-    return getattr(diffusers, class_name).from_config(base, **overrides)
-
-
 def build_pipeline(model: StoryModel, text_encoder: TextEncoderBundle, scheduler: str) -> StoryPipeline:
-    return _NodePipeline(tokenizer=text_encoder.tokenizer, text_encoder=text_encoder.encoder, vae=model.vae,
+    return StoryPipeline(tokenizer=text_encoder.tokenizer, text_encoder=text_encoder.encoder, vae=model.vae,
                          transformer=model.transformer, scheduler=make_scheduler(scheduler, model.scheduler_config),
                          subject_branch=model.subject_branch)
 

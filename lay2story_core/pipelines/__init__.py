@@ -1,6 +1,7 @@
 """Diffusers-style pipelines: sample whole stories."""
 
 from .images import contact_sheet, to_pil, to_tensor_image
+from .schedulers import SCHEDULERS, make_scheduler
 from .story_pipeline import (
     MODES,
     GenerationCancelled,
@@ -12,12 +13,14 @@ from .story_pipeline import (
 
 __all__ = [
     "MODES",
+    "SCHEDULERS",
     "GenerationCancelled",
     "ReferenceImage",
     "StoryPipeline",
     "StoryPipelineOutput",
     "contact_sheet",
     "default_scheduler",
+    "make_scheduler",
     "to_pil",
     "to_tensor_image",
 ]

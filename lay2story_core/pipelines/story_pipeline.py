@@ -69,6 +69,12 @@ class StoryPipeline(DiffusionPipeline):
                               scheduler=scheduler or default_scheduler(), subject_branch=subject_branch)
         self.vae_scale_factor = 2 ** (len(self.vae.config.block_out_channels) - 1)
 
+    @property
+    def _execution_device(self) -> torch.device:
+        """Where the transformer is (diffusers takes the first component's device: the text encoder's, which is the
+        CPU when the encoder is offloaded)."""
+        return self.transformer.device
+
     # -- 0. inputs ---------------------------------------------------------------------------------------------------
     def check_inputs(self, story: Story, height: int, width: int, num_inference_steps: int, guidance_scale: float,
                      mode: str, chunk_size: int | None, identity_frames: int | None) -> None:

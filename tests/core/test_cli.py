@@ -24,7 +24,7 @@ def model_dir(tmp_path_factory):
 
 def test_generate_writes_frames_sheet_and_story(tmp_path, model_dir, capsys):
     out = tmp_path / "out"
-    code = main(["generate", "--story", "examples/story.json", "--out", str(out), "--model", str(model_dir),
+    code = main(["generate", "--story", "stories/story.json", "--out", str(out), "--model", str(model_dir),
                  "--steps", "2", "--height", "16", "--width", "16", "--seed", "5", "--quiet"])
     assert code == 0, capsys.readouterr().err
     frames = sorted(out.glob("frame_*.png"))
@@ -34,7 +34,7 @@ def test_generate_writes_frames_sheet_and_story(tmp_path, model_dir, capsys):
         settings = json.loads(im.text["lay2story:settings"])
         assert settings["seed"] == 5 and settings["frame"] == 1 and settings["mode"] == "lay2story"
         assert json.loads(im.text["lay2story:story"])["frames"][1]["prompt"].startswith("walking")
-    assert load_story(out / "story.json") == load_story("examples/story.json").with_layout()
+    assert load_story(out / "story.json") == load_story("stories/story.json").with_layout()
     assert not [p for p in out.iterdir() if p.name.startswith(".")]  # no staging folder left behind
 
 
@@ -44,10 +44,10 @@ def test_user_errors_are_one_line_with_exit_2(tmp_path, model_dir, capsys):
     assert main(["generate", "--story", str(bad), "--out", str(tmp_path / "o"), "--model", str(model_dir)]) == 2
     err = capsys.readouterr().err
     assert err.startswith("error: ") and "characters" in err and "Traceback" not in err
-    assert main(["generate", "--story", "examples/story.json", "--out", str(tmp_path / "o"),
+    assert main(["generate", "--story", "stories/story.json", "--out", str(tmp_path / "o"),
                  "--model", str(tmp_path / "missing")]) == 2
     assert "missing" in capsys.readouterr().err
-    assert main(["generate", "--story", "examples/story.json", "--out", str(tmp_path / "o"), "--model",
+    assert main(["generate", "--story", "stories/story.json", "--out", str(tmp_path / "o"), "--model",
                  str(model_dir), "--reference", "fox"]) == 2
     assert "--reference" in capsys.readouterr().err
     assert not (tmp_path / "o").exists() or not list((tmp_path / "o").glob("frame_*.png"))
@@ -58,7 +58,7 @@ def test_outputs_are_all_or_nothing(tmp_path):
         def save(self, *args, **kwargs):
             raise OSError("disk full")
 
-    story = load_story("examples/story.json")
+    story = load_story("stories/story.json")
     good = Image.new("RGB", (8, 8))
     with pytest.raises(OSError):
         write_outputs(tmp_path, story, [good, Broken()], {"seed": 0})

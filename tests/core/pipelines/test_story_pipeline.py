@@ -19,7 +19,7 @@ def pipe():
 
 @pytest.fixture(scope="module")
 def story():
-    return load_story("examples/story.json")
+    return load_story("stories/story.json")
 
 
 def _story(frames: int, boxes=None) -> Story:
@@ -100,7 +100,7 @@ def test_long_story_in_chunks_keeps_memory_bounded(pipe, mode):
 
 
 def test_multi_subject_story(pipe):
-    story = load_story("examples/two_characters.json")
+    story = load_story("stories/two_characters.json")
     out = pipe(story, seed=0, height=16, width=24, num_inference_steps=2, output_type="pt").images
     assert out.shape == (story.num_frames, 3, 16, 24) and torch.isfinite(out).all()
     frame = story.frames[0]

@@ -13,7 +13,7 @@ from lay2story_core.story import (
     save_story,
 )
 
-EXAMPLES = Path(__file__).resolve().parents[3] / "examples"
+EXAMPLES = Path(__file__).resolve().parents[3] / "stories"
 
 
 def test_dict_round_trip_is_lossless(story_dict):
