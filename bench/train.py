@@ -7,6 +7,7 @@ frames, 2 stories per step) is trained for a few steps in each configuration: st
 (subject branch), features encoded live (T5 + VAE every step) or read from the feature cache (``training/cache.py``).
 One step = load a batch, assemble inputs (encoding when live), forward, backward, AdamW step; ``features_s`` is the
 input-assembly part. Real T5-XXL dwarfs this toy T5, so on real models caching saves much more than shown here.
+On a CPU shared with other jobs use ``--threads 1``: oversubscribed OpenMP threads make steps 5-10x slower.
 """
 
 from __future__ import annotations
