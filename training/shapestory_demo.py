@@ -1,0 +1,119 @@
+"""Build the embedded ShapeStory demo model with the project's own trainer (reproducible, CPU, well under an hour).
+
+    # 0. the frozen tiny VAE / T5 / tokenizer: training/shapestory/train_vae.py and train_text.py (shipped assets)
+    python -m training.shapestory_demo init --out runs/shapestory/model           # random PixArt + shipped assets
+    python -m training.shapestory_demo data --out runs/shapestory/data --train 3000 --val 32
+    python training/train.py --config training/configs/shapestory_stage1.yaml     # global branch from scratch
+    python training/train.py --config training/configs/shapestory_stage2.yaml     # subject branch
+    python -m training.shapestory_demo assemble --model runs/shapestory/model \\
+        --stage1 runs/shapestory/stage1 --stage2 runs/shapestory/stage2 --out lay2story_core/assets/shapestory/pipeline
+    python -m bench.shapestory                                                    # does layout work?
+
+The demo transformer is PixArt's architecture at toy size (``DEMO_TRANSFORMER``): 64 px frames, a 4x VAE (16x16
+latents), patch 2 (64 tokens per frame).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import shutil
+import sys
+from pathlib import Path
+
+if __package__ in (None, ""):
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+logger = logging.getLogger("training.shapestory_demo")
+
+DEMO_TRANSFORMER = dict(
+    num_layers=8, num_attention_heads=4, attention_head_dim=48, in_channels=4, out_channels=8, patch_size=2,
+    sample_size=16, cross_attention_dim=192, caption_channels=128, use_additional_conditions=False,
+)
+
+
+def init_model(out: Path, seed: int = 0, vae: Path | None = None) -> Path:
+    """A pipeline folder: random-initialised demo PixArt + the shipped ShapeStory VAE (or ``vae``), T5 encoder and
+    tokenizer."""
+    import torch
+    from diffusers import PixArtTransformer2DModel
+
+    from lay2story_core.pipelines import default_scheduler
+    from lay2story_core.shapestory import TEXT_ENCODER_DIR, TOKENIZER_DIR, VAE_DIR
+
+    out.mkdir(parents=True, exist_ok=True)
+    torch.manual_seed(seed)
+    PixArtTransformer2DModel(**DEMO_TRANSFORMER).save_pretrained(out / "transformer")
+    for name, src in (("vae", vae or VAE_DIR), ("text_encoder", TEXT_ENCODER_DIR), ("tokenizer", TOKENIZER_DIR)):
+        if (out / name).exists():
+            shutil.rmtree(out / name)
+        shutil.copytree(src, out / name)
+    default_scheduler().save_pretrained(out / "scheduler")
+    return out
+
+
+def write_data(out: Path, train: int, val: int, seed: int) -> None:
+    from lay2story_core.shapestory import write_dataset
+
+    write_dataset(out / "train", train, split="train", seed=seed)
+    write_dataset(out / "val", val, split="test", seed=seed + 1)
+
+
+def assemble(model: Path, stage1: Path, stage2: Path, out: Path, ema: bool = True) -> Path:
+    """The demo pipeline folder: stage-1 global branch + stage-2 subject branch + the frozen components."""
+    staging = out.with_name(out.name + ".tmp")
+    if staging.exists():
+        shutil.rmtree(staging)
+    staging.mkdir(parents=True)
+
+    def pick(folder: Path, name: str) -> Path:
+        return folder / f"{name}_ema" if ema and (folder / f"{name}_ema").is_dir() else folder / name
+
+    shutil.copytree(pick(stage1, "transformer"), staging / "transformer")
+    shutil.copytree(pick(stage2, "subject_branch"), staging / "subject_branch")
+    for name in ("vae", "text_encoder", "tokenizer", "scheduler"):
+        shutil.copytree(model / name, staging / name)
+    for folder in staging.iterdir():  # keep only what loads: config + weights (+ tokenizer files)
+        for extra in folder.glob("shapestory_training.json"):
+            extra.unlink()
+    (staging / "lay2story.json").write_text(json.dumps({"format": "lay2story-pipeline", "version": 1,
+                                                        "name": "ShapeStory demo"}, indent=2) + "\n")
+    if out.exists():
+        shutil.rmtree(out)
+    os.replace(staging, out)
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    p = sub.add_parser("init", help="write the initial pipeline folder")
+    p.add_argument("--out", type=Path, required=True)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--vae", type=Path, default=None, help="VAE folder (default: the shipped ShapeStory VAE)")
+    p = sub.add_parser("data", help="write the ShapeStory training and validation sets")
+    p.add_argument("--out", type=Path, required=True)
+    p.add_argument("--train", type=int, default=3000)
+    p.add_argument("--val", type=int, default=32)
+    p.add_argument("--seed", type=int, default=0)
+    p = sub.add_parser("assemble", help="put the trained parts together into a pipeline folder")
+    p.add_argument("--model", type=Path, required=True, help="the init folder (frozen components)")
+    p.add_argument("--stage1", type=Path, required=True, help="stage-1 output_dir")
+    p.add_argument("--stage2", type=Path, required=True, help="stage-2 output_dir")
+    p.add_argument("--out", type=Path, required=True)
+    p.add_argument("--no-ema", action="store_true", help="use the raw weights, not the EMA ones")
+    args = parser.parse_args(argv)
+    if args.command == "init":
+        logger.info("wrote %s", init_model(args.out, args.seed, args.vae))
+    elif args.command == "data":
+        write_data(args.out, args.train, args.val, args.seed)
+    else:
+        logger.info("wrote %s", assemble(args.model, args.stage1, args.stage2, args.out, ema=not args.no_ema))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
