@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import logging
 import os
-import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 
+from ..fileio import write_text_atomic
 from .errors import LayoutError
 from .fields import show
 from .jsontext import JSON_PATH
@@ -17,26 +17,6 @@ from .story import Story
 __all__ = ["load_story", "parse_layout", "parse_story", "save_story", "write_text_atomic"]
 
 logger = logging.getLogger(__name__)
-
-
-def write_text_atomic(path: str | os.PathLike, text: str) -> None:
-    """Writes ``text`` (UTF-8) to a temporary file beside ``path``, then ``os.replace``-s it into place, so readers
-    never see a half-written file."""
-    path = os.fspath(path)
-    folder = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.", suffix=".tmp", dir=folder)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as handle:
-            handle.write(text)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise
 
 
 def load_story(path: str | os.PathLike, **limits: int) -> Story:

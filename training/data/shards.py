@@ -22,10 +22,9 @@ import os
 import posixpath
 import re
 import tarfile
-import tempfile
 from collections.abc import Iterable, Sequence
 
-from lay2story_core.story import write_text_atomic
+from lay2story_core.fileio import write_bytes_atomic, write_text_atomic
 
 from .process import STAGES
 
@@ -41,23 +40,6 @@ _SHARD_RE = re.compile(r"^shard-(\d{5,})\.(jsonl|tar)$")
 
 def shard_name(index: int) -> str:
     return f"shard-{index:05d}"
-
-
-def _write_bytes_atomic(path: str, data: bytes) -> None:
-    folder = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.", suffix=".tmp", dir=folder)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise
 
 
 # ------------------------------------------------------------------------------------------------------ manifest
@@ -139,10 +121,10 @@ def write_shard(out: str, index: int, entries: Sequence[tuple[str, str]], tar: b
     name = shard_name(index)
     shards_dir = os.path.join(out, "shards")
     os.makedirs(shards_dir, exist_ok=True)
-    _write_bytes_atomic(os.path.join(shards_dir, f"{name}.jsonl"),
+    write_bytes_atomic(os.path.join(shards_dir, f"{name}.jsonl"),
                         "".join(line + "\n" for _, line in entries).encode("utf-8"))
     if tar:
-        _write_bytes_atomic(os.path.join(shards_dir, f"{name}.tar"), _tar_bytes(out, entries))
+        write_bytes_atomic(os.path.join(shards_dir, f"{name}.tar"), _tar_bytes(out, entries))
     videos: list[list] = []
     for video_id, _ in entries:
         if videos and videos[-1][0] == video_id:
