@@ -14,7 +14,7 @@ from functools import partial
 
 import torch
 
-from bench.common import bench_parser, measure_peak_memory, prepare, ratio, report, time_call
+from bench.common import bench_parser, measure_peak_memory, prepare, ratio, run_and_report, time_call
 from lay2story_core.attention import SubjectSlots, dense_masked_3d_attention, masked_3d_attention
 
 HEADS, HEAD_DIM = 16, 72
@@ -80,10 +80,7 @@ def main(argv=None) -> dict:
     parser = bench_parser(__doc__.splitlines()[0])
     parser.add_argument("--dense-budget-gb", type=float, default=8.0, help="skip dense cases whose mask exceeds this")
     parser.add_argument("--dense-cpu-gflop", type=float, default=3000.0, help="skip dense CPU cases above this cost")
-    args = parser.parse_args(argv)
-    result = run(args)
-    report(result["title"], result["rows"], result["columns"], args, extra={"notes": result["notes"]})
-    return result
+    return run_and_report(run, parser, argv)
 
 
 if __name__ == "__main__":

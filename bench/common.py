@@ -37,6 +37,7 @@ __all__ = [
     "ratio",
     "report",
     "resolve_device",
+    "run_and_report",
     "time_call",
     "write_json",
 ]
@@ -372,6 +373,19 @@ def report(title: str, rows: Sequence[dict], columns: Sequence[str], args: Any, 
         write_json(json_path, payload)
         print(f"\nwrote {json_path}")
     return payload
+
+
+def run_and_report(run: Callable[[Any], dict], parser: argparse.ArgumentParser, argv: Sequence[str] | None = None,
+                   errors: tuple[type[BaseException], ...] = (ValueError,)) -> dict:
+    """Parse ``argv``, call ``run(args)`` and :func:`report` its result (every key beyond title/columns/rows goes to
+    the JSON). The ``errors`` a user can cause exit with status 2 and one line, never a traceback."""
+    args = parser.parse_args(argv)
+    try:
+        payload = run(args)
+    except errors as err:
+        parser.exit(2, f"error: {err}\n")
+    extra = {k: v for k, v in payload.items() if k not in ("title", "columns", "rows")}
+    return report(payload["title"], payload["rows"], payload["columns"], args, extra=extra)
 
 
 def _safe_device(args: Any) -> torch.device | None:

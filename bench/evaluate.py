@@ -16,7 +16,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from bench.common import bench_parser, prepare, report
+from bench.common import bench_parser, prepare, run_and_report
 from lay2story_core.eval import MetricModels, evaluate_set, load_stories, paper_rows
 from lay2story_core.eval.paper import PAPER_MEMORY_GB, PAPER_SOURCE
 from lay2story_core.eval.story_set import EvalInputError
@@ -87,13 +87,7 @@ def run(args) -> dict:
 
 def main(argv=None) -> dict:
     parser = build_parser()
-    args = parser.parse_args(argv)
-    try:
-        payload = run(args)
-    except (FileNotFoundError, EvalInputError, LayoutError, ValueError) as err:
-        parser.exit(2, f"error: {err}\n")
-    extra = {k: v for k, v in payload.items() if k not in ("title", "columns", "rows")}
-    return report(payload["title"], payload["rows"], payload["columns"], args, extra=extra)
+    return run_and_report(run, parser, argv, errors=(FileNotFoundError, EvalInputError, LayoutError, ValueError))
 
 
 if __name__ == "__main__":

@@ -15,7 +15,7 @@ import math
 import torch
 from diffusers import PixArtTransformer2DModel
 
-from bench.common import bench_parser, measure_peak_memory, prepare, ratio, report, time_call
+from bench.common import bench_parser, measure_peak_memory, prepare, ratio, run_and_report, time_call
 from lay2story_core.attention import SubjectSlots
 from lay2story_core.models import Lay2StoryTransformer, SubjectBranch, SubjectInputs
 
@@ -103,10 +103,7 @@ def run(args) -> dict:
 def main(argv=None) -> dict:
     parser = bench_parser(__doc__.splitlines()[0])
     parser.add_argument("--full-size", action="store_true", help="also PixArt-XL at 512 and 1024 px")
-    args = parser.parse_args(argv)
-    result = run(args)
-    report(result["title"], result["rows"], result["columns"], args, extra={"notes": result["notes"]})
-    return result
+    return run_and_report(run, parser, argv)
 
 
 if __name__ == "__main__":

@@ -22,7 +22,7 @@ import sys
 import time
 from pathlib import Path
 
-from bench.common import bench_parser, environment_info, format_table, report, write_json, write_text
+from bench.common import bench_parser, environment_info, format_table, run_and_report, write_json, write_text
 from lay2story_core.eval.plot import Panel, Series, render_panels
 
 BENCHMARKS: tuple[str, ...] = ("attention", "model", "sampling", "train", "shapestory")
@@ -188,13 +188,7 @@ def run(args) -> dict:
 
 def main(argv=None) -> dict:
     parser = build_parser()
-    args = parser.parse_args(argv)
-    try:
-        payload = run(args)
-    except ValueError as err:
-        parser.exit(2, f"error: {err}\n")
-    extra = {k: v for k, v in payload.items() if k not in ("title", "columns", "rows")}
-    return report(payload["title"], payload["rows"], payload["columns"], args, extra=extra)
+    return run_and_report(run, parser, argv, errors=(ValueError,))
 
 
 if __name__ == "__main__":

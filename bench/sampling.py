@@ -17,7 +17,7 @@ import torch
 from diffusers import AutoencoderKL, PixArtTransformer2DModel
 from transformers import T5Config, T5EncoderModel, T5Tokenizer
 
-from bench.common import bench_parser, measure_peak_memory, prepare, ratio, report
+from bench.common import bench_parser, measure_peak_memory, prepare, ratio, run_and_report
 from lay2story_core.models import SubjectBranch
 from lay2story_core.pipelines import StoryPipeline
 from lay2story_core.story import Story
@@ -110,10 +110,7 @@ def main(argv=None) -> dict:
     parser = bench_parser(__doc__.splitlines()[0])
     parser.add_argument("--steps", type=int, default=None, help="denoising steps of the CPU config (default 5)")
     parser.add_argument("--full-size", action="store_true", help="also PixArt-XL at 512 and 1024 px")
-    args = parser.parse_args(argv)
-    result = run(args)
-    report(result["title"], result["rows"], result["columns"], args, extra={"notes": result["notes"]})
-    return result
+    return run_and_report(run, parser, argv)
 
 
 if __name__ == "__main__":

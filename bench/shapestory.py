@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import time
 
-from bench.common import bench_parser, prepare, ratio, report
+from bench.common import bench_parser, prepare, ratio, run_and_report
 from lay2story_core.cli import EMBEDDED_MODEL
 from lay2story_core.pipelines import ReferenceImage
 from lay2story_core.pipelines.loading import load_story_pipeline
@@ -82,10 +82,7 @@ def main(argv=None) -> dict:
     parser.add_argument("--steps", type=int, default=None, help="denoising steps (default 20; quick 8)")
     parser.add_argument("--cfg", type=float, default=3.0, help="guidance scale (default 3)")
     parser.add_argument("--seed", type=int, default=1000, help="first story seed and sampling seed")
-    args = parser.parse_args(argv)
-    result = run(args)
-    report(result["title"], result["rows"], result["columns"], args, extra={"notes": result["notes"]})
-    return result
+    return run_and_report(run, parser, argv)
 
 
 if __name__ == "__main__":

@@ -17,7 +17,7 @@ import tempfile
 
 import torch
 
-from bench.common import bench_parser, measure_peak_memory, prepare, ratio, report, time_call
+from bench.common import bench_parser, measure_peak_memory, prepare, ratio, run_and_report, time_call
 
 COLUMNS = ["stage", "features", "step_s", "step_min_s", "features_s", "stories_per_s", "frames_per_s", "peak_MB",
            "speedup"]
@@ -149,10 +149,7 @@ def run(args) -> dict:
 def main(argv=None) -> dict:
     parser = bench_parser(__doc__.splitlines()[0])
     parser.add_argument("--steps", type=int, default=0, help="timed steps per configuration (0: 6, quick: 2)")
-    args = parser.parse_args(argv)
-    result = run(args)
-    report(result["title"], result["rows"], result["columns"], args, extra={"notes": result["notes"]})
-    return result
+    return run_and_report(run, parser, argv)
 
 
 if __name__ == "__main__":
