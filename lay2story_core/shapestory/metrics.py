@@ -34,6 +34,7 @@ from .vocab import COLOURS, SceneSpec, all_scene_specs, parse_identity, parse_sc
 
 __all__ = [
     "PRESENT_SHARE",
+    "Identification",
     "StoryScore",
     "SubjectScore",
     "box_hit",
@@ -127,10 +128,14 @@ def _find_blob(labels: PaletteLabels, box: tuple[float, float, float, float] | N
     return ndimage.binary_fill_holes(blobs == best + 1)
 
 
-def identify(labels: PaletteLabels, box: tuple[float, float, float, float] | None = None,
+def identify(image: Image.Image | np.ndarray | PaletteLabels, box: tuple[float, float, float, float] | None = None,
              other_colours: Sequence[str] = ()) -> Identification:
     """Colour, shape and pattern of the character blob overlapping ``box`` (the largest blob without one), ignoring
-    pixels of ``other_colours`` (the other characters in the frame)."""
+    pixels of ``other_colours`` (the other characters in the frame). ``image`` may be already labelled."""
+    labels = image if isinstance(image, PaletteLabels) else label_palette(image)
+    unknown = [c for c in other_colours if c not in _COLOUR_NAMES]
+    if unknown:
+        raise LayoutError("other_colours", f"unknown colour {unknown[0]!r}, expected one of {_COLOUR_NAMES}", unknown)
     blob = _find_blob(labels, box, [_COLOUR_NAMES.index(c) for c in other_colours])
     if blob is None:
         return Identification(None, None, None, 0)

@@ -165,6 +165,7 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--lr", type=float, default=2e-3)
     parser.add_argument("--kl-weight", type=float, default=1e-5)
     parser.add_argument("--l1-weight", type=float, default=0.1)
+    parser.add_argument("--logvar-init", type=float, default=-6.0, help="initial posterior log-variance")
     parser.add_argument("--train-stories", type=int, default=1500)
     parser.add_argument("--eval-stories", type=int, default=100)
     parser.add_argument("--metric-stories", type=int, default=60)
@@ -183,6 +184,8 @@ def main(argv: list[str] | None = None) -> dict:
     logger.info("rendered %d training frames in %.1f s", pool.shape[0], time.monotonic() - t0)
     torch.manual_seed(args.seed)
     vae = build_vae(args.downsample, channels)
+    with torch.no_grad():  # start with a narrow posterior: sampling noise at std 1 stalls early training
+        vae.quant_conv.bias[vae.config.latent_channels:] = args.logvar_init
     run = train_vae(vae, pool, steps=args.steps, batch=args.batch, crop=args.crop, lr=args.lr,
                     kl_weight=args.kl_weight, l1_weight=args.l1_weight, seed=args.seed,
                     max_seconds=None if args.max_minutes is None else 60 * args.max_minutes)

@@ -8,10 +8,19 @@ import numpy as np
 import pytest
 from PIL import Image, ImageFilter
 
+from lay2story_core.shapestory.draw import Placement, draw_frame
 from lay2story_core.shapestory.generator import ShapeStoryConfig, generate_story, render_story
-from lay2story_core.shapestory.metrics import box_hit, classify_scene, score_story, summarize
+from lay2story_core.shapestory.metrics import box_hit, classify_scene, identify, score_story, summarize
 from lay2story_core.shapestory.segment import character_mask
-from lay2story_core.shapestory.vocab import SceneSpec, all_scene_specs, parse_scene
+from lay2story_core.shapestory.vocab import (
+    COLOURS,
+    PATTERNS,
+    SHAPES,
+    CharacterSpec,
+    SceneSpec,
+    all_scene_specs,
+    parse_scene,
+)
 from lay2story_core.story import LayoutError
 
 SEEDS = range(6)
@@ -116,3 +125,16 @@ def test_character_mask_accepts_arrays_and_checks_input(stories):
         score_story(images[:-1], story)
     with pytest.raises(LayoutError, match="image"):
         character_mask(np.zeros((8, 8)), story, 0, "c0")
+
+
+def test_identify_reads_every_shape_colour_and_pattern():
+    scene = SceneSpec("grass", "day")
+    for k, shape in enumerate(SHAPES):
+        spec = CharacterSpec(shape, COLOURS[k % len(COLOURS)].name, PATTERNS[k % len(PATTERNS)])
+        image, _ = draw_frame(scene, [Placement("c", spec, (0.2, 0.1, 0.75, 0.65))], 64, 64)
+        found = identify(image, (0.2, 0.1, 0.75, 0.65))
+        assert (found.shape, found.colour, found.pattern) == (spec.shape, spec.colour, spec.pattern)
+        assert found.pixels > 300
+    assert identify(Image.new("RGB", (64, 64), scene.upper)).colour is None
+    with pytest.raises(LayoutError, match="other_colours"):
+        identify(image, None, ["mauve"])
