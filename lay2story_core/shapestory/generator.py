@@ -42,8 +42,10 @@ from .vocab import (
 __all__ = [
     "SPLITS",
     "ShapeStoryConfig",
+    "character_look",
     "character_split",
     "characters_for_split",
+    "frame_scene",
     "generate_story",
     "reference_scene",
     "render_frame",
@@ -211,6 +213,26 @@ def generate_story(seed: int, config: ShapeStoryConfig | None = None, split: str
     return Story(characters=characters, frames=tuple(frames), width=cfg.size, height=cfg.size)
 
 
+# ---------------------------------------------------------------- reading stories back
+def character_look(story: Story, character_id: str) -> CharacterSpec:
+    """The shape, colour and pattern a ShapeStory character's identity text names."""
+    try:
+        return parse_identity(story.character(character_id).identity)
+    except LayoutError as err:
+        if err.path != "identity":
+            raise
+        where = f"characters[{story.character_index(character_id)}].identity"
+        raise LayoutError(where, err.detail, err.value) from None
+
+
+def frame_scene(story: Story, index: int) -> SceneSpec:
+    """The scene a ShapeStory frame prompt names."""
+    try:
+        return parse_scene(story.frames[index].prompt)
+    except LayoutError as err:
+        raise LayoutError(f"frames[{index}].prompt", err.detail, err.value) from None
+
+
 # ---------------------------------------------------------------- rendering
 def _size(story: Story, width: int | None, height: int | None) -> tuple[int, int]:
     w = story.width if width is None else width
@@ -232,9 +254,8 @@ def render_frame(story: Story, index: int, width: int | None = None,
     for k, subject in enumerate(frame.subjects):
         if subject.box is None:
             raise LayoutError(f"frames[{index}].subjects[{k}].box", "ShapeStory subjects need a box to be drawn", None)
-        spec = parse_identity(story.character(subject.character).identity)
-        placements.append(Placement(subject.character, spec, subject.box))
-    return draw_frame(parse_scene(frame.prompt), placements, w, h)
+        placements.append(Placement(subject.character, character_look(story, subject.character), subject.box))
+    return draw_frame(frame_scene(story, index), placements, w, h)
 
 
 def render_story(story: Story, width: int | None = None,
@@ -265,7 +286,7 @@ def render_reference(story: Story, character_id: str, width: int | None = None,
         raise LayoutError(f"characters[{story.character_index(character_id)}].reference.box",
                           "ShapeStory references need a box to be drawn", None)
     w, h = _size(story, width, height)
-    spec = parse_identity(character.identity)
+    spec = character_look(story, character_id)
     image, masks = draw_frame(reference_scene(character), [Placement(character_id, spec, character.reference.box)],
                               w, h)
     return image, masks[character_id]

@@ -28,9 +28,9 @@ from scipy import ndimage
 
 from ..story import LayoutError, Story
 from .descriptors import classify_pattern, classify_shape
-from .generator import render_frame
+from .generator import character_look, frame_scene, render_frame
 from .segment import PaletteLabels, as_rgb_array, box_pixels, character_mask, components, label_palette
-from .vocab import COLOURS, SceneSpec, all_scene_specs, parse_identity, parse_scene
+from .vocab import COLOURS, SceneSpec, all_scene_specs
 
 __all__ = [
     "PRESENT_SHARE",
@@ -204,10 +204,10 @@ def score_story(images: Sequence[Image.Image | np.ndarray], story: Story, hit_th
         labels = label_palette(pixels)
         scene = classify_scene(pixels, labels)
         scenes.append(scene.name)
-        scene_ok.append(scene == parse_scene(story.frames[i].prompt))
+        scene_ok.append(scene == frame_scene(story, i))
         expected = _expected_masks(story, i, w, h)
         resolved = story.resolve_frame(i)
-        specs = {r.character: parse_identity(story.character(r.character).identity) for r in resolved}
+        specs = {r.character: character_look(story, r.character) for r in resolved}
         for r in resolved:
             spec = specs[r.character]
             others = [s.colour for key, s in specs.items() if key != r.character]

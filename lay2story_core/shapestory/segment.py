@@ -18,7 +18,8 @@ from PIL import Image
 from scipy import ndimage
 
 from ..story import LayoutError, Story
-from .vocab import COLOURS, RGB, CharacterSpec, ColourSpec, all_scene_specs, parse_identity, parse_scene
+from .generator import character_look, frame_scene
+from .vocab import COLOURS, RGB, CharacterSpec, ColourSpec, all_scene_specs
 
 __all__ = [
     "BACKGROUND",
@@ -83,14 +84,14 @@ def _all_pairs(n: int) -> np.ndarray:
 
 def frame_characters(story: Story, frame_index: int) -> dict[str, CharacterSpec]:
     """The characters a frame shows (its subjects, or all characters for a frame without subjects), parsed."""
-    return {c.id: parse_identity(c.identity) for c in story.present_characters(frame_index)}
+    return {c.id: character_look(story, c.id) for c in story.present_characters(frame_index)}
 
 
 def character_mask(image: Image.Image | np.ndarray, story: Story, frame_index: int, character_id: str) -> np.ndarray:
     """(H, W) bool: pixels nearer the character's colours (or blends of them) than the frame's background, any other
     ShapeStory background, or the other characters in the frame."""
     pixels = as_rgb_array(image)
-    scene = parse_scene(story.frames[frame_index].prompt)
+    scene = frame_scene(story, frame_index)
     present = frame_characters(story, frame_index)
     if character_id not in present:
         raise LayoutError("character_id", f"{character_id!r} is not in frame {frame_index} "

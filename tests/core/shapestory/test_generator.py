@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 from collections import Counter
@@ -102,8 +103,14 @@ def test_render_at_other_sizes_and_reference():
 
 def test_render_rejects_frames_it_cannot_draw():
     story = generate_story(3)
-    with pytest.raises(LayoutError, match="box"):
+    with pytest.raises(LayoutError, match=r"frames\[0\]\.subjects\[0\]\.box"):
         render_story(story.with_layout(boxes=False))
+    odd = dataclasses.replace(story, frames=(dataclasses.replace(story.frames[0], prompt="on the moon"),))
+    with pytest.raises(LayoutError, match=r"frames\[0\]\.prompt: .*'on the moon'"):
+        render_story(odd)
+    odd = dataclasses.replace(story, characters=(dataclasses.replace(story.characters[0], identity="a dog"),))
+    with pytest.raises(LayoutError, match=r"characters\[0\]\.identity: .*'a dog'"):
+        render_story(odd)
 
 
 def test_bad_arguments_name_the_field():

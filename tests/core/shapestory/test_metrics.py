@@ -125,6 +125,10 @@ def test_character_mask_accepts_arrays_and_checks_input(stories):
         score_story(images[:-1], story)
     with pytest.raises(LayoutError, match="image"):
         character_mask(np.zeros((8, 8)), story, 0, "c0")
+    odd = dataclasses.replace(story, frames=(dataclasses.replace(story.frames[0], prompt="at the zoo"),
+                                             *story.frames[1:]))
+    with pytest.raises(LayoutError, match=r"frames\[0\]\.prompt: .*'at the zoo'"):
+        score_story(images, odd)
 
 
 def test_identify_reads_every_shape_colour_and_pattern():
