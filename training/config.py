@@ -81,6 +81,8 @@ def build_parser(description: str = "Train Lay2Story (stage 1: global branch, st
     g.add_argument("--mask_dropout", type=float, default=0.25, help="probability a frame's boxes become full-frame")
     g.add_argument("--subject_caption_dropout", type=float, default=0.25,
                    help="probability a frame's subject captions are replaced by its global caption")
+    g.add_argument("--reference_dropout", type=float, default=0.0,
+                   help="probability a story is trained without its reference images (stage 2; 0 = always use them)")
     _bool_flag(g, "use_ema", False, "keep an exponential moving average of the trained weights (PixArt: yes)")
     g.add_argument("--ema_decay", type=float, default=0.9999)
     g = p.add_argument_group("memory and speed")
@@ -212,7 +214,7 @@ def validate_args(args: argparse.Namespace) -> argparse.Namespace:
         _check(value is None or value >= 1, key, value, "expected an integer >= 1 or null")
     for key in ("dataloader_num_workers", "lr_warmup_steps", "seed"):
         _check(getattr(args, key) >= 0, key, getattr(args, key), "expected an integer >= 0")
-    for key in ("caption_dropout", "mask_dropout", "subject_caption_dropout"):
+    for key in ("caption_dropout", "mask_dropout", "subject_caption_dropout", "reference_dropout"):
         value = getattr(args, key)
         _check(0.0 <= value <= 1.0, key, value, "expected a probability in [0, 1]")
     for key in ("adam_beta1", "adam_beta2", "ema_decay"):

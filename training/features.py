@@ -37,10 +37,11 @@ class DropoutConfig:
     caption: float = 0.1
     mask: float = 0.25
     subject_caption: float = 0.25
+    reference: float = 0.0  # per story: train without its references (so inference without one is in-distribution)
 
     @classmethod
     def off(cls) -> DropoutConfig:
-        return cls(0.0, 0.0, 0.0)
+        return cls(0.0, 0.0, 0.0, 0.0)
 
 
 class CaptionEncoder:
@@ -122,6 +123,8 @@ def prepare_inputs(batch: StoryBatch, *, stage: int, captions: CaptionEncoder, v
     story_t = torch.randint(0, diffusion.num_timesteps, (num_stories,), generator=generator)
     sample = torch.randn(mean.shape, generator=generator)
     noise = torch.randn(mean.shape, generator=generator)
+    drop_ref = ((torch.rand(num_stories, generator=generator) < dropout.reference).tolist() if dropout.reference > 0
+                else [False] * num_stories)  # drawn last: the draws above do not depend on it
     # 3. x_0 ~ q(z | x) scaled, x_t ~ q(x_t | x_0); one timestep per story (its frames are denoised jointly)
     x_start = (mean + torch.exp(0.5 * logvar) * sample) * vae_info.scaling_factor
     timesteps = story_t[torch.tensor(batch.frame_story, dtype=torch.long)]
@@ -136,7 +139,8 @@ def prepare_inputs(batch: StoryBatch, *, stage: int, captions: CaptionEncoder, v
         for f, (s, i) in enumerate(zip(batch.frame_story, frame_index)):
             subjects = () if uncond[s] else stories[s].resolve_frame(i, boxes=keep_box[f], captions=keep_caption[f])
             specs.append(FrameSpec(s, tuple(subjects)))
-        references = {key: batch.examples[key[0]].references[key[1]][1] for key in ref_keys if not uncond[key[0]]}
+        references = {key: batch.examples[key[0]].references[key[1]][1] for key in ref_keys
+                      if not uncond[key[0]] and not drop_ref[key[0]]}
         latent_h, latent_w = mean.shape[-2:]
         plan = plan_subject_slots(specs, latent_h, latent_w, patch_size, references, device=device)
         if plan.slots.num_slots == 0:

@@ -218,7 +218,8 @@ def main(args, *, on_step: StepCallback | None = None) -> dict:
     cached = None if cache is None else CaptionEncoder(args.max_length, empty_states=cache.empty_text)
     captions = cached or live
     validation = _Validation(cache if val_cached else None, cached if val_cached else live)
-    dropout = DropoutConfig(args.caption_dropout, args.mask_dropout, args.subject_caption_dropout)
+    dropout = DropoutConfig(args.caption_dropout, args.mask_dropout, args.subject_caption_dropout,
+                            args.reference_dropout)
     if accelerator.is_main_process:
         accelerator.init_trackers(args.tracker_project_name, config=_tracker_config(args))
 

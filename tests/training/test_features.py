@@ -74,6 +74,14 @@ def test_mask_and_subject_caption_dropout(setup):
     torch.testing.assert_close(swapped.caption_embeds[:frames], _encode(setup, globals_))
 
 
+def test_reference_dropout_trains_some_stories_without_their_reference(setup):
+    kept = _inputs(setup, DropoutConfig(0.0, 0.0, 0.0, 0.0))
+    dropped = _inputs(setup, DropoutConfig(0.0, 0.0, 0.0, 1.0))
+    assert kept.subject.reference_images is not None and kept.subject.reference_images.shape[0] > 0
+    assert dropped.subject is not None and dropped.subject.reference_images is None
+    torch.testing.assert_close(dropped.x_t, kept.x_t)  # the other draws do not move
+
+
 def test_same_generator_state_gives_the_same_step_and_stage1_has_no_subject(setup):
     a, b = _inputs(setup, DropoutConfig()), _inputs(setup, DropoutConfig())
     assert torch.equal(a.x_t, b.x_t) and torch.equal(a.timesteps, b.timesteps)
