@@ -23,8 +23,9 @@ from lay2story_core.shapestory.assets import (
 from lay2story_core.shapestory.generator import generate_story, render_story
 from lay2story_core.shapestory.metrics import score_story, summarize
 
-# Measured on the shipped VAE (training/shapestory/README.md): mean PSNR on held-out (test split) frames.
-PSNR_FLOOR = 27.0
+# Shipped VAE (training/shapestory/README.md): mean PSNR 29.5 dB over 593 held-out frames (5th percentile 27.0); on
+# the 12 frames below 29.9 dB.
+PSNR_FLOOR = 28.0
 
 
 def _folder_bytes(path: str) -> int:
