@@ -100,7 +100,8 @@ def test_fallback_models_dir_lists_files_and_folders(no_comfy, tmp_path, monkeyp
     assert comfy_env.list_model_folders("lay2story", lambda p: os.path.isfile(os.path.join(p, "config.json"))) == [
         "group/branch"]
     assert model_files.subject_branch_choices() == ["auto", "none", "lay2story/group/branch"]
-    assert model_files.model_choices() == ["diffusion_models/n.pth", "diffusion_models/sub/m.safetensors"]
+    files = [c for c in model_files.model_choices() if c != model_files.EMBEDDED_LABEL]  # the demo ships in the repo
+    assert files == ["diffusion_models/n.pth", "diffusion_models/sub/m.safetensors"]
     assert model_files.resolve_choice("diffusion_models/sub/m.safetensors", "model").endswith("sub/m.safetensors")
     assert model_files.path_size(str(tmp_path / "diffusion_models")) == 2
 
