@@ -137,11 +137,7 @@ class L2S_ModelLoader:
                 "subject_branch", (branch_path, _stamp(branch_path), dtype, run_device),
                 lambda: _load("subject_branch", subject_branch, load_subject_branch, branch_path, torch_dtype=dtype,
                               device=run_device))
-            depth, made_for = transformer.config.num_layers, branch.config.global_num_layers
-            if branch.inner_dim != transformer.inner_dim or made_for != depth:
-                raise ValueError(
-                    f"subject_branch: {subject_branch!r} (width {branch.inner_dim}, made for {made_for} global "
-                    f"blocks) does not fit {model!r} (width {transformer.inner_dim}, {depth} blocks)")
+            branch.check_fits(transformer, f"subject_branch: {subject_branch!r}")
 
         if vae == AUTO:
             if not pipeline:

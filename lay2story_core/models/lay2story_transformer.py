@@ -61,12 +61,7 @@ class Lay2StoryTransformer(nn.Module):
         self.transformer = transformer
         self.subject_branch = subject_branch
         if subject_branch is not None:
-            cfg, sub = transformer.config, subject_branch.config
-            if subject_branch.inner_dim != transformer.inner_dim or sub.global_num_layers != cfg.num_layers:
-                raise ValueError(
-                    f"subject_branch: width {subject_branch.inner_dim} / global depth {sub.global_num_layers} do not "
-                    f"match the transformer's {transformer.inner_dim} / {cfg.num_layers}"
-                )
+            subject_branch.check_fits(transformer)
 
     # -- diffusers-like conveniences -------------------------------------------------------------------------------
     @property

@@ -141,6 +141,13 @@ class SubjectBranch(ModelMixin, ConfigMixin):
     def inner_dim(self) -> int:
         return self.config.num_attention_heads * self.config.attention_head_dim
 
+    def check_fits(self, transformer, name: str = "subject_branch") -> None:
+        """Raise ``ValueError`` naming ``name`` when this branch was not made for ``transformer`` (width, depth)."""
+        depth, made_for = transformer.config.num_layers, self.config.global_num_layers
+        if self.inner_dim != transformer.inner_dim or made_for != depth:
+            raise ValueError(f"{name} (width {self.inner_dim}, made for {made_for} global blocks) does not fit the "
+                             f"transformer (width {transformer.inner_dim}, {depth} blocks)")
+
     def injection_layer(self, index: int) -> int:
         """The global block after which subject block ``index`` is added."""
         return self.config.inject_every * index + self.config.inject_every - 1

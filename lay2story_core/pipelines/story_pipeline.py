@@ -11,15 +11,17 @@ from __future__ import annotations
 import copy
 import logging
 from collections.abc import Callable, Mapping, Sequence
+from contextlib import nullcontext
 from dataclasses import dataclass
 
 import torch
 from diffusers import DiffusionPipeline, DPMSolverMultistepScheduler
 
+from ..attention import SubjectSlots, TokenPacking
 from ..conditioning import FrameSpec, build_subject_inputs, plan_subject_slots
 from ..consistency import ConsistencyConfig, StoryConsistencyContext, story_consistency_processors
 from ..models import IdentityBank, Lay2StoryTransformer
-from ..story import Box, Story, parse_story, rasterize_boxes
+from ..story import Box, Story, parse_story
 from ..text import DEFAULT_MAX_LENGTH, encode_texts
 from .images import to_pil, to_tensor_image
 
@@ -241,7 +243,7 @@ class StoryPipeline(DiffusionPipeline):
                    IdentityBank(storage_device=bank_device), {}, callback, len(passes))
         results = torch.empty_like(all_latents)
         model = self._model()
-        processors = story_consistency_processors(self.transformer) if mode == "training_free" else _nullcontext()
+        processors = story_consistency_processors(self.transformer) if mode == "training_free" else nullcontext()
         with processors:
             for pass_index, (frames, kind) in enumerate(passes):
                 results[frames] = job.denoise(model, frames, all_latents[frames], kind, pass_index)
@@ -260,14 +262,6 @@ class StoryPipeline(DiffusionPipeline):
         frames = [self.vae.decode(lat[None].to(self.vae.dtype) / self.vae.config.scaling_factor).sample
                   for lat in latents]
         return (torch.cat(frames).float() / 2 + 0.5).clamp(0, 1)
-
-
-class _nullcontext:
-    def __enter__(self):
-        return None
-
-    def __exit__(self, *exc):
-        return False
 
 
 @dataclass
@@ -324,8 +318,6 @@ class _Job:
         ctx = StoryConsistencyContext(self.consistency, group=group, identity=identity,
                                       mode="joint" if kind == "joint" else kind, bank=self.training_free_bank)
         if plan is not None:
-            from ..attention import TokenPacking
-
             n = plan.slots.tokens_per_image
             frame_slots = plan.slots.image_index < half
             masks = torch.zeros(half, n, dtype=torch.bool, device=self.device)
@@ -335,7 +327,8 @@ class _Job:
             if any(has_box):
                 ctx.subject_masks = masks.repeat(batch // half, 1)
             if any(sub.has_caption for f in frames for sub in self.resolved[f]):
-                sub_slots = _select_slots(plan.slots, frame_slots)
+                sub_slots = SubjectSlots(plan.slots.masks[frame_slots], plan.slots.image_index[frame_slots],
+                                         plan.slots.group_index[frame_slots])
                 packing = TokenPacking.build(sub_slots, half)
                 captions = [c for c, keep in zip(plan.captions, frame_slots.tolist()) if keep]
                 embeds, cmask = self._texts(captions)
@@ -387,14 +380,3 @@ class _Job:
                                                            latents) is False:
                 raise GenerationCancelled(f"cancelled at step {pass_index * self.num_steps + i + 1}/{total}")
         return latents
-
-
-def _select_slots(slots, keep: torch.Tensor):
-    from ..attention import SubjectSlots
-
-    return SubjectSlots(slots.masks[keep], slots.image_index[keep], slots.group_index[keep])
-
-
-def subject_token_masks(boxes: Sequence[Box], height: int, width: int, vae_scale: int, patch: int) -> torch.Tensor:
-    """Token masks of boxes for an image size (used by previews and tests)."""
-    return rasterize_boxes(boxes, height // vae_scale, width // vae_scale, patch).flatten(1)
