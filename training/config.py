@@ -62,6 +62,9 @@ def build_parser(description: str = "Train Lay2Story (stage 1: global branch, st
     g.add_argument("--max_length", type=int, default=120, help="T5 tokens per caption (PixArt-alpha: 120)")
     g.add_argument("--train_batch_size", type=int, default=1, help="stories per device per micro-step")
     g.add_argument("--dataloader_num_workers", type=int, default=0, help="data loading worker processes")
+    g.add_argument("--max_skip_fraction", type=float, default=0.05,
+                   help="stop with an error when more than this fraction of the stories read cannot be loaded "
+                        "(missing/corrupt images, invalid story lines); 1 = never stop")
     g = p.add_argument_group("optimisation")
     g.add_argument("--seed", type=int, default=0, help="seed of data order, noise, timesteps and dropout")
     g.add_argument("--num_train_epochs", type=int, default=1)
@@ -214,7 +217,8 @@ def validate_args(args: argparse.Namespace) -> argparse.Namespace:
         _check(value is None or value >= 1, key, value, "expected an integer >= 1 or null")
     for key in ("dataloader_num_workers", "lr_warmup_steps", "seed"):
         _check(getattr(args, key) >= 0, key, getattr(args, key), "expected an integer >= 0")
-    for key in ("caption_dropout", "mask_dropout", "subject_caption_dropout", "reference_dropout"):
+    for key in ("caption_dropout", "mask_dropout", "subject_caption_dropout", "reference_dropout",
+                "max_skip_fraction"):
         value = getattr(args, key)
         _check(0.0 <= value <= 1.0, key, value, "expected a probability in [0, 1]")
     for key in ("adam_beta1", "adam_beta2", "ema_decay"):

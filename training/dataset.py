@@ -7,8 +7,10 @@
   split over ranks and data-loader workers (one shard per worker and rank at a time), stories are bucketed in a
   buffer, and the stream repeats with a new shard order per pass (so ``--max_train_steps`` is required).
 
-A frame or reference that cannot be read (missing, corrupt) or a story missing from the feature cache never stops
-training: the example is skipped with a logged warning and counted in the batch's ``skipped``.
+A frame or reference that cannot be read (missing, corrupt) or a story missing from the feature cache does not stop
+training: the example is skipped with a logged warning and counted in the batch's ``skipped`` (the trainer stops
+once more than ``--max_skip_fraction`` of the stories are skipped). Only data errors (:data:`DATA_ERRORS`: I/O,
+decoding, schema) are skipped; any other exception is a bug and propagates.
 """
 
 from __future__ import annotations
@@ -18,23 +20,36 @@ import json
 import logging
 import os
 import tarfile
+import zlib
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
 import numpy as np
 import torch
+from PIL import Image
+from safetensors import SafetensorError
 from torch.utils.data import Dataset, IterableDataset, get_worker_info
 
 from lay2story_core.story import LayoutError, Story
 
 from .buckets import BucketTable
-from .feature_cache import FeatureCache
+from .feature_cache import FeatureCache, MissingFeaturesError
 from .samples import Example, load_pixels, story_key, truncate_story
 
-__all__ = ["Skipped", "StoryBatch", "StoryDataset", "StoryIndex", "StoryTarStream", "collate_examples",
-           "expand_sources"]
+__all__ = ["DATA_ERRORS", "Skipped", "StoryBatch", "StoryDataset", "StoryIndex", "StoryTarStream", "TrainingDataError",
+           "collate_examples", "expand_sources"]
 
 logger = logging.getLogger(__name__)
+
+# What "this sample's data is bad" looks like: missing/unreadable files (OSError, incl. PIL's UnidentifiedImageError),
+# truncated streams, undecodable JSON/text and schema errors (ValueError, incl. LayoutError), broken tar members,
+# zlib streams, oversized images, cache misses and corrupt cached tensors. Anything else is a bug and propagates.
+DATA_ERRORS = (OSError, EOFError, ValueError, tarfile.TarError, zlib.error, Image.DecompressionBombError,
+               MissingFeaturesError, SafetensorError)
+
+
+class TrainingDataError(ValueError):
+    """The training data cannot be used: too many unreadable stories, or none at all. One line, names samples."""
 
 
 @dataclass(frozen=True)
@@ -43,6 +58,13 @@ class Skipped:
 
     where: str
     reason: str
+
+    @classmethod
+    def of(cls, where: str, err: BaseException) -> Skipped:
+        """Log and record ``err`` (its first line) as the reason ``where`` was skipped."""
+        first = (str(err).splitlines() or [""])[0]
+        logger.warning("skipping story %s: %s: %s", where, type(err).__name__, first)
+        return cls(where, f"{type(err).__name__}: {first}")
 
 
 @dataclass
@@ -56,6 +78,7 @@ class StoryBatch:
     frame_story: list[int]
     latent: bool
     skipped: int
+    bad: tuple[Skipped, ...] = ()  # the skipped stories (where and why), as far as known
 
     def __len__(self) -> int:
         return len(self.examples)
@@ -65,15 +88,17 @@ class StoryBatch:
         return len(self.frame_story)
 
 
-def collate_examples(items: Sequence[Example | Skipped], extra_skipped: int = 0) -> StoryBatch:
+def collate_examples(items: Sequence[Example | Skipped], extra_skipped: int = 0,
+                     extra_bad: Sequence[Skipped] = ()) -> StoryBatch:
     examples = [e for e in items if isinstance(e, Example)]
     skipped = len(items) - len(examples) + extra_skipped
+    bad = tuple(extra_bad) + tuple(e for e in items if isinstance(e, Skipped))
     if not examples:
-        return StoryBatch([], None, [], False, skipped)
+        return StoryBatch([], None, [], False, skipped, bad)
     latent = examples[0].moments is not None
     frames = torch.cat([e.moments if latent else e.pixels for e in examples])
     frame_story = [s for s, e in enumerate(examples) for _ in range(e.story.num_frames)]
-    return StoryBatch(examples, frames, frame_story, latent, skipped)
+    return StoryBatch(examples, frames, frame_story, latent, skipped, bad)
 
 
 def expand_sources(paths: Sequence[str], field: str = "train_data") -> tuple[list[str], str]:
@@ -113,6 +138,7 @@ class StoryIndex:
         self.files = [os.path.abspath(f) for f in files]
         self.table = table
         self.invalid = 0
+        self.bad: list[Skipped] = []  # the first invalid lines
         file_ids, offsets, buckets, self.keys = [], [], [], []
         for fid, path in enumerate(self.files):
             with open(path, "rb") as handle:
@@ -127,6 +153,8 @@ class StoryIndex:
                     except (ValueError, LayoutError) as err:
                         self.invalid += 1
                         logger.warning("skipping invalid story at %s:%d: %s", path, lineno, err)
+                        if len(self.bad) < 8:
+                            self.bad.append(Skipped(f"{path}:{lineno}", f"{type(err).__name__}: {err}"))
                         continue
                     file_ids.append(fid)
                     offsets.append(start)
@@ -168,9 +196,8 @@ class StoryDataset(Dataset):
             story = self.index.read(i)
             size = self.index.table.size(int(self.index.buckets[i]))
             return _load_example(story, self.index.keys[i], size, self.max_frames, self.cache)
-        except Exception as err:  # noqa: BLE001 - any unreadable sample is skipped, never a crash mid-epoch
-            logger.warning("skipping story %s: %s: %s", where, type(err).__name__, err)
-            return Skipped(where, f"{type(err).__name__}: {err}")
+        except DATA_ERRORS as err:  # unreadable data is skipped; a bug propagates
+            return Skipped.of(where, err)
 
 
 def _tar_samples(path: str) -> Iterator[tuple[str, dict | Skipped, tarfile.TarFile]]:
@@ -183,9 +210,8 @@ def _tar_samples(path: str) -> Iterator[tuple[str, dict | Skipped, tarfile.TarFi
             try:
                 data = json.loads(tar.extractfile(member).read())
                 Story.from_dict(data)
-            except Exception as err:  # noqa: BLE001 - a corrupt member is skipped
-                logger.warning("skipping story %s: %s: %s", where, type(err).__name__, err)
-                yield member.name, Skipped(where, f"{type(err).__name__}: {err}"), tar
+            except DATA_ERRORS as err:  # a corrupt member is skipped
+                yield member.name, Skipped.of(where, err), tar
                 continue
             yield member.name, data, tar
 
@@ -234,13 +260,13 @@ class StoryTarStream(IterableDataset):
                            len(self.shards), self.num_replicas, workers)
         to_skip = len(range(worker, self.start, workers))  # the DataLoader takes batches from workers in turn
         pending: dict[int, list] = {}
-        skipped = 0
+        skipped: list[Skipped] = []
         epoch = 0
         while True:
             for shard in self._my_shards(epoch, worker, workers):
                 for name, data, tar in _tar_samples(shard):
                     if isinstance(data, Skipped):
-                        skipped += 1
+                        skipped.append(data)
                         continue
                     story = Story.from_dict(data)
                     bucket = self.table.bucket_of(story.height, story.width)
@@ -254,8 +280,8 @@ class StoryTarStream(IterableDataset):
                         to_skip -= 1
                         continue
                     batch = [self._load(*item, bucket, tar if item[3] == shard else None) for item in items]
-                    yield collate_examples(batch, skipped)
-                    skipped = 0
+                    yield collate_examples(batch, len(skipped), skipped)
+                    skipped = []
             epoch += 1
 
     def _load(self, story: Story, key: str, name: str, shard: str, bucket: int, tar: tarfile.TarFile | None):
@@ -269,6 +295,5 @@ class StoryTarStream(IterableDataset):
                 return _load_example(story, key, size, self.max_frames, None, _member_opener(tar, name))
             with tarfile.open(shard, "r") as other:
                 return _load_example(story, key, size, self.max_frames, None, _member_opener(other, name))
-        except Exception as err:  # noqa: BLE001 - any unreadable sample is skipped
-            logger.warning("skipping story %s: %s: %s", where, type(err).__name__, err)
-            return Skipped(where, f"{type(err).__name__}: {err}")
+        except DATA_ERRORS as err:  # unreadable data is skipped; a bug propagates
+            return Skipped.of(where, err)

@@ -9,15 +9,26 @@ batches an uninterrupted one would.
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass, field
 
 from torch.utils.data import DataLoader
 
 from .buckets import BucketBatchSampler, BucketTable
 from .config import ConfigError
-from .dataset import StoryDataset, StoryIndex, StoryTarStream, collate_examples, expand_sources
+from .dataset import (
+    Skipped,
+    StoryBatch,
+    StoryDataset,
+    StoryIndex,
+    StoryTarStream,
+    TrainingDataError,
+    collate_examples,
+    expand_sources,
+)
 from .feature_cache import FeatureCache
 
-__all__ = ["build_loader", "build_validation_batches", "describe_data", "open_cache", "validation_in_cache"]
+__all__ = ["SkipTracker", "build_loader", "build_validation_batches", "describe_data", "open_cache",
+           "validation_in_cache"]
 
 logger = logging.getLogger(__name__)
 
@@ -28,6 +39,47 @@ def describe_data(paths, field: str) -> tuple[list[str], str]:
         return expand_sources(paths, field)
     except ValueError as err:
         raise ConfigError(str(err)) from err
+
+
+@dataclass
+class SkipTracker:
+    """Counts the stories read and skipped; raises :class:`TrainingDataError` once more than ``max_fraction`` are
+    skipped (judged after ``min_stories`` stories, and at the end of the run), naming the first bad ones."""
+
+    max_fraction: float
+    min_stories: int = 20
+    read: int = 0
+    skipped: int = 0
+    first_bad: list[Skipped] = field(default_factory=list)
+
+    def add(self, batch: StoryBatch) -> None:
+        self.read += len(batch) + batch.skipped
+        self.skipped += batch.skipped
+        self.add_bad(batch.bad)
+
+    def add_bad(self, bad) -> None:
+        self.first_bad.extend(list(bad)[: max(0, 3 - len(self.first_bad))])
+
+    def fraction(self) -> float:
+        return self.skipped / self.read if self.read else 0.0
+
+    def summary(self) -> str:
+        return f"{self.skipped} of {self.read} stories ({100 * self.fraction():.0f}%)"
+
+    def examples(self) -> str:
+        if not self.first_bad:
+            return ""
+        return "; first: " + ", ".join(f"{b.where} ({b.reason})" for b in self.first_bad)
+
+    def exceeded(self, read: int, skipped: int, final: bool = False) -> bool:
+        """Whether ``skipped`` of ``read`` (totals over all ranks) is over the budget."""
+        return (final or read >= self.min_stories) and skipped > self.max_fraction * read
+
+    def error(self, read: int, skipped: int) -> TrainingDataError:
+        return TrainingDataError(
+            f"max_skip_fraction: {skipped} of {read} stories ({100 * skipped / max(read, 1):.0f}%) were skipped as "
+            f"unreadable, more than the allowed {100 * self.max_fraction:.0f}%{self.examples()}; fix or remove "
+            "them, or raise max_skip_fraction")
 
 
 def open_cache(args) -> FeatureCache | None:

@@ -61,8 +61,9 @@ from training.checkpointing import (
 )
 from training.config import ConfigError
 from training.config import parse_args as _parse_args
+from training.dataset import TrainingDataError
 from training.features import CaptionEncoder, DropoutConfig, compute_loss, prepare_inputs
-from training.loop_data import build_loader, describe_data, open_cache, validation_in_cache
+from training.loop_data import SkipTracker, build_loader, describe_data, open_cache, validation_in_cache
 from training.losses import GaussianDiffusion
 from training.modeling import Components, VaeInfo, load_components, trainable_name
 from training.validation import render_validation_stories, validation_loss
@@ -235,7 +236,12 @@ def main(args, *, on_step: StepCallback | None = None) -> dict:
                 args.stage, max_train_steps, batches_per_epoch or "streaming", accelerator.num_processes,
                 args.gradient_accumulation_steps)
 
-    # 5. Train
+    # 5. Train (unreadable stories are skipped, up to max_skip_fraction of those read)
+    skips = SkipTracker(args.max_skip_fraction)
+    index = getattr(loader.dataset, "index", None)
+    if index is not None and index.invalid and accelerator.is_main_process:  # invalid JSONL lines, counted once
+        skips.read, skips.skipped = skips.read + index.invalid, skips.skipped + index.invalid
+        skips.add_bad(index.bad)
     history: list[float] = []
     step_losses: list[torch.Tensor] = []
     step_stories = step_frames = 0
@@ -249,6 +255,10 @@ def main(args, *, on_step: StepCallback | None = None) -> dict:
         for batch in loader:
             state.batch_in_epoch += 1
             state.skipped += batch.skipped
+            skips.add(batch)
+            read, skipped = _totals(accelerator, skips)
+            if skips.exceeded(read, skipped):
+                raise skips.error(read, skipped)
             if _any_rank(accelerator, not batch.examples):  # every rank skips together (DDP stays in step)
                 logger.warning("skipping a batch whose stories could not be loaded (%d skipped so far)",
                                state.skipped)
@@ -306,13 +316,28 @@ def main(args, *, on_step: StepCallback | None = None) -> dict:
             continue
         break
 
-    # 6. Export the trained part (save_pretrained form) and finish
+    # 6. Export the trained part (save_pretrained form) and finish; never the untrained initialisation
+    read, skipped = _totals(accelerator, skips)
+    if state.global_step == 0:
+        raise TrainingDataError(f"no optimisation step ran ({skipped} of {read} stories skipped as unreadable"
+                                f"{skips.examples()}); nothing exported")
+    if skips.exceeded(read, skipped, final=True):
+        raise skips.error(read, skipped)
     output = _export_final(accelerator, model, args, ema)
     accelerator.end_training()
     logger.info("done: %d steps, %d stories skipped on this process; exported %s", state.global_step, state.skipped,
                 output)
     return {"global_step": state.global_step, "loss_history": history, "skipped": state.skipped, "output": output,
-            "checkpoint": checkpoint}
+            "checkpoint": checkpoint, "read": read, "skipped_total": skipped}
+
+
+def _totals(accelerator, skips: SkipTracker) -> tuple[int, int]:
+    """Stories read and skipped so far, summed over ranks."""
+    if accelerator.num_processes == 1:
+        return skips.read, skips.skipped
+    total = accelerator.reduce(torch.tensor([float(skips.read), float(skips.skipped)], device=accelerator.device),
+                               "sum")
+    return int(total[0].item()), int(total[1].item())
 
 
 @dataclass(frozen=True)
@@ -375,13 +400,16 @@ def _log_images(accelerator, images: dict, step: int) -> None:
 
 def cli(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.INFO)
+    from lay2story_core.loading import ModelLoadError
+
     try:
-        args = parse_args(argv)
-    except ConfigError as err:
+        summary = main(parse_args(argv))
+    except (ConfigError, TrainingDataError, ModelLoadError) as err:
         print(f"error: {err}", file=sys.stderr)  # noqa: T201 - CLI output
         return 2
-    summary = main(args)
-    print(f"trained {summary['global_step']} steps; exported {summary['output']}")  # noqa: T201 - CLI output
+    read, skipped = summary["read"], summary["skipped_total"]
+    print(f"trained {summary['global_step']} steps, skipped {skipped} of {read} stories "  # noqa: T201 - CLI output
+          f"({100 * skipped / max(read, 1):.0f}%); exported {summary['output']}")
     return 0
 
 

@@ -12,6 +12,7 @@ import torch
 from safetensors.torch import load_file
 
 from training.checkpointing import find_checkpoints
+from training.dataset import TrainingDataError
 from training.tiny_assets import write_story_set, write_tar_shard
 from training.train import cli, main
 
@@ -143,17 +144,69 @@ def test_killed_run_resumes_exactly(make_args, tmp_path, monkeypatch):
     assert not os.path.exists(tmp_path / "torn" / ".checkpoint-4.tmp")
 
 
-def test_corrupt_and_missing_samples_are_skipped_and_counted(make_args, tmp_path, caplog):
+def _broken_set(tmp_path, broken: int, total: int = 4) -> str:
+    """A story set whose first ``broken`` stories have a corrupt or missing frame."""
     data = tmp_path / "data"
-    path = write_story_set(str(data), "bad", 4, size=32, seed=5)
+    path = write_story_set(str(data), "bad", total, size=32, seed=5)
     stories = [json.loads(line) for line in open(path, encoding="utf-8")]
-    (data / stories[1]["frames"][0]["image"]).write_bytes(b"\x89PNG truncated")
-    os.unlink(data / stories[3]["frames"][2]["image"])
-    args = make_args(train_data=[path], num_train_epochs=1, max_train_steps=None)
+    for k in range(broken):
+        image = data / stories[k]["frames"][0]["image"]
+        if k % 2:
+            os.unlink(image)
+        else:
+            image.write_bytes(b"\x89PNG truncated")
+    return path
+
+
+def test_corrupt_and_missing_samples_are_skipped_and_counted(make_args, tmp_path, caplog, capsys):
+    path = _broken_set(tmp_path, 2)
+    args = make_args(train_data=[path], num_train_epochs=1, max_train_steps=None, max_skip_fraction=0.5)
     with caplog.at_level(logging.WARNING):
         summary = main(args)
     assert summary["skipped"] == 2 and summary["global_step"] == 2  # 4 batches of 1 story, 2 unreadable
     assert caplog.text.count("skipping story") == 2
+    # the CLI's last line reports steps and skips
+    argv = ["--stage", "2", "--pretrained_model_name_or_path", args.pretrained_model_name_or_path,
+            "--train_data", path, "--output_dir", str(tmp_path / "cli"), "--resolution", "32", "--max_length", "24",
+            "--num_train_epochs", "1", "--mixed_precision", "no", "--report_to", "none", "--max_skip_fraction", "0.5"]
+    assert cli(argv) == 0
+    last = capsys.readouterr().out.strip().splitlines()[-1]
+    assert last.startswith("trained 2 steps, skipped 2 of 4 stories (50%)"), last
+
+
+def test_too_many_bad_samples_stop_training_and_export_nothing(make_args, tmp_path, capsys):
+    path = _broken_set(tmp_path, 2)
+    args = make_args(train_data=[path], num_train_epochs=1, max_train_steps=None)  # default max_skip_fraction
+    with pytest.raises(TrainingDataError, match=r"max_skip_fraction: 2 of 4 stories .* were skipped") as info:
+        main(args)
+    assert "bad.jsonl@0" in str(info.value) and "UnidentifiedImageError" in str(info.value)
+    assert not os.path.exists(os.path.join(args.output_dir, "subject_branch"))
+
+
+def test_all_samples_broken_exports_nothing_and_fails_cleanly(make_args, tmp_path, capsys):
+    path = _broken_set(tmp_path, 4)
+    out = tmp_path / "cli"
+    argv = ["--stage", "2", "--pretrained_model_name_or_path", make_args().pretrained_model_name_or_path,
+            "--train_data", path, "--output_dir", str(out), "--resolution", "32", "--max_length", "24",
+            "--num_train_epochs", "1", "--mixed_precision", "no", "--report_to", "none", "--max_skip_fraction", "1"]
+    assert cli(argv) == 2
+    err = capsys.readouterr().err
+    assert "Traceback" not in err
+    last = err.strip().splitlines()[-1]
+    assert last.startswith("error: no optimisation step ran (4 of 4 stories skipped"), last
+    assert "bad.jsonl@0" in last
+    assert not (out / "subject_branch").exists() and not (out / ".export.tmp").exists()
+
+
+def test_a_code_bug_while_loading_is_not_a_skipped_sample(make_args, monkeypatch):
+    import training.dataset
+
+    def buggy(*a, **k):
+        raise TypeError("a bug, not bad data")
+
+    monkeypatch.setattr(training.dataset, "load_pixels", buggy)
+    with pytest.raises(TypeError, match="a bug, not bad data"):
+        main(make_args())
 
 
 def test_streams_tar_shards(make_args, tiny_assets, tmp_path):
