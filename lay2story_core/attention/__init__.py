@@ -1,5 +1,6 @@
 """Token-sparse masked attention (self, cross, 3D across frames) and its dense reference."""
 
+from .backends import BACKENDS, BackendChooser, resolve_backend
 from .dense import (
     dense_masked_3d_attention,
     dense_masked_attention,
@@ -16,6 +17,9 @@ from .masked import (
 from .packing import Segments, SubjectSlots, TokenPacking
 
 __all__ = [
+    "BACKENDS",
+    "BackendChooser",
+    "resolve_backend",
     "Segments",
     "SubjectSlots",
     "TokenPacking",

@@ -10,16 +10,16 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from .backends import SELF_ATTENTION, nested_cross_attention, padded_attention
 from .packing import Segments, SubjectSlots, TokenPacking
 
 
 def _valid_rows(valid: torch.Tensor) -> torch.Tensor:
-    """Make every row of a key-validity mask keep at least its first key (an empty row would give NaN)."""
-    empty = ~valid.any(dim=-1)
-    if bool(empty.any()):
-        valid = valid.clone()
-        valid[empty, 0] = True
-    return valid
+    """Make every row of a key-validity mask keep at least its first key (an empty row would give NaN); no host
+    synchronisation."""
+    first = torch.zeros(valid.shape[-1], dtype=torch.bool, device=valid.device)
+    first[0] = True
+    return valid | (~valid.any(dim=-1, keepdim=True) & first)
 
 
 def segment_attention(
@@ -47,6 +47,10 @@ def segment_attention(
     """
     if segments.num_segments == 0:
         return query.new_zeros(query.shape[0], query.shape[1], value.shape[-1])
+    if extra_key is None and segments.backend != "padded":  # fused backends (no bank keys): one call, no padding
+        return SELF_ATTENTION[segments.backend](query, key, value, segments, scale=scale)
+    if extra_key is None:
+        return padded_attention(query, key, value, segments, scale=scale)
     # 1. pad each segment: (G, L, H, D) -> (G, H, L, D)
     q = segments.pad(query).transpose(1, 2)
     k = segments.pad(key).transpose(1, 2)
@@ -95,14 +99,17 @@ def segment_cross_attention(
     """
     if segments.num_segments == 0:
         return query.new_zeros(query.shape[0], query.shape[1], value.shape[-1])
+    valid = None if key_valid is None else _valid_rows(key_valid.index_select(0, segments.segment_ids).bool())
+    if segments.backend != "padded":  # jagged queries and keys (only the valid text tokens), no mask
+        k = key.index_select(0, segments.segment_ids).to(query.dtype)
+        v = value.index_select(0, segments.segment_ids).to(query.dtype)
+        return nested_cross_attention(query, k, v, segments, valid, scale=scale)
     # 1. pad the queries per segment and pick each segment's text: (G, H, L_q, D), (G, H, L_t, D)
     q = segments.pad(query).transpose(1, 2)
     k = key.index_select(0, segments.segment_ids).transpose(1, 2).to(q.dtype)
     v = value.index_select(0, segments.segment_ids).transpose(1, 2).to(q.dtype)
     # 2. text padding mask (padded query rows are harmless: they see valid keys and are dropped)
-    attn_mask = None
-    if key_valid is not None:
-        attn_mask = _valid_rows(key_valid.index_select(0, segments.segment_ids).bool())[:, None, None, :]
+    attn_mask = None if valid is None else valid[:, None, None, :]
     out = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask, scale=scale)
     return segments.unpad(out.transpose(1, 2))
 
@@ -113,13 +120,13 @@ def _as_tokens(x: torch.Tensor, name: str) -> None:
 
 
 def masked_self_attention(
-    query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, slots: SubjectSlots
+    query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, slots: SubjectSlots, backend: str = "auto"
 ) -> torch.Tensor:
     """Each slot's tokens attend to the tokens of the same slot. ``(I, N, H, D) -> (I, N, H, D)``, zeros outside
     every subject, overlapping slots averaged."""
     for name, x in (("query", query), ("key", key), ("value", value)):
         _as_tokens(x, name)
-    packing = TokenPacking.build(slots, query.shape[0])
+    packing = TokenPacking.build(slots, query.shape[0], backend)
     out = segment_attention(packing.gather(query), packing.gather(key), packing.gather(value), packing.slot_segments)
     return packing.scatter(out)
 
@@ -130,13 +137,14 @@ def masked_cross_attention(
     value: torch.Tensor,
     slots: SubjectSlots,
     key_valid: torch.Tensor | None = None,
+    backend: str = "auto",
 ) -> torch.Tensor:
     """Each slot's tokens attend to that slot's text. ``query (I, N, H, D)``, ``key/value (S, L, H, D)``,
     ``key_valid (S, L)``; returns ``(I, N, H, D)``."""
     _as_tokens(query, "query")
     if key.shape[0] != slots.num_slots:
         raise ValueError(f"key: expected one text per slot ({slots.num_slots}), got {key.shape[0]}")
-    packing = TokenPacking.build(slots, query.shape[0])
+    packing = TokenPacking.build(slots, query.shape[0], backend)
     out = segment_cross_attention(packing.gather(query), key, value, packing.slot_segments, key_valid)
     return packing.scatter(out)
 
@@ -150,6 +158,7 @@ def masked_3d_attention(
     extra_key: torch.Tensor | None = None,
     extra_value: torch.Tensor | None = None,
     extra_valid: torch.Tensor | None = None,
+    backend: str = "auto",
 ) -> torch.Tensor:
     """Masked 3D self-attention: the subject tokens of all slots of one group (one character across the frames of a
     story, plus its reference) attend to each other. ``(I, N, H, D) -> (I, N, H, D)``.
@@ -157,7 +166,7 @@ def masked_3d_attention(
     Slots of one group must not overlap on the same image (a character appears once per frame)."""
     for name, x in (("query", query), ("key", key), ("value", value)):
         _as_tokens(x, name)
-    packing = TokenPacking.build(slots, query.shape[0])
+    packing = TokenPacking.build(slots, query.shape[0], backend)
     out = segment_attention(
         packing.gather(query),
         packing.gather(key),

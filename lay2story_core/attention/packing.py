@@ -16,7 +16,7 @@ Vocabulary used across the package:
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 
 import torch
 
@@ -70,7 +70,12 @@ class Segments:
     """A partition of ``T`` packed tokens into ``G`` non-empty segments, padded to ``(G, L)``.
 
     ``pad(x)`` maps ``(T, ...) -> (G, L, ...)`` (padding rows are zero) and ``unpad(y)`` maps back. ``valid`` is the
-    ``(G, L)`` key-padding mask, or ``None`` when every segment has the same length (no mask needed).
+    ``(G, L)`` key-padding mask, or ``None`` when every segment has the same length (no mask needed). When the
+    tokens are already sorted by segment and every segment has the same length (layout off: one full frame per
+    slot), ``identity`` is true and ``pad``/``unpad`` are views, not copies.
+
+    ``backend`` names how :func:`~lay2story_core.attention.segment_attention` runs these segments (see
+    :mod:`.backends`); ``offsets``/``order`` describe the jagged (unpadded) layout the fused backends use.
     """
 
     gather_index: torch.Tensor  # (G * L,) index into the packed tokens, T for padding
@@ -79,15 +84,22 @@ class Segments:
     segment_ids: torch.Tensor  # (G,) the original id of each non-empty segment
     num_segments: int
     max_len: int
+    order: torch.Tensor | None = None  # (T,) tokens sorted by segment; None when they already are
+    offsets: torch.Tensor | None = None  # (G + 1,) start of each segment in the sorted (jagged) layout
+    token_segment: torch.Tensor | None = None  # (T,) compact segment [0, G) of each packed token
+    identity: bool = False  # sorted and equal lengths: pad/unpad are views
+    backend: str = "padded"
+    block_mask: object | None = field(default=None, compare=False, repr=False)  # FlexAttention's, when used
 
     @classmethod
-    def from_ids(cls, ids: torch.Tensor) -> Segments:
+    def from_ids(cls, ids: torch.Tensor, backend: str = "padded") -> Segments:
         """Build the padded layout of packed tokens whose segment ids are ``ids`` (``(T,)`` long, any order)."""
         num_tokens = ids.shape[0]
         device = ids.device
         if num_tokens == 0:
             empty = torch.zeros(0, dtype=torch.long, device=device)
-            return cls(empty, empty, None, empty, 0, 0)
+            return cls(empty, empty, None, empty, 0, 0, None, torch.zeros(1, dtype=torch.long, device=device), empty,
+                       True, backend)
         segment_ids, compact = torch.unique(ids, return_inverse=True)  # sorted unique ids, (T,) in [0, G)
         num_segments = segment_ids.shape[0]
         counts = torch.bincount(compact, minlength=num_segments)
@@ -101,19 +113,49 @@ class Segments:
         gather_index[flat] = order
         unpad_index = torch.empty(num_tokens, dtype=torch.long, device=device)
         unpad_index[order] = flat
-        valid = None
-        if int(counts.min()) != max_len:
-            valid = (gather_index != num_tokens).view(num_segments, max_len)
-        return cls(gather_index, unpad_index, valid, segment_ids, num_segments, max_len)
+        equal = int(counts.min()) == max_len
+        valid = None if equal else (gather_index != num_tokens).view(num_segments, max_len)
+        is_sorted = bool((order == torch.arange(num_tokens, device=device)).all())
+        offsets = torch.cat([starts, counts.sum().view(1)])
+        segments = cls(gather_index, unpad_index, valid, segment_ids, num_segments, max_len,
+                       None if is_sorted else order, offsets, compact, is_sorted and equal, backend)
+        if backend == "flex":
+            from .backends import flex_block_mask
+
+            object.__setattr__(segments, "block_mask", flex_block_mask(compact))
+        return segments
+
+    def with_backend(self, backend: str) -> Segments:
+        """The same layout run by another backend (see :mod:`.backends`)."""
+        block_mask = self.block_mask
+        if backend == "flex" and block_mask is None and self.num_segments:
+            from .backends import flex_block_mask
+
+            block_mask = flex_block_mask(self.token_segment)
+        return replace(self, backend=backend, block_mask=block_mask)
 
     def pad(self, x: torch.Tensor) -> torch.Tensor:
-        """``(T, ...) -> (G, L, ...)`` with zero rows for padding."""
-        padded = torch.cat([x, x.new_zeros((1, *x.shape[1:]))], dim=0)
-        return padded.index_select(0, self.gather_index).view(self.num_segments, self.max_len, *x.shape[1:])
+        """``(T, ...) -> (G, L, ...)`` with zero rows for padding (a view when ``identity``)."""
+        shape = (self.num_segments, self.max_len, *x.shape[1:])
+        if self.identity:
+            return x.view(shape)
+        out = x.new_zeros((self.num_segments * self.max_len, *x.shape[1:]))
+        return out.index_copy_(0, self.unpad_index, x).view(shape)
 
     def unpad(self, y: torch.Tensor) -> torch.Tensor:
-        """``(G, L, ...) -> (T, ...)``."""
-        return y.reshape(self.num_segments * self.max_len, *y.shape[2:]).index_select(0, self.unpad_index)
+        """``(G, L, ...) -> (T, ...)`` (a view when ``identity`` and ``y`` is contiguous)."""
+        flat = y.reshape(self.num_segments * self.max_len, *y.shape[2:])
+        return flat if self.identity else flat.index_select(0, self.unpad_index)
+
+    def sort(self, x: torch.Tensor) -> torch.Tensor:
+        """``(T, ...)`` in packed order -> sorted by segment (the jagged layout); no copy when already sorted."""
+        return x if self.order is None else x.index_select(0, self.order)
+
+    def unsort(self, x: torch.Tensor) -> torch.Tensor:
+        """Inverse of :meth:`sort`."""
+        if self.order is None:
+            return x
+        return x.new_empty(x.shape).index_copy_(0, self.order, x)
 
 
 @dataclass(frozen=True)
@@ -132,19 +174,30 @@ class TokenPacking:
     tokens_per_image: int
     slot_segments: Segments  # segments = slots (masked self- and cross-attention)
     group_segments: Segments  # segments = groups (masked 3D self-attention)
+    prefix: bool = False  # the packed tokens are the first T full tokens, in order (whole images): no gathers
 
     @classmethod
-    def build(cls, slots: SubjectSlots, num_images: int) -> TokenPacking:
-        """Plan the packing of ``slots`` over ``num_images`` images of ``slots.tokens_per_image`` tokens each."""
+    def build(cls, slots: SubjectSlots, num_images: int, backend: str = "auto", chooser=None) -> TokenPacking:
+        """Plan the packing of ``slots`` over ``num_images`` images of ``slots.tokens_per_image`` tokens each.
+
+        ``backend`` is the attention backend of both segmentations (``"auto"``: ``"padded"`` on CPU, the
+        ``chooser``'s measured pick on CUDA; see :mod:`.backends`). Build it once per denoising pass and pass it in
+        (``SubjectInputs.packing``): the slots do not change between steps.
+        """
+        from .backends import resolve_backend
+
         num_tokens_per_image = slots.tokens_per_image
         if slots.num_slots and int(slots.image_index.max()) >= num_images:
             raise ValueError(f"SubjectSlots.image_index: {int(slots.image_index.max())} >= number of images "
                              f"{num_images}")
+        backend = resolve_backend(backend, slots.masks.device, chooser)
         slot_of, token_of = slots.masks.nonzero(as_tuple=True)  # (T,), (T,) sorted by slot then token
         token_image = slots.image_index[slot_of]
         token_index = token_image * num_tokens_per_image + token_of
         coverage = torch.bincount(token_index, minlength=num_images * num_tokens_per_image)
         token_group = slots.group_index[slot_of]
+        num_packed = token_index.shape[0]
+        prefix = bool((token_index == torch.arange(num_packed, device=token_index.device)).all())
         return cls(
             token_index=token_index,
             token_slot=slot_of,
@@ -153,8 +206,9 @@ class TokenPacking:
             coverage=coverage,
             num_images=num_images,
             tokens_per_image=num_tokens_per_image,
-            slot_segments=Segments.from_ids(slot_of),
-            group_segments=Segments.from_ids(token_group),
+            slot_segments=Segments.from_ids(slot_of, backend),
+            group_segments=Segments.from_ids(token_group, backend),
+            prefix=prefix,
         )
 
     @property
@@ -163,7 +217,8 @@ class TokenPacking:
 
     def gather(self, x: torch.Tensor) -> torch.Tensor:
         """``(I, N, ...) -> (T, ...)``: the subject tokens (a token covered by k slots appears k times)."""
-        return x.reshape(-1, *x.shape[2:]).index_select(0, self.token_index)
+        flat = x.reshape(-1, *x.shape[2:])
+        return flat[: self.num_tokens] if self.prefix else flat.index_select(0, self.token_index)
 
     def scatter(self, packed: torch.Tensor, num_images: int | None = None, average: bool = True) -> torch.Tensor:
         """``(T, ...) -> (I', N, ...)``: zeros outside every subject; overlapping slots are averaged (or summed).
@@ -173,13 +228,25 @@ class TokenPacking:
         """
         num_out = self.num_images if num_images is None else num_images
         limit = num_out * self.tokens_per_image
-        index, values = self.token_index, packed
-        if num_out < self.num_images:
-            keep = index < limit
-            index, values = index[keep], packed[keep]
-        out = packed.new_zeros((limit, *packed.shape[1:]))
-        out.index_add_(0, index, values)
+        shape = (num_out, self.tokens_per_image, *packed.shape[1:])
+        out = packed.new_zeros((self.num_images * self.tokens_per_image, *packed.shape[1:]))
+        if self.prefix:  # whole images, one slot per token: a copy, nothing to add or average
+            out[: self.num_tokens] = packed
+            return out[:limit].view(shape)
+        out.index_add_(0, self.token_index, packed)  # no host sync: rows beyond ``limit`` are dropped below
+        out = out[:limit]
         if average:
             cover = self.coverage[:limit].clamp(min=1).to(packed.dtype)
             out = out / cover.view(-1, *([1] * (packed.ndim - 1)))
-        return out.view(num_out, self.tokens_per_image, *packed.shape[1:])
+        return out.view(shape)
+
+    def add_into(self, target: torch.Tensor, packed: torch.Tensor) -> torch.Tensor:
+        """``target (I', N, ...) += scatter(packed)`` in place, without a full-size temporary when ``prefix``
+        (images beyond ``I'`` are dropped, overlaps averaged). Returns ``target``."""
+        num_out = target.shape[0]
+        flat = target.view(-1, *target.shape[2:])
+        if self.prefix:
+            rows = min(self.num_tokens, flat.shape[0])
+            flat[:rows] += packed[:rows].to(flat.dtype)
+            return target
+        return target.add_(self.scatter(packed, num_images=num_out).to(target.dtype))
