@@ -21,6 +21,7 @@ from pathlib import Path
 import torch
 
 from .errors import ModelLoadError, UnsupportedFormatError, WrongArchitectureError
+from .folder import load_diffusers_folder
 from .modeling import empty_model, load_strict, resolve_dtype
 from .sniff import describe_architecture, sniff_architecture, sniff_components
 from .sources import Source, from_hub_repo, resolve_source
@@ -354,7 +355,8 @@ def load_pixart_transformer_with_info(
         )
     if source.kind == "folder":
         _check_folder_config(Path(source.path))
-        model = _wrap(source.path, lambda: PixArtTransformer2DModel.from_pretrained(source.path, torch_dtype=dtype))
+        model = load_diffusers_folder(PixArtTransformer2DModel, source.path, what="PixArt transformer", dtype=dtype,
+                                      device=device)
     else:
         model = from_hub_repo(
             source,

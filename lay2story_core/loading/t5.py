@@ -18,6 +18,7 @@ from pathlib import Path
 import torch
 
 from .errors import ModelLoadError, UnsupportedFormatError, WrongArchitectureError
+from .folder import load_folder_strict
 from .modeling import empty_model, load_strict, resolve_dtype
 from .sniff import describe_architecture, sniff_architecture
 from .sources import from_hub_repo, resolve_source
@@ -116,12 +117,7 @@ def load_t5_encoder(
         model = _load_single_file(Path(source.path), dtype, device)
     elif source.kind == "folder":
         _check_folder_config(Path(source.path))
-        try:
-            model = T5EncoderModel.from_pretrained(
-                source.path, local_files_only=True, **transformers_dtype_kwargs(dtype)
-            )
-        except (OSError, ValueError, RuntimeError, KeyError, TypeError) as err:
-            raise ModelLoadError(source.path, f"could not load the T5 folder ({type(err).__name__}: {err})") from err
+        model = _load_folder(Path(source.path), dtype, device)
     else:
         model = from_hub_repo(
             source,
@@ -144,6 +140,31 @@ def _check_folder_config(folder: Path) -> None:
     if config.get("model_type") != "t5":
         kind = config.get("model_type") or config.get("_class_name") or "unknown model"
         raise WrongArchitectureError(folder, f"config.json describes a {kind}, not a T5 encoder")
+
+
+def _load_folder(folder: Path, dtype: torch.dtype, device):
+    """A transformers T5 folder, checked strictly (see :mod:`.folder`): the decoder of a full T5 is dropped, the
+    tied token embedding (often stored once) is given both of its names."""
+    from transformers import T5Config, T5EncoderModel
+
+    try:
+        config = T5Config.from_pretrained(folder, local_files_only=True)
+    except (OSError, ValueError, TypeError) as err:
+        raise ModelLoadError(folder / "config.json", f"unreadable T5 config ({type(err).__name__}: {err})") from err
+    config.is_encoder_decoder, config.use_cache = False, False
+    keep_fp32 = tuple(T5EncoderModel._keep_in_fp32_modules or ()) if dtype == torch.float16 else ()
+
+    def rename(sd: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        sd = {k: v for k, v in sd.items() if not k.startswith(_DROPPED_PREFIXES) and k not in _DROPPED_KEYS}
+        embedding = sd.get("shared.weight", sd.get("encoder.embed_tokens.weight"))
+        if embedding is not None:
+            sd["shared.weight"] = sd["encoder.embed_tokens.weight"] = embedding  # tied in T5EncoderModel
+        return sd
+
+    model = load_folder_strict(lambda: T5EncoderModel(config), folder, what="T5 encoder", dtype=dtype, device=device,
+                               rename=rename, keep_fp32=keep_fp32)
+    model.encoder.embed_tokens.weight = model.shared.weight
+    return model
 
 
 def _load_single_file(path: Path, dtype: torch.dtype, device):

@@ -20,6 +20,7 @@ from pathlib import Path
 import torch
 
 from .errors import ModelLoadError, ModelNotFoundError, WrongArchitectureError
+from .folder import load_diffusers_folder
 from .modeling import empty_model, load_strict, resolve_dtype
 from .sniff import describe_architecture, sniff_architecture
 from .sources import from_hub_repo, resolve_source
@@ -150,10 +151,8 @@ def load_vae(
         logger.warning("%s: config= applies to single files only; using the folder's config.json", source.path)
     if source.kind == "folder":
         _check_folder_config(Path(source.path))
-        try:
-            model = AutoencoderKL.from_pretrained(source.path, torch_dtype=dtype)
-        except (OSError, ValueError, RuntimeError, KeyError, TypeError) as err:
-            raise ModelLoadError(source.path, f"could not load the VAE folder ({type(err).__name__}: {err})") from err
+        model = load_diffusers_folder(AutoencoderKL, source.path, what="VAE", dtype=dtype, device=device,
+                                      rename=rename_deprecated_attention)
     else:
         model = from_hub_repo(
             source,
@@ -164,6 +163,22 @@ def load_vae(
     if device is not None:
         model.to(device)
     return model.eval()
+
+
+_DEPRECATED_ATTENTION = {"query": "to_q", "key": "to_k", "value": "to_v", "proj_attn": "to_out.0"}
+
+
+def rename_deprecated_attention(state_dict: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Old diffusers VAE folders name the mid-block attention ``query/key/value/proj_attn`` (diffusers renames them
+    on load too): ``...attentions.0.query.weight`` -> ``...attentions.0.to_q.weight``."""
+    out = {}
+    for key, value in state_dict.items():
+        parts = key.split(".")
+        if len(parts) >= 3 and "attentions" in parts and parts[-2] in _DEPRECATED_ATTENTION:
+            parts[-2] = _DEPRECATED_ATTENTION[parts[-2]]
+            key = ".".join(parts)
+        out[key] = value
+    return out
 
 
 def _check_folder_config(folder: Path) -> None:

@@ -12,13 +12,14 @@ import torch
 from diffusers import DPMSolverMultistepScheduler
 
 from ..loading import (
-    ModelLoadError,
     ModelNotFoundError,
     load_pixart_transformer,
     load_t5_encoder,
     load_t5_tokenizer,
     load_vae,
 )
+from ..loading.folder import load_diffusers_folder
+from ..loading.modeling import resolve_dtype
 from ..models import SubjectBranch
 from .story_pipeline import StoryPipeline, default_scheduler
 
@@ -36,11 +37,8 @@ def load_subject_branch(path: str | os.PathLike, *, torch_dtype: torch.dtype | N
     if not (folder / "config.json").is_file():
         raise ModelNotFoundError(f"subject branch: no config.json in {os.fspath(folder)!r} (expected a folder written "
                                  "by SubjectBranch.save_pretrained)")
-    try:
-        branch = SubjectBranch.from_pretrained(folder, torch_dtype=torch_dtype)
-    except (OSError, ValueError, RuntimeError, KeyError) as err:
-        raise ModelLoadError(f"subject branch {os.fspath(folder)!r}: {err}") from err
-    return branch.to(device) if device is not None else branch
+    return load_diffusers_folder(SubjectBranch, folder, what="subject branch", dtype=resolve_dtype(torch_dtype),
+                                 device=device)
 
 
 def load_story_pipeline(
