@@ -22,6 +22,8 @@ from collections.abc import Callable
 
 import torch
 
+from lay2story_core import devices
+
 logger = logging.getLogger(__name__)
 
 MODELS_DIR_ENV = "LAY2STORY_MODELS_DIR"
@@ -170,41 +172,23 @@ def _model_management():
 
 
 def resolve_device(choice: str, field: str = "device") -> torch.device:
-    """``"auto"`` (ComfyUI's device, else CUDA when available, else CPU), ``"cpu"`` or ``"cuda"``."""
-    if choice == "cpu":
-        return torch.device("cpu")
-    if choice == "cuda":
-        if not torch.cuda.is_available():
-            raise ValueError(f"{field}: 'cuda' was chosen but torch sees no CUDA device; pick 'auto' or 'cpu'")
-        mm = _model_management()
-        device = mm.get_torch_device() if mm is not None else torch.device("cuda")
-        return device if device.type == "cuda" else torch.device("cuda")
-    if choice != "auto":
+    """``"auto"`` (ComfyUI's device, else CUDA when available, else CPU), ``"cpu"`` or ``"cuda"``: the rule of
+    :func:`lay2story_core.devices.pick_device`, with ComfyUI's device as the preferred one."""
+    if choice not in ("auto", "cpu", "cuda"):
         raise ValueError(f"{field}: expected 'auto', 'cpu' or 'cuda', got {choice!r}")
-    mm = _model_management()
-    if mm is not None:
-        return torch.device(mm.get_torch_device())
-    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-
-
-_DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+    mm = _model_management() if choice != "cpu" else None
+    preferred = torch.device(mm.get_torch_device()) if mm is not None else None
+    return devices.pick_device(choice, preferred=preferred, field=field)
 
 
 def resolve_dtype(choice: str, device: torch.device, field: str = "precision") -> torch.dtype:
     """``"auto"``: float32 on the CPU; on an accelerator bfloat16 where supported (ComfyUI decides when present),
-    else float16. ``"fp32"``, ``"bf16"``, ``"fp16"`` as named."""
-    if choice in _DTYPES:
-        return _DTYPES[choice]
-    if choice != "auto":
-        raise ValueError(f"{field}: expected one of {('auto', *_DTYPES)}, got {choice!r}")
-    if device.type == "cpu":
-        return torch.float32
-    mm = _model_management()
-    if mm is not None and hasattr(mm, "should_use_bf16"):
-        return torch.bfloat16 if mm.should_use_bf16(device) else torch.float16
-    if device.type == "cuda" and torch.cuda.is_bf16_supported():
-        return torch.bfloat16
-    return torch.float16
+    else float16. ``"fp32"``, ``"bf16"``, ``"fp16"`` as named (:func:`lay2story_core.devices.pick_dtype`)."""
+    if choice not in ("auto", "fp32", "bf16", "fp16"):
+        raise ValueError(f"{field}: expected one of {('auto', 'fp32', 'bf16', 'fp16')}, got {choice!r}")
+    mm = _model_management() if device.type != "cpu" else None
+    bf16 = bool(mm.should_use_bf16(device)) if mm is not None and hasattr(mm, "should_use_bf16") else None
+    return devices.pick_dtype(choice, device, bf16_supported=bf16, field=field)
 
 
 def offload_device() -> torch.device:

@@ -40,6 +40,11 @@ class SubjectInputs:
         reference_images: ``(R, 4, h, w)`` clean reference latents whose subject tokens join the 3D attention.
         reference_image_masks: ``(R, 1, h, w)`` their masks.
         bank: identity key/value bank for StoryDiffusion's write/read scheme (long stories), or ``None``.
+        scale: subject scale (layout strength): a number, or ``(S,)`` one per slot (per character).
+        packing: the slots' :class:`TokenPacking` over the ``B + R`` images, when the caller built it once for a
+            whole denoising pass (``None``: built per call).
+        caption_states: ``caption_embeds`` already through the global caption projection (once per pass), or
+            ``None``.
     """
 
     slots: SubjectSlots
@@ -51,6 +56,9 @@ class SubjectInputs:
     reference_images: torch.Tensor | None = None
     reference_image_masks: torch.Tensor | None = None
     bank: IdentityBank | None = None
+    scale: float | torch.Tensor = 1.0
+    packing: TokenPacking | None = None
+    caption_states: torch.Tensor | None = None
 
 
 class Lay2StoryTransformer(nn.Module):
@@ -140,14 +148,13 @@ class Lay2StoryTransformer(nn.Module):
         encoder_hidden_states = pixart.caption_projection(encoder_hidden_states)
         encoder_hidden_states = encoder_hidden_states.view(batch_size, -1, hidden_states.shape[-1])
 
-        # 2. Subject branch input: packed subject tokens (T, D), per-token modulation (T, 6D), projected captions
-        state = None
+        # 2. Subject branch: every block's residual (packed (T, D)), computed before the global blocks (the branch
+        #    reads only its own inputs)
+        residuals = None
         if subject is not None and self.subject_branch is not None:
-            state = self._prepare_subject(latents, timestep, added_cond_kwargs, timestep_emb, subject)
+            residuals = self._subject_residuals(latents, timestep, added_cond_kwargs, timestep_emb, subject)
 
-        # 3. Blocks, subject block k added after global block 2k+1
-        injections = {} if state is None else {self.subject_branch.injection_layer(k): k
-                                               for k in range(len(self.subject_branch.blocks))}
+        # 3. Blocks, subject block k's residual added after global block 2k+1
         for index, block in enumerate(pixart.transformer_blocks):
             if torch.is_grad_enabled() and pixart.gradient_checkpointing:
                 hidden_states = pixart._gradient_checkpointing_func(
@@ -164,14 +171,8 @@ class Lay2StoryTransformer(nn.Module):
                     cross_attention_kwargs=cross_attention_kwargs,
                     class_labels=None,
                 )
-            if index in injections:
-                x, temb_tok, caption, caption_valid, packing = state
-                x, out = self.subject_branch.block_forward(
-                    injections[index], x, temb_tok, caption, caption_valid, packing, subject.bank,
-                    subject.caption_index,
-                )
-                state = (x, temb_tok, caption, caption_valid, packing)
-                hidden_states = hidden_states + packing.scatter(out, num_images=batch_size).to(hidden_states.dtype)
+            if residuals is not None:
+                hidden_states = residuals.add_to(hidden_states, index)
 
         # 4. Output: final modulation, projection, unpatchify (as PixArtTransformer2DModel)
         shift, scale = (pixart.scale_shift_table[None] + embedded_timestep[:, None]).chunk(2, dim=1)
@@ -186,34 +187,44 @@ class Lay2StoryTransformer(nn.Module):
             return (output,)
         return Transformer2DModelOutput(sample=output)
 
-    def _prepare_subject(self, latents, timestep, added_cond_kwargs, timestep_emb, subject: SubjectInputs):
-        branch, pixart = self.subject_branch, self.transformer
-        batch, channels, h, w = latents.shape
+    def _subject_residuals(self, latents, timestep, added_cond_kwargs, timestep_emb, subject: SubjectInputs):
+        pixart = self.transformer
         dtype = latents.dtype
-        # 2a. 9-channel inputs: frames (reference latent, mask, noisy latent), then clean reference images
-        ref_lat = subject.reference_latents if subject.reference_latents is not None else latents.new_zeros(
-            batch, channels, h, w)
-        ref_mask = subject.reference_masks if subject.reference_masks is not None else latents.new_zeros(
-            batch, 1, h, w)
-        inputs = [torch.cat([ref_lat.to(dtype), ref_mask.to(dtype), latents], dim=1)]
-        temb = [timestep_emb]
-        if subject.reference_images is not None and subject.reference_images.shape[0] > 0:
-            refs = subject.reference_images.to(dtype)
-            num_refs = refs.shape[0]
-            inputs.append(torch.cat([refs, subject.reference_image_masks.to(dtype), refs], dim=1))
-            # references are clean latents: timestep 0, the frames' micro-conditions
-            ref_cond = None
-            if added_cond_kwargs is not None:
-                ref_cond = {k: v[:1].expand(num_refs, *v.shape[1:]) for k, v in added_cond_kwargs.items()}
-            ref_t = torch.zeros(num_refs, dtype=torch.long, device=latents.device)
-            temb.append(pixart.adaln_single(ref_t, ref_cond, batch_size=num_refs, hidden_dtype=dtype)[0])
-        subject_input = torch.cat(inputs, dim=0)  # (B + R, 9, h, w)
-        temb = torch.cat(temb, dim=0)  # (B + R, 6D)
-        # 2b. tokens (B + R, N, D) -> packed subject tokens (T, D)
-        packing = TokenPacking.build(subject.slots, subject_input.shape[0])
-        x = packing.gather(branch.embed(subject_input))
-        temb_tok = temb.index_select(0, packing.token_image)
-        # 2c. subject captions through the global caption projection: (U, L, D), distinct captions once
-        caption = pixart.caption_projection(subject.caption_embeds.to(dtype))
+        subject_input, ref_t, ref_cond = subject_branch_input(latents, subject, added_cond_kwargs)
+        temb = timestep_emb
+        if ref_t is not None:  # references are clean latents: timestep 0, the frames' micro-conditions
+            ref_temb = pixart.adaln_single(ref_t, ref_cond, batch_size=ref_t.shape[0], hidden_dtype=dtype)[0]
+            temb = torch.cat([timestep_emb, ref_temb], dim=0)  # (B + R, 6D)
+        packing = subject.packing or TokenPacking.build(subject.slots, subject_input.shape[0])
+        caption = subject.caption_states
+        if caption is None:  # (U, L, D), distinct captions once
+            caption = pixart.caption_projection(subject.caption_embeds.to(dtype))
         caption_valid = None if subject.caption_mask is None else subject.caption_mask.bool()
-        return x, temb_tok, caption, caption_valid, packing
+        return self.subject_branch(subject_input, temb, caption.to(dtype), caption_valid, packing,
+                                   caption_index=subject.caption_index, bank=subject.bank,
+                                   subject_scale=subject.scale)
+
+
+def subject_branch_input(latents: torch.Tensor, subject: SubjectInputs, added_cond_kwargs: dict | None = None):
+    """The subject branch's ``(B + R, 9, h, w)`` input for noisy frames ``latents (B, 4, h, w)``: each frame's
+    (reference latent, reference mask, noisy latent), then each clean reference image (latent, mask, latent).
+
+    Also returns the references' timesteps ``(R,)`` (zeros; ``None`` without references) and their
+    micro-conditions (the frames' first, or ``None``). Shared by every host's model.
+    """
+    batch, channels, h, w = latents.shape
+    dtype = latents.dtype
+    ref_lat = subject.reference_latents if subject.reference_latents is not None else latents.new_zeros(
+        batch, channels, h, w)
+    ref_mask = subject.reference_masks if subject.reference_masks is not None else latents.new_zeros(
+        batch, 1, h, w)
+    inputs = [torch.cat([ref_lat.to(dtype), ref_mask.to(dtype), latents], dim=1)]
+    ref_t = ref_cond = None
+    if subject.reference_images is not None and subject.reference_images.shape[0] > 0:
+        refs = subject.reference_images.to(dtype)
+        num_refs = refs.shape[0]
+        inputs.append(torch.cat([refs, subject.reference_image_masks.to(dtype), refs], dim=1))
+        ref_t = torch.zeros(num_refs, dtype=torch.long, device=latents.device)
+        if added_cond_kwargs is not None:
+            ref_cond = {k: v[:1].expand(num_refs, *v.shape[1:]) for k, v in added_cond_kwargs.items()}
+    return torch.cat(inputs, dim=0), ref_t, ref_cond

@@ -14,11 +14,14 @@ subject area, and tokens outside every subject are never computed.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 from diffusers.configuration_utils import ConfigMixin, register_to_config
 from diffusers.models.attention import FeedForward
 from diffusers.models.embeddings import PatchEmbed
 from diffusers.models.modeling_utils import ModelMixin
+from diffusers.utils import BaseOutput
 from torch import nn
 
 from ..attention import TokenPacking
@@ -72,6 +75,37 @@ class SubjectBlock(nn.Module):
         h = self.norm2(x) * (1 + scale_mlp) + shift_mlp
         x = x + gate_mlp * self.ff(h)
         return x, self.proj_out(x)
+
+
+@dataclass
+class SubjectBranchOutput(BaseOutput):
+    """Per-block residuals of the subject branch, like diffusers' ``ControlNetOutput``, on packed subject tokens.
+
+    Attributes:
+        block_residuals: ``(T, D)`` per subject block, already multiplied by the subject scale; block ``k``'s is
+            added to the global hidden state after global block ``injection_layers[k]``.
+        injection_layers: the global block after which each residual is added.
+        packing: the packing the residuals are laid out by (scatter to ``(I, N, D)``).
+    """
+
+    block_residuals: tuple[torch.Tensor, ...]
+    injection_layers: tuple[int, ...]
+    packing: TokenPacking
+
+    def residual_after(self, layer: int) -> torch.Tensor | None:
+        """The packed residual added after global block ``layer``, or ``None``."""
+        for k, at in enumerate(self.injection_layers):
+            if at == layer:
+                return self.block_residuals[k]
+        return None
+
+    def add_to(self, hidden_states: torch.Tensor, layer: int) -> torch.Tensor:
+        """``hidden_states (B, N, D)`` plus the residual of global block ``layer`` (scattered; overlaps averaged)."""
+        residual = self.residual_after(layer)
+        if residual is None:
+            return hidden_states
+        dense = self.packing.scatter(residual, num_images=hidden_states.shape[0])
+        return hidden_states + dense.to(hidden_states.dtype)
 
 
 class SubjectBranch(ModelMixin, ConfigMixin):
@@ -192,6 +226,55 @@ class SubjectBranch(ModelMixin, ConfigMixin):
     def embed(self, subject_input: torch.Tensor) -> torch.Tensor:
         """``(I, 9, H, W)`` -> ``(I, N, D)`` tokens."""
         return self.pos_embed(self.input_conv(subject_input))
+
+    def forward(
+        self,
+        subject_input: torch.Tensor,
+        temb: torch.Tensor,
+        caption: torch.Tensor,
+        caption_valid: torch.Tensor | None,
+        packing: TokenPacking,
+        *,
+        caption_index: torch.Tensor | None = None,
+        bank: IdentityBank | None = None,
+        subject_scale: float | torch.Tensor = 1.0,
+        return_dict: bool = True,
+    ) -> SubjectBranchOutput | tuple:
+        """Run every subject block and return its residual for the global branch.
+
+        The branch reads only its own inputs (never the global hidden state), so all blocks run before the global
+        blocks, as a ControlNet does; the host adds ``block_residuals[k]`` after global block
+        ``injection_layer(k)``.
+
+        Args:
+            subject_input: ``(I, 9, h, w)`` per image: reference latent, reference mask, noisy (or clean
+                reference) latent.
+            temb: ``(I, 6D)`` the global branch's AdaLN-single modulation of each image.
+            caption: ``(U, L, D)`` subject captions through the global branch's caption projection.
+            caption_valid: ``(U, L)`` bool padding mask, or ``None``.
+            packing: the pass's :class:`TokenPacking` over the ``I`` images (built once per pass).
+            caption_index: ``(S,)`` the caption of each slot (``None``: one caption per slot).
+            bank: identity key/value bank (write/read scheme), or ``None``.
+            subject_scale: layout strength: a number, or ``(S,)`` one per slot (per character); 0 turns the
+                branch's effect off, 1 is the trained strength.
+        """
+        # 1. tokens (I, N, D) -> packed subject tokens (T, D); per-token modulation (T, 6D)
+        x = packing.gather(self.embed(subject_input))
+        temb_tok = temb.index_select(0, packing.token_image)
+        # 2. per-token scale (T, 1)
+        if isinstance(subject_scale, torch.Tensor):
+            scale = subject_scale.to(device=x.device, dtype=x.dtype).index_select(0, packing.token_slot)[:, None]
+        else:
+            scale = float(subject_scale)
+        # 3. blocks, each giving a residual
+        residuals = []
+        for index in range(len(self.blocks)):
+            x, out = self.block_forward(index, x, temb_tok, caption, caption_valid, packing, bank, caption_index)
+            residuals.append(out * scale if not (isinstance(scale, float) and scale == 1.0) else out)
+        layers = tuple(self.injection_layer(k) for k in range(len(self.blocks)))
+        if not return_dict:
+            return tuple(residuals), layers
+        return SubjectBranchOutput(block_residuals=tuple(residuals), injection_layers=layers, packing=packing)
 
     def block_forward(
         self,

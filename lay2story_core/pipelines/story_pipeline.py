@@ -9,6 +9,7 @@ StoryDiffusion's write/read scheme (identity frames first, the rest in chunks re
 from __future__ import annotations
 
 import copy
+import dataclasses
 import logging
 from collections.abc import Callable, Mapping, Sequence
 from contextlib import nullcontext
@@ -18,16 +19,17 @@ import torch
 from diffusers import DiffusionPipeline, DPMSolverMultistepScheduler
 
 from ..attention import SubjectSlots, TokenPacking
-from ..conditioning import FrameSpec, build_subject_inputs, plan_subject_slots
+from ..conditioning import REFERENCE_CAPTION, FrameSpec, build_subject_inputs, plan_subject_slots
 from ..consistency import ConsistencyConfig, StoryConsistencyContext, story_consistency_processors
-from ..models import IdentityBank, Lay2StoryTransformer
+from ..models import IdentityBank, Lay2StoryTransformer, SubjectInputs
 from ..story import Box, Story, parse_story
 from ..text import DEFAULT_MAX_LENGTH, encode_texts
 from .images import to_pil, to_tensor_image
+from .modes import MODE_NAMES, Mode, get_mode
 
 logger = logging.getLogger(__name__)
 
-MODES = ("lay2story", "training_free", "none")
+MODES = MODE_NAMES  # the names; the Mode objects are lay2story_core.pipelines.modes.MODES
 StepCallback = Callable[[int, int, torch.Tensor], "bool | None"]
 
 
@@ -47,6 +49,22 @@ class ReferenceImage:
 class StoryPipelineOutput:
     images: list | torch.Tensor  # PIL images, or (F, 3, H, W) in [0, 1] for output_type="pt"
     latents: torch.Tensor  # (F, 4, h, w) final latents (scaled, as the transformer sees them)
+
+
+def check_subject_scale(subject_scale: object, story: Story, field: str = "subject_scale") -> None:
+    """A number >= 0, or a mapping of the story's character ids to numbers >= 0; ``ValueError`` naming the field."""
+
+    def ok(value: object) -> bool:
+        return (not isinstance(value, bool) and isinstance(value, (int, float)) and value == value
+                and 0.0 <= value <= 100.0)
+
+    if isinstance(subject_scale, Mapping):
+        for char_id, value in subject_scale.items():
+            story.character(char_id)  # LayoutError for unknown ids
+            if not ok(value):
+                raise ValueError(f"{field}[{char_id!r}]: expected a number in [0, 100], got {value!r}")
+    elif not ok(subject_scale):
+        raise ValueError(f"{field}: expected a number in [0, 100] or a mapping per character, got {subject_scale!r}")
 
 
 def default_scheduler() -> DPMSolverMultistepScheduler:
@@ -79,12 +97,13 @@ class StoryPipeline(DiffusionPipeline):
 
     # -- 0. inputs ---------------------------------------------------------------------------------------------------
     def check_inputs(self, story: Story, height: int, width: int, num_inference_steps: int, guidance_scale: float,
-                     mode: str, chunk_size: int | None, identity_frames: int | None) -> None:
-        if mode not in MODES:
-            raise ValueError(f"mode: expected one of {MODES}, got {mode!r}")
-        if mode == "lay2story" and self.subject_branch is None:
-            raise ValueError("mode: 'lay2story' needs a subject branch; load one or use mode='training_free'")
-        multiple = self.vae_scale_factor * self.transformer.config.patch_size
+                     mode: str | Mode, chunk_size: int | None, identity_frames: int | None,
+                     subject_scale: float | Mapping[str, float] = 1.0) -> None:
+        mode = get_mode(mode)
+        if mode.subject_branch and self.subject_branch is None:
+            raise ValueError(f"mode: {mode.name!r} needs a subject branch; load one or use mode='training_free'")
+        check_subject_scale(subject_scale, story)
+        multiple = self.vae_scale_factor * self.patch_size
         for name, value in (("height", height), ("width", width)):
             if not isinstance(value, int) or value <= 0 or value % multiple:
                 raise ValueError(f"{name}: must be a positive multiple of {multiple}, got {value!r}")
@@ -97,6 +116,23 @@ class StoryPipeline(DiffusionPipeline):
         if identity_frames is not None and not 1 <= identity_frames <= story.num_frames:
             raise ValueError(f"identity_frames: must be in [1, {story.num_frames}], got {identity_frames!r}")
 
+    # -- what a host provides (ComfyUI's sampler overrides these over ComfyUI's own PixArt, T5 and VAE) ----------
+    @property
+    def patch_size(self) -> int:
+        return self.transformer.config.patch_size
+
+    @property
+    def latent_channels(self) -> int:
+        return self.transformer.config.in_channels
+
+    def project_captions(self, embeds: torch.Tensor) -> torch.Tensor:
+        """``(n, L, C_text)`` -> ``(n, L, D)`` through the global branch's caption projection."""
+        return self.transformer.caption_projection(embeds.to(self.transformer.dtype))
+
+    def consistency_processors(self):
+        """Context manager installing the training-free story processors on the global branch."""
+        return story_consistency_processors(self.transformer)
+
     def encode_prompt(self, texts: Sequence[str], device: torch.device, max_length: int = DEFAULT_MAX_LENGTH):
         """T5 states ``(n, L, C)`` and mask ``(n, L)`` of ``texts``; each distinct text is encoded once."""
         return encode_texts(texts, self.tokenizer, self.text_encoder, max_length=max_length, device=device,
@@ -105,7 +141,7 @@ class StoryPipeline(DiffusionPipeline):
     def prepare_latents(self, num_frames: int, height: int, width: int, generator: torch.Generator | None,
                         device: torch.device, dtype: torch.dtype, latents: torch.Tensor | None = None):
         """Initial noise ``(F, C, h, w)``, drawn on the CPU so a seed gives the same story on every device."""
-        shape = (num_frames, self.transformer.config.in_channels, height // self.vae_scale_factor,
+        shape = (num_frames, self.latent_channels, height // self.vae_scale_factor,
                  width // self.vae_scale_factor)
         if latents is None:
             latents = torch.randn(shape, generator=generator, dtype=torch.float32)
@@ -150,7 +186,7 @@ class StoryPipeline(DiffusionPipeline):
         story: Story | dict | str,
         *,
         references: Mapping[str, ReferenceImage | object] | None = None,
-        mode: str = "lay2story",
+        mode: str | Mode = "lay2story",
         layout: bool = True,
         subject_captions: bool = True,
         num_inference_steps: int = 25,
@@ -169,6 +205,7 @@ class StoryPipeline(DiffusionPipeline):
         bank_device: torch.device | str | None = None,
         callback: StepCallback | None = None,
         output_type: str = "pil",
+        subject_scale: float | Mapping[str, float] = 1.0,
     ) -> StoryPipelineOutput:
         """Generate every frame of ``story``.
 
@@ -192,13 +229,16 @@ class StoryPipeline(DiffusionPipeline):
             callback: ``callback(step, total, latents)`` after every step; returning ``False`` cancels
                 (:class:`GenerationCancelled`), nothing partial is returned.
             output_type: ``"pil"``, ``"pt"`` or ``"latent"``.
+            subject_scale: layout strength of the subject branch (``mode="lay2story"``): one number for the story,
+                or per character id (characters not named keep 1.0); 0 = the global branch alone, 1 = as trained.
         """
         # 0. Inputs
         story = parse_story(story)
         height = height or story.height
         width = width or story.width
+        mode = get_mode(mode)
         self.check_inputs(story, height, width, num_inference_steps, guidance_scale, mode, chunk_size,
-                          identity_frames)
+                          identity_frames, subject_scale)
         if output_type not in ("pil", "pt", "latent"):
             raise ValueError(f"output_type: expected 'pil', 'pt' or 'latent', got {output_type!r}")
         device = self._execution_device
@@ -208,23 +248,23 @@ class StoryPipeline(DiffusionPipeline):
         do_cfg = guidance_scale > 1.0
         num_frames = story.num_frames
         negative = story.negative_prompt if negative_prompt is None else negative_prompt
-        boxes_on = layout and mode != "none"
-        captions_on = subject_captions and mode != "none"
+        boxes_on = layout and mode.uses_layout
+        captions_on = subject_captions and mode.uses_layout
 
         # 1. Encode the global captions (identity + frame prompt), the negative prompt and the subject captions
         resolved = [story.resolve_frame(i, boxes=boxes_on, captions=captions_on) for i in range(num_frames)]
         global_texts = [story.global_caption(i) for i in range(num_frames)]
         subject_texts = [s.caption for frame in resolved for s in frame]
-        texts = global_texts + [negative] + subject_texts
+        texts = global_texts + [negative, REFERENCE_CAPTION] + subject_texts
         embeds, mask = self.encode_prompt(texts, device, max_sequence_length)
         text = {t: (embeds[i], mask[i]) for i, t in enumerate(texts)}
         if offload_text_encoder and device.type != "cpu":
             self.text_encoder.to("cpu")
 
         # 2. References (Lay2Story only)
-        refs = self._story_references(story, references) if mode == "lay2story" else {}
-        if references and mode != "lay2story":
-            logger.warning("references are used by mode='lay2story' only; ignored in mode=%r", mode)
+        refs = self._story_references(story, references) if mode.references else {}
+        if references and not mode.references:
+            logger.warning("references are used by mode='lay2story' only; ignored in mode=%r", mode.name)
         ref_latents = self.encode_references(story, refs, height, width, device) if refs else {}
 
         # 3. Initial noise for all frames (independent of chunking)
@@ -240,10 +280,10 @@ class StoryPipeline(DiffusionPipeline):
                                                            for i in range(0, len(rest), chunk_size)]
         job = _Job(self, story, resolved, text, negative, refs, ref_latents, mode, do_cfg, guidance_scale,
                    num_inference_steps, height, width, device, dtype, consistency or ConsistencyConfig(),
-                   IdentityBank(storage_device=bank_device), {}, callback, len(passes))
+                   IdentityBank(storage_device=bank_device), {}, callback, len(passes), subject_scale=subject_scale)
         results = torch.empty_like(all_latents)
         model = self._model()
-        processors = story_consistency_processors(self.transformer) if mode == "training_free" else nullcontext()
+        processors = self.consistency_processors() if mode.consistency else nullcontext()
         with processors:
             for pass_index, (frames, kind) in enumerate(passes):
                 results[frames] = job.denoise(model, frames, all_latents[frames], kind, pass_index)
@@ -264,6 +304,25 @@ class StoryPipeline(DiffusionPipeline):
         return (torch.cat(frames).float() / 2 + 0.5).clamp(0, 1)
 
 
+@dataclass(frozen=True, kw_only=True)
+class _PassState:
+    """What every model call of one denoising pass shares (built once by :meth:`_Job.prepare_pass`).
+
+    ``cond``/``cond_mask``: ``(B, L, C)`` global captions (conditional half first); ``added``: 1024-MS
+    micro-conditions or ``None``; ``subject``: subject-branch inputs with their packing, projected captions and
+    per-slot scales (``mode.subject_branch``), else ``None``; ``consistency``: the training-free context
+    (``mode.consistency``), else ``None``.
+    """
+
+    frames: tuple[int, ...]
+    batch: int
+    cond: torch.Tensor
+    cond_mask: torch.Tensor
+    added: dict | None
+    subject: SubjectInputs | None = None
+    consistency: StoryConsistencyContext | None = None
+
+
 @dataclass
 class _Job:
     """Everything one ``__call__`` shares between its denoising passes."""
@@ -275,7 +334,7 @@ class _Job:
     negative: str
     refs: dict
     ref_latents: dict
-    mode: str
+    mode: Mode
     do_cfg: bool
     guidance_scale: float
     num_steps: int
@@ -288,6 +347,7 @@ class _Job:
     training_free_bank: dict
     callback: StepCallback | None
     num_passes: int
+    subject_scale: float | Mapping[str, float] = 1.0
 
     def _texts(self, texts: Sequence[str]):
         return (torch.stack([self.text[t][0] for t in texts]), torch.stack([self.text[t][1] for t in texts]))
@@ -299,10 +359,9 @@ class _Job:
         specs = [FrameSpec(0, tuple(self.resolved[f])) for f in frames]
         references = {(0, cid): ref.box for cid, ref in self.refs.items()}
         group_of_key = {(0, c.id): i for i, c in enumerate(self.story.characters)}
-        plan = plan_subject_slots(specs, lat_h, lat_w, pipe.transformer.config.patch_size, references,
+        plan = plan_subject_slots(specs, lat_h, lat_w, pipe.patch_size, references,
                                   group_of_key=group_of_key, first_reference_image=batch, device=self.device)
-        captions = list(plan.captions[: len(plan.captions) - len(plan.reference_keys)])
-        captions += [self.negative] * len(plan.reference_keys)
+        captions = list(plan.captions)  # reference slots: the planner's caption, the same rule as in training
         distinct = list(dict.fromkeys(captions))
         index = torch.tensor([distinct.index(c) for c in captions], dtype=torch.long, device=self.device)
         embeds, mask = self._texts(distinct)
@@ -332,27 +391,50 @@ class _Job:
                 packing = TokenPacking.build(sub_slots, half)
                 captions = [c for c, keep in zip(plan.captions, frame_slots.tolist()) if keep]
                 embeds, cmask = self._texts(captions)
-                projected = self.pipe.transformer.caption_projection(embeds.to(self.dtype))
+                projected = self.pipe.project_captions(embeds)
                 ctx.regional = (packing, projected, cmask.bool())
         return ctx
 
-    def denoise(self, model: Lay2StoryTransformer, frames: list[int], latents: torch.Tensor, kind: str,
-                pass_index: int) -> torch.Tensor:
-        pipe = self.pipe
+    def _slot_scales(self, plan) -> float | torch.Tensor:
+        """The subject scale as one number, or ``(S,)`` per slot from the per-character mapping."""
+        if not isinstance(self.subject_scale, Mapping):
+            return float(self.subject_scale)
+        return torch.tensor([float(self.subject_scale.get(cid, 1.0)) for _, cid in plan.slot_keys],
+                            device=self.device)
+
+    def prepare_pass(self, frames: list[int], kind: str) -> _PassState:
+        """Everything a denoising pass's model calls share, built once per pass (the steps only change the latents
+        and the timestep): captions, micro-conditions, subject slots and their packing, projected subject
+        captions, per-slot scales, training-free masks and regional captions."""
         n = len(frames)
         batch = 2 * n if self.do_cfg else n
-        # a. conditioning of this pass (conditional half first, then the unconditional half)
+        # conditional half first, then the unconditional half
         cond, cond_mask = self._texts([self.story.global_caption(f) for f in frames])
         if self.do_cfg:
             neg, neg_mask = self._texts([self.negative] * n)
             cond, cond_mask = torch.cat([cond, neg]), torch.cat([cond_mask, neg_mask])
-        added = pipe._added_cond(batch, self.height, self.width, self.device, self.dtype)
+        added = self.pipe._added_cond(batch, self.height, self.width, self.device, self.dtype)
         plan, subject = None, None
-        if self.mode in ("lay2story", "training_free"):
+        if self.mode.plans_slots:
             plan, subject = self._subject_inputs(frames, batch, kind)
-        if self.mode != "lay2story":
+        if self.mode.subject_branch:
+            num_refs = 0 if subject.reference_images is None else subject.reference_images.shape[0]
+            subject = dataclasses.replace(
+                subject, packing=TokenPacking.build(subject.slots, batch + num_refs),
+                caption_states=self.pipe.project_captions(subject.caption_embeds), scale=self._slot_scales(plan))
+        else:
             subject = None
-        ctx = self._consistency_context(frames, batch, plan, kind) if self.mode == "training_free" else None
+        ctx = self._consistency_context(frames, batch, plan, kind) if self.mode.consistency else None
+        return _PassState(frames=tuple(frames), batch=batch, cond=cond, cond_mask=cond_mask, added=added,
+                          subject=subject, consistency=ctx)
+
+    def denoise(self, model: Lay2StoryTransformer, frames: list[int], latents: torch.Tensor, kind: str,
+                pass_index: int) -> torch.Tensor:
+        pipe = self.pipe
+        # a. conditioning of this pass, once
+        state = self.prepare_pass(frames, kind)
+        batch, cond, cond_mask, added, subject, ctx = (state.batch, state.cond, state.cond_mask, state.added,
+                                                       state.subject, state.consistency)
         # b. a fresh scheduler per pass (multistep solvers keep history)
         scheduler = copy.deepcopy(pipe.scheduler)
         scheduler.set_timesteps(self.num_steps, device=self.device)
