@@ -6,6 +6,7 @@ import argparse
 import json
 import logging
 import os
+import re
 import shutil
 import sys
 import tempfile
@@ -17,6 +18,10 @@ from .story import LayoutError, load_story
 logger = logging.getLogger("lay2story_core.cli")
 
 EMBEDDED_MODEL = Path(__file__).resolve().parent / "assets" / "shapestory" / "pipeline"
+# Denoising steps: at most the schedule's training timesteps (1000 for PixArt; also checked against the loaded
+# scheduler), the sampler node's cap too.
+MAX_STEPS = 1000
+_OUTPUT_NAME = re.compile(r"^(frame_\d{3,}\.png|contact_sheet\.png|story\.json|settings\.json)$")
 
 
 class UserError(Exception):
@@ -29,7 +34,9 @@ def build_parser() -> argparse.ArgumentParser:
     gen = sub.add_parser("generate", help="sample every frame of a story",
                          description="Sample every frame of a story file and write one PNG per frame.")
     gen.add_argument("--story", required=True, help="story JSON file (the project's story schema)")
-    gen.add_argument("--out", required=True, help="output folder (created; files are replaced)")
+    gen.add_argument("--out", required=True,
+                     help="output folder: created, or replaced as a whole once the new one is complete (only a "
+                          "folder written by this command, or an empty one, is replaced)")
     gen.add_argument("--model", default=None,
                      help="pipeline folder, or a PixArt transformer (folder, .safetensors/.pth, hub id); default: the "
                           "embedded ShapeStory demo model")
@@ -45,7 +52,7 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("--no-subject-captions", action="store_true", help="ignore the subject captions")
     gen.add_argument("--reference", action="append", default=[], metavar="CHARACTER=IMAGE",
                      help="reference image of a character (repeatable); default: the story's reference paths")
-    gen.add_argument("--steps", type=int, default=25, help="denoising steps (default 25)")
+    gen.add_argument("--steps", type=int, default=25, help=f"denoising steps, 1..{MAX_STEPS} (default 25)")
     gen.add_argument("--cfg", type=float, default=4.5, help="classifier-free guidance scale (default 4.5)")
     gen.add_argument("--scheduler", choices=tuple(SCHEDULERS), default="dpmsolver++",
                      help="sampler (default dpmsolver++)")
@@ -78,6 +85,77 @@ def _references(items: list[str]) -> dict:
     return refs
 
 
+class OutputFolder:
+    """Where ``generate`` writes, checked before anything is loaded or sampled.
+
+    The frames go to a staging folder beside ``out`` (same file system), made at once so an unwritable place fails
+    early; :meth:`commit` swaps it in whole (an existing ``out`` is renamed away first and restored if the swap
+    fails), :meth:`discard` removes it and any parent folders made for it.
+    """
+
+    def __init__(self, out: str | os.PathLike) -> None:
+        self.out = Path(os.path.abspath(os.fspath(out)))
+        self.parent = self.out.parent
+        if self.out.exists() and not self.out.is_dir():
+            raise UserError(f"--out: {os.fspath(self.out)!r} exists and is not a folder")
+        if self.out.is_dir():
+            foreign = sorted(p.name for p in self.out.iterdir() if not _OUTPUT_NAME.match(p.name))
+            if foreign:
+                raise UserError(f"--out: {os.fspath(self.out)!r} holds files this command did not write "
+                                f"({', '.join(foreign[:3])}{', ...' if len(foreign) > 3 else ''}); it would be "
+                                "replaced as a whole, so give a new or empty folder")
+        self.made: list[Path] = []
+        try:
+            missing = [p for p in [self.parent, *self.parent.parents] if not p.exists()]
+            for folder in reversed(missing):
+                folder.mkdir()
+                self.made.append(folder)
+            self.staging = Path(tempfile.mkdtemp(prefix=f".{self.out.name}.lay2story-", dir=self.parent))
+            umask = os.umask(0)
+            os.umask(umask)
+            os.chmod(self.staging, 0o777 & ~umask)
+        except OSError as err:
+            self._remove_made()
+            raise UserError(f"--out: cannot create a folder in {os.fspath(self.parent)!r} "
+                            f"({err.strerror or type(err).__name__})") from err
+
+    def commit(self) -> Path:
+        old = None
+        try:
+            if self.out.exists():
+                old = Path(tempfile.mkdtemp(prefix=f".{self.out.name}.old-", dir=self.parent))
+                os.replace(self.out, old)
+            os.replace(self.staging, self.out)
+        except OSError as err:
+            if old is not None and not self.out.exists() and old.exists():
+                os.replace(old, self.out)
+                old = None
+            self.discard()
+            raise UserError(f"--out: could not replace {os.fspath(self.out)!r} "
+                            f"({err.strerror or type(err).__name__}); the previous contents are kept") from err
+        finally:
+            if old is not None:
+                shutil.rmtree(old, ignore_errors=True)
+        return self.out
+
+    def discard(self) -> None:
+        shutil.rmtree(self.staging, ignore_errors=True)
+        self._remove_made()
+
+    def _remove_made(self) -> None:
+        for folder in reversed(self.made):
+            try:
+                folder.rmdir()
+            except OSError:
+                break
+        self.made = []
+
+
+def check_steps(steps: int, limit: int = MAX_STEPS) -> None:
+    if not 1 <= steps <= limit:
+        raise UserError(f"--steps: expected 1..{limit}, got {steps}")
+
+
 def generate(args: argparse.Namespace) -> Path:
     import torch
     from tqdm.auto import tqdm
@@ -85,7 +163,10 @@ def generate(args: argparse.Namespace) -> Path:
     from .pipelines import make_scheduler
     from .pipelines.loading import load_story_pipeline
 
+    # 0. Everything checkable without a model: story, steps, references, --out (its staging folder is made now)
     story = load_story(args.story)
+    check_steps(args.steps)
+    references = _references(args.reference) or None
     device = torch.device("cuda" if args.device == "auto" and torch.cuda.is_available() else
                           "cpu" if args.device == "auto" else args.device)
     dtype = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}.get(
@@ -95,38 +176,55 @@ def generate(args: argparse.Namespace) -> Path:
         if not (EMBEDDED_MODEL / "transformer").is_dir():
             raise UserError(f"--model: not given and the embedded demo model is missing ({EMBEDDED_MODEL})")
         model = EMBEDDED_MODEL
-    branch = None if args.subject_branch == "none" else args.subject_branch
-    pipe = load_story_pipeline(model, subject_branch=branch, vae=args.vae, text_encoder=args.text_encoder,
-                               tokenizer=args.tokenizer, torch_dtype=dtype)
-    pipe.to(device)
-    pipe.scheduler = make_scheduler(args.scheduler, pipe.scheduler.config)
-    mode = args.mode or ("lay2story" if pipe.subject_branch is not None else "training_free")
-    settings = {"mode": mode, "seed": args.seed, "steps": args.steps, "cfg": args.cfg, "scheduler": args.scheduler,
-                "layout": not args.no_layout, "subject_captions": not args.no_subject_captions,
-                "model": os.fspath(model), "chunk_size": args.chunk_size}
-    bar = tqdm(total=None, desc="sampling", unit="step", disable=args.quiet)
-
-    def progress(step: int, total: int, _latents) -> None:
-        bar.total = total
-        bar.update(step - bar.n)
-
+    output = OutputFolder(args.out)
     try:
-        result = pipe(story, references=_references(args.reference) or None, mode=mode, layout=not args.no_layout,
-                      subject_captions=not args.no_subject_captions, num_inference_steps=args.steps,
-                      guidance_scale=args.cfg, height=args.height, width=args.width,
-                      negative_prompt=args.negative_prompt, seed=args.seed, chunk_size=args.chunk_size,
-                      identity_frames=args.identity_frames, callback=progress)
-    finally:
-        bar.close()
-    return write_outputs(Path(args.out), story, result.images, settings)
+        # 1. Model
+        branch = None if args.subject_branch == "none" else args.subject_branch
+        pipe = load_story_pipeline(model, subject_branch=branch, vae=args.vae, text_encoder=args.text_encoder,
+                                   tokenizer=args.tokenizer, torch_dtype=dtype)
+        check_steps(args.steps, min(MAX_STEPS, int(pipe.scheduler.config.num_train_timesteps)))
+        pipe.to(device)
+        pipe.scheduler = make_scheduler(args.scheduler, pipe.scheduler.config)
+        mode = args.mode or ("lay2story" if pipe.subject_branch is not None else "training_free")
+        settings = {"mode": mode, "seed": args.seed, "steps": args.steps, "cfg": args.cfg,
+                    "scheduler": args.scheduler, "layout": not args.no_layout,
+                    "subject_captions": not args.no_subject_captions, "model": os.fspath(model),
+                    "chunk_size": args.chunk_size}
+        bar = tqdm(total=None, desc="sampling", unit="step", disable=args.quiet)
+
+        def progress(step: int, total: int, _latents) -> None:
+            bar.total = total
+            bar.update(step - bar.n)
+
+        # 2. Sample
+        try:
+            result = pipe(story, references=references, mode=mode, layout=not args.no_layout,
+                          subject_captions=not args.no_subject_captions, num_inference_steps=args.steps,
+                          guidance_scale=args.cfg, height=args.height, width=args.width,
+                          negative_prompt=args.negative_prompt, seed=args.seed, chunk_size=args.chunk_size,
+                          identity_frames=args.identity_frames, callback=progress)
+        finally:
+            bar.close()
+        # 3. Write into the staging folder, then swap it in whole
+        try:
+            write_outputs(output.staging, story, result.images, settings)
+        except OSError as err:
+            raise UserError(f"--out: could not write the frames ({err.strerror or err}); nothing was "
+                            "replaced") from err
+    except BaseException:
+        output.discard()
+        raise
+    return output.commit()
 
 
 def write_outputs(out: Path, story, images, settings: dict) -> Path:
-    """Write frames (story + settings in PNG metadata), a contact sheet and the story; all or nothing."""
+    """Write frames (story + settings in PNG metadata), a contact sheet and the story into the folder ``out``
+    (created); all or nothing: on failure ``out`` is left as it was."""
     from PIL import PngImagePlugin
 
     from .pipelines import contact_sheet
 
+    out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=".lay2story-", dir=out))
     try:

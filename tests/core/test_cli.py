@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 
@@ -70,3 +71,148 @@ def test_help_documents_every_option():
                           text=True, check=True).stdout
     for option in ("--story", "--out", "--model", "--mode", "--no-layout", "--reference", "--chunk-size", "--seed"):
         assert option in text
+
+
+ARGS = ["--steps", "2", "--height", "16", "--width", "16", "--quiet"]
+
+
+def _run(model_dir, out, *extra):
+    return main(["generate", "--story", "stories/story.json", "--out", str(out), "--model", str(model_dir), *ARGS,
+                 *extra])
+
+
+def _one_error_line(capsys) -> str:
+    err = capsys.readouterr().err
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ") and "Traceback" not in err, err
+    return lines[0]
+
+
+@pytest.fixture
+def never_sample(monkeypatch):
+    """Fail the test if the pipeline is ever called (errors must come before sampling)."""
+    from lay2story_core.pipelines import StoryPipeline
+
+    monkeypatch.setattr(StoryPipeline, "__call__", lambda *a, **k: pytest.fail("sampled before the error"))
+
+
+def test_out_that_is_a_file_fails_before_sampling(tmp_path, model_dir, capsys, never_sample):
+    out = tmp_path / "taken"
+    out.write_text("not a folder")
+    assert _run(model_dir, out) == 2
+    line = _one_error_line(capsys)
+    assert "--out" in line and str(out) in line and "not a folder" in line
+    assert out.read_text() == "not a folder"
+
+
+def test_out_under_a_file_fails_before_sampling(tmp_path, model_dir, capsys, never_sample):
+    parent = tmp_path / "file"
+    parent.write_text("x")
+    assert _run(model_dir, parent / "out") == 2
+    assert "--out" in _one_error_line(capsys)
+
+
+def test_out_not_writable_fails_before_sampling(tmp_path, model_dir, capsys, never_sample, monkeypatch):
+    import lay2story_core.cli as cli
+
+    def denied(*args, dir=None, **kwargs):
+        raise PermissionError(13, "Permission denied", str(dir))
+
+    monkeypatch.setattr(cli.tempfile, "mkdtemp", denied)  # root ignores chmod, so the OS refusal is simulated
+    assert _run(model_dir, tmp_path / "ro" / "out") == 2
+    line = _one_error_line(capsys)
+    assert "--out" in line and "Permission denied" in line
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root can write into read-only folders")
+def test_out_in_a_read_only_folder(tmp_path, model_dir, capsys, never_sample):
+    parent = tmp_path / "ro"
+    parent.mkdir()
+    parent.chmod(0o555)
+    try:
+        assert _run(model_dir, parent / "out") == 2
+        assert "--out" in _one_error_line(capsys)
+    finally:
+        parent.chmod(0o755)
+
+
+def test_a_second_run_replaces_the_whole_folder(tmp_path, model_dir, capsys):
+    out = tmp_path / "out"
+    long_story = load_story("stories/story.json")
+    long_story = long_story.__class__.from_dict({**long_story.to_dict(),
+                                                 "frames": long_story.to_dict()["frames"] * 3})
+    path = tmp_path / "long.json"
+    path.write_text(long_story.to_json())
+    assert main(["generate", "--story", str(path), "--out", str(out), "--model", str(model_dir), *ARGS]) == 0
+    assert (out / "frame_009.png").exists()
+    assert _run(model_dir, out) == 0, capsys.readouterr().err
+    assert sorted(p.name for p in out.glob("frame_*.png")) == [f"frame_{i:03d}.png" for i in range(4)]
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no staging or old folder left
+
+
+def test_a_failed_swap_keeps_the_old_output_intact(tmp_path, model_dir, capsys, monkeypatch):
+    import lay2story_core.cli as cli
+
+    out = tmp_path / "out"
+    assert _run(model_dir, out) == 0
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+    real = os.replace
+    calls = []
+
+    def failing(src, dst):
+        calls.append((src, dst))
+        if os.fspath(dst) == os.fspath(out) and ".lay2story-" in os.fspath(src):  # the swap, not the restore
+            raise IsADirectoryError(21, "Is a directory", os.fspath(dst))
+        return real(src, dst)
+
+    monkeypatch.setattr(cli.os, "replace", failing)
+    assert _run(model_dir, out, "--seed", "9") == 2
+    assert "--out" in _one_error_line(capsys)
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before
+    assert [p.name for p in tmp_path.iterdir()] == ["out"]
+
+
+def test_out_with_foreign_files_is_not_replaced(tmp_path, model_dir, capsys, never_sample):
+    out = tmp_path / "photos"
+    out.mkdir()
+    (out / "holiday.jpg").write_bytes(b"precious")
+    assert _run(model_dir, out) == 2
+    line = _one_error_line(capsys)
+    assert "holiday.jpg" in line
+    assert (out / "holiday.jpg").read_bytes() == b"precious"
+
+
+@pytest.mark.parametrize("steps", ["0", "1001", "3000"])
+def test_steps_are_bounded_before_loading(tmp_path, capsys, steps, monkeypatch):
+    import lay2story_core.pipelines.loading as loading
+
+    monkeypatch.setattr(loading, "load_story_pipeline", lambda *a, **k: pytest.fail("loaded before the error"))
+    assert main(["generate", "--story", "stories/story.json", "--out", str(tmp_path / "o"), "--steps", steps]) == 2
+    line = _one_error_line(capsys)
+    assert "--steps" in line and steps in line and "1000" in line
+
+
+def test_wrong_component_weights_are_one_line_exit_2(tmp_path, model_dir, capsys):
+    import shutil
+
+    folder = tmp_path / "pipe"
+    shutil.copytree(model_dir, folder)
+    shutil.copy(folder / "vae" / "diffusion_pytorch_model.safetensors",
+                folder / "transformer" / "diffusion_pytorch_model.safetensors")
+    assert _run(folder, tmp_path / "o") == 2
+    line = _one_error_line(capsys)
+    assert "transformer/diffusion_pytorch_model.safetensors" in line and "missing key(s)" in line
+
+
+def test_ema_keys_in_configs_print_nothing(tmp_path, model_dir, capsys):
+    import shutil
+
+    folder = tmp_path / "pipe"
+    shutil.copytree(model_dir, folder)
+    for name in ("transformer", "subject_branch"):
+        config = json.loads((folder / name / "config.json").read_text())
+        config.update(decay=0.995, inv_gamma=1.0, optimization_step=3, power=0.5, use_ema_warmup=False)
+        (folder / name / "config.json").write_text(json.dumps(config))
+    assert _run(folder, tmp_path / "o", "--height", "17") == 2
+    line = _one_error_line(capsys)
+    assert "height" in line and "decay" not in line
