@@ -9,13 +9,14 @@ from lay2story_core.pipelines import ReferenceImage
 from lay2story_core.story import LayoutError
 from lay2story_core.story.fields import parse_box, parse_id
 
-from .image_utils import image_tensor, mask_box, mask_tensor
+from .image_utils import check_mask_fits, image_tensor, mask_box, mask_tensor
 
 logger = logging.getLogger(__name__)
 
 __all__ = ["L2S_ReferenceImage", "check_references"]
 
 _COORD = {"min": 0.0, "max": 1.0, "step": 0.01}
+MIN_REFERENCE_SIDE = 8  # one latent cell of an 8x VAE
 
 
 def check_references(value: object, field: str = "reference") -> dict[str, ReferenceImage]:
@@ -45,7 +46,8 @@ class L2S_ReferenceImage:
     def INPUT_TYPES(cls) -> dict:
         return {
             "required": {
-                "image": ("IMAGE", {"tooltip": "The reference picture (the first image of a batch is used)."}),
+                "image": ("IMAGE", {"tooltip": "The reference picture (the first image of a batch is used; at least "
+                                               "8x8 pixels, values 0..1)."}),
                 "character_id": ("STRING", {"default": "hero",
                                             "tooltip": "The story character this picture shows."}),
                 "x0": ("FLOAT", {"default": 0.0, **_COORD,
@@ -58,7 +60,8 @@ class L2S_ReferenceImage:
                                  "tooltip": "Character box bottom edge, as a fraction of the height (no mask)."}),
             },
             "optional": {
-                "mask": ("MASK", {"tooltip": "The character's region; its bounding box replaces the box above."}),
+                "mask": ("MASK", {"tooltip": "The character's region (the image's size; one mask, or one per image): "
+                                             "its bounding box replaces the box above."}),
                 "reference": ("L2S_REFERENCE", {
                     "tooltip": "References of other characters to add this one to (same id: this one wins)."}),
             },
@@ -66,7 +69,7 @@ class L2S_ReferenceImage:
 
     def build(self, image, character_id: str = "hero", x0: float = 0.0, y0: float = 0.0, x1: float = 1.0,
               y1: float = 1.0, mask=None, reference: Mapping | None = None) -> tuple[dict[str, ReferenceImage]]:
-        images = image_tensor(image, "image")
+        images = image_tensor(image, "image", min_side=MIN_REFERENCE_SIDE)
         if images.shape[0] > 1:
             logger.warning("image: %d images given, the first is the reference", images.shape[0])
         try:
@@ -76,6 +79,7 @@ class L2S_ReferenceImage:
             raise ValueError(f"character_id: {err.detail}") from err
         if mask is not None:
             masks = mask_tensor(mask, "mask")
+            check_mask_fits(masks, images, "mask")
             box = mask_box(masks[0], "mask")
         else:
             try:

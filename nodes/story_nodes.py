@@ -6,6 +6,7 @@ import logging
 
 from lay2story_core.story import (
     DEFAULT_MAX_FRAMES,
+    SCHEMA_VERSION,
     Character,
     Frame,
     Layout,
@@ -98,28 +99,33 @@ class L2S_Story:
 
     def build(self, identity: str, frame_prompts: str, negative_prompt: str = "", width: int = 512,
               height: int = 512, character_id: str = "hero") -> tuple[Story]:
-        try:
-            character = Character(character_id.strip() if isinstance(character_id, str) else character_id, identity)
-        except LayoutError as err:
-            raise _field_error("character_id" if err.path.endswith(".id") else "identity", err) from err
         prompts = frame_lines(frame_prompts, "frame_prompts")
         if not prompts:
             raise ValueError("frame_prompts: no frame; write one prompt per line")
         if len(prompts) > DEFAULT_MAX_FRAMES:
             raise ValueError(f"frame_prompts: {len(prompts)} frames exceed the limit of {DEFAULT_MAX_FRAMES}")
-        frames = []
-        for k, prompt in enumerate(prompts):
-            try:
-                frames.append(Frame(prompt))
-            except LayoutError as err:
-                raise ValueError(f"frame_prompts: line {k + 1} ({prompt[:40]!r}): {err.detail}") from err
-        try:
-            story = Story(characters=(character,), frames=tuple(frames), width=width, height=height,
-                          negative_prompt=negative_prompt)
+        data = {"version": SCHEMA_VERSION, "width": width, "height": height, "negative_prompt": negative_prompt,
+                "characters": [{"id": character_id.strip() if isinstance(character_id, str) else character_id,
+                                "identity": identity}],
+                "frames": [{"prompt": p} for p in prompts]}
+        try:  # the schema's own checks (lengths, ids, sizes), as for a story file
+            return (Story.from_dict(data),)
         except LayoutError as err:
-            raise _field_error(err.path if err.path in ("width", "height", "negative_prompt") else "story",
-                               err) from err
-        return (story,)
+            raise _node_error(err, prompts) from err
+
+
+def _node_error(err: LayoutError, prompts: list[str]) -> ValueError:
+    """A schema error of the story L2S_Story built, named after the node's input."""
+    if err.path == "characters[0].id":
+        return _field_error("character_id", err)
+    if err.path == "characters[0].identity":
+        return _field_error("identity", err)
+    if err.path.startswith("frames["):
+        k = int(err.path[len("frames["):err.path.index("]")])
+        return ValueError(f"frame_prompts: line {k + 1} ({prompts[k][:40]!r}): {err.detail}")
+    if err.path in ("width", "height", "negative_prompt"):
+        return _field_error(err.path, err)
+    return _field_error("story", err)
 
 
 class L2S_LayoutToggle:

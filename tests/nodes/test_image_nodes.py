@@ -69,9 +69,49 @@ def test_reference_errors_name_the_input(kwargs, message):
         L2S_ReferenceImage().build(**{**args, **kwargs})
 
 
+def _nan_image():
+    image = torch.rand(1, 16, 16, 3)
+    image[0, 3, 4, 1] = float("nan")
+    return image
+
+
+def _mask(n: int, h: int, w: int) -> torch.Tensor:
+    mask = torch.zeros(n, h, w)
+    mask[:, h // 4: h // 2, w // 4: w // 2] = 1.0
+    return mask
+
+
+@pytest.mark.parametrize(("kwargs", "message"), [
+    ({"image": torch.rand(1, 1, 1, 3)}, r"^image: 1x1 pixels is too small for a reference \(at least 8x8\)"),
+    ({"image": torch.rand(1, 16, 4, 3)}, r"^image: 4x16 pixels is too small"),
+    ({"image": _nan_image()}, r"^image: 1 of 768 values are not finite \(NaN or infinity\)"),
+    ({"image": torch.rand(1, 16, 16, 3) * 255}, r"^image: values must be in 0\.\.1, got .* up to 2\d\d\.\d+; "
+                                                r"0\.\.255 pixel values\? divide by 255"),
+    ({"image": torch.rand(1, 16, 16, 3) * 2 - 1}, r"^image: values must be in 0\.\.1, got -"),
+    ({"image": torch.rand(1, 16, 16, 3), "mask": _mask(1, 8, 8)},
+     r"^mask: 8x8 pixels, but the image is 16x16; give a mask of the image's size"),
+    ({"image": torch.rand(2, 16, 16, 3), "mask": _mask(3, 16, 16)},
+     r"^mask: a batch of 3 masks for 2 images; give one mask, or one per image"),
+    ({"image": torch.rand(1, 16, 16, 3), "mask": _mask(1, 16, 16) * float("nan")}, r"^mask: .* not finite"),
+    ({"image": torch.rand(1, 16, 16, 3), "mask": _mask(1, 16, 16) * 255}, r"^mask: values must be in 0\.\.1"),
+])
+def test_reference_refuses_bad_images_and_masks(kwargs, message):
+    args = {"character_id": "hero", "x0": 0.0, "y0": 0.0, "x1": 1.0, "y1": 1.0}
+    with pytest.raises(ValueError, match=message):
+        L2S_ReferenceImage().build(**{**args, **kwargs})
+
+
+def test_reference_accepts_a_mask_per_image_and_uses_the_first():
+    masks = torch.cat([_mask(1, 16, 16), torch.ones(1, 16, 16)])
+    (refs,) = L2S_ReferenceImage().build(torch.rand(2, 16, 16, 3), "hero", mask=masks)
+    assert refs["hero"].box == (0.25, 0.25, 0.5, 0.5)
+
+
 def test_image_helpers():
     assert image_tensor(torch.rand(4, 5, 1), "x").shape == (1, 4, 5, 3)  # one grey image -> RGB batch
-    assert image_tensor(np.full((1, 2, 2, 4), 2.0, np.float32), "x").max() == 1.0  # alpha dropped, clamped
+    assert image_tensor(np.full((1, 2, 2, 4), 1.004, np.float32), "x").max() == 1.0  # alpha dropped, rounding clamped
+    with pytest.raises(ValueError, match="^x: values must be in 0..1"):
+        image_tensor(np.full((1, 2, 2, 4), 2.0, np.float32), "x")
     m = torch.zeros(10, 10)
     m[9, 0] = 1
     assert mask_box(m, "mask") == (0.0, 0.9, 0.1, 1.0)

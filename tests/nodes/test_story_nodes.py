@@ -43,6 +43,9 @@ def test_story_from_identity_and_one_prompt_per_line():
     ({"height": 0}, "^height: "),
     ({"frame_prompts": "\n".join(["x"] * 300)}, "^frame_prompts: 300 frames exceed the limit"),
     ({"frame_prompts": 5}, "^frame_prompts: expected text"),
+    ({"identity": "x" * 10_000_000}, "^identity: is 10000000 characters, over the limit of 1000$"),
+    ({"frame_prompts": "ok\n" + "y" * 5000}, r"^frame_prompts: line 2 \('yyyy.*'\): is 5000 characters, over"),
+    ({"negative_prompt": "n" * 1001}, "^negative_prompt: is 1001 characters, over the limit of 1000$"),
 ])
 def test_story_errors_name_the_input(kwargs, message):
     with pytest.raises(ValueError, match=message):
