@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
+import re
 import tempfile
 
 import numpy as np
@@ -32,9 +33,38 @@ __all__ = [
     "L2S_LayoutFromJSON",
     "L2S_LayoutToJSON",
     "apply_layout_to_story",
+    "editor_location",
     "parse_layout_field",
     "save_backgrounds",
 ]
+
+
+_FRAME_PATH = re.compile(r"^layout\.frames\[(\d+)\](?:\.subjects\[(\d+)\](?:\.(\w+))?)?(?:\.(\w+))?$")
+_CHARACTER_PATH = re.compile(r"^layout\.characters\[(\d+)\]$")
+_NAMED_PATHS = {"<json>": "JSON text", "layout.frames": "frames", "layout.characters": "character list",
+                "layout.version": "version"}
+
+
+def editor_location(path: str) -> str:
+    """A layout field path in the editor's own numbering (frames and boxes from 1), as its status line shows it:
+    ``"layout.frames[0].subjects[1].box"`` -> ``"frame 1, box 2 (box)"``. Mirrors ``humanPath`` in
+    web/js/layout_schema.js; both are tested against tests/web/layout_json_cases.json."""
+    match = _FRAME_PATH.match(path)
+    if match:
+        frame, subject, field, frame_field = match.groups()
+        text = f"frame {int(frame) + 1}" + (f", box {int(subject) + 1}" if subject is not None else "")
+        field = field or frame_field
+        return f"{text} ({field})" if field else text
+    match = _CHARACTER_PATH.match(path)
+    if match:
+        return f"character list, entry {int(match.group(1)) + 1}"
+    return _NAMED_PATHS.get(path, path)
+
+
+def _field_error(field: str, err: LayoutError) -> ValueError:
+    """``"{field}: {path}: {detail} (in the editor: frame 1, box 2 (box))"``: the path for scripts, the location as
+    the canvas numbers it for people."""
+    return ValueError(f"{field}: {err} (in the editor: {editor_location(err.path)})")
 
 
 def parse_layout_field(text: object, field: str) -> Layout:
@@ -44,7 +74,7 @@ def parse_layout_field(text: object, field: str) -> Layout:
     try:
         return parse_layout(text)
     except LayoutError as err:
-        raise ValueError(f"{field}: {err}") from err
+        raise _field_error(field, err) from err
 
 
 def apply_layout_to_story(story: object, layout: Layout, field: str = "layout_json") -> Story:
@@ -63,7 +93,7 @@ def apply_layout_to_story(story: object, layout: Layout, field: str = "layout_js
     try:
         return story.apply_layout(layout)
     except LayoutError as err:
-        raise ValueError(f"{field}: {err}") from err
+        raise _field_error(field, err) from err
 
 
 def _temp_folder() -> tuple[str, str]:
@@ -172,6 +202,7 @@ class L2S_LayoutEditor:
         if merged is not None:
             ui["l2s_frame_size"] = [merged.width, merged.height]
             ui["l2s_characters"] = list(merged.character_ids)
+            ui["l2s_prompts"] = [frame.prompt for frame in merged.frames]
         if background is not None:
             records, size = save_backgrounds(background)
             ui["l2s_backgrounds"] = records

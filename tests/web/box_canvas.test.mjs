@@ -1,11 +1,26 @@
 // Unit tests of the pure layout-state functions of web/js/box_canvas.js (run: node --test tests/web/).
 import assert from "node:assert/strict";
+import { readFileSync } from "node:fs";
 import { test } from "node:test";
 
 import {
   LayoutTextError,
   backgroundFor,
   boxFromDrag,
+  boxPixels,
+  copyBoxes,
+  findDuplicateKey,
+  fitFrames,
+  humanPath,
+  offsetBox,
+  pathLocation,
+  prettyLayoutText,
+  pruneCharacters,
+  snapEdges,
+  snapMove,
+  snapTargets,
+  snapValue,
+  storyProblems,
   clamp01,
   cursorForHandle,
   emptyLayout,
@@ -19,7 +34,8 @@ import {
   parseLayoutText,
   resizeBox,
   roundCoord,
-} from "../../web/js/box_canvas.js";
+} from "../../web/js/layout_state.js";
+import { readStory, runImageSinks, storyFromNode } from "../../web/js/story_graph.js";
 
 const close = (a, b, eps = 1e-9) => assert.ok(Math.abs(a - b) <= eps, `${a} != ${b}`);
 const closeBox = (a, b, eps = 1e-9) => a.forEach((v, i) => close(v, b[i], eps));
@@ -105,35 +121,47 @@ test("parseLayoutText round-trips a valid layout and adds subject characters mis
   assert.deepEqual(again, layout);
 });
 
-test("parseLayoutText names the bad field", () => {
-  const bad = (obj) => JSON.stringify(obj);
-  const cases = [
-    ["{not json", /^layout_json: invalid JSON/],
-    ["", /^layout_json: is empty/],
-    ["[1]", /^layout: expected a JSON object/],
-    [bad({ version: 2, frames: [] }), /^layout\.version: unsupported schema version 2/],
-    [bad({ version: 1, frames: [], extra: 1 }), /^layout: unknown key\(s\) "extra"/],
-    [bad({ version: 1, frames: {} }), /^layout\.frames: expected a list/],
-    [bad({ version: 1, characters: ["a", "a"], frames: [] }), /^layout\.characters\[1\]: duplicate/],
-    [bad({ version: 1, characters: [" a"], frames: [] }), /^layout\.characters\[0\]: must not start or end/],
-    [bad({ version: 1, frames: [{ subjects: [{ character: "a", box: [0.5, 0, 0.2, 1] }] }] }),
-      /^layout\.frames\[0\]\.subjects\[0\]\.box: x1 0\.2 must be greater than x0 0\.5/],
-    [bad({ version: 1, frames: [{}, { subjects: [{ character: "a", box: [0, 0, 1, 1.5] }] }] }),
-      /^layout\.frames\[1\]\.subjects\[0\]\.box: y1 1\.5 is outside \[0, 1\]/],
-    [bad({ version: 1, frames: [{ subjects: [{ character: "a", box: [0, 0, 1] }] }] }),
-      /^layout\.frames\[0\]\.subjects\[0\]\.box: expected 4 numbers/],
-    [bad({ version: 1, frames: [{ subjects: [{ character: "a" }, { character: "a" }] }] }),
-      /^layout\.frames\[0\]\.subjects\[1\]\.character: character "a" appears twice/],
-    [bad({ version: 1, frames: [{ subjects: [{ box: [0, 0, 1, 1] }] }] }),
-      /^layout\.frames\[0\]\.subjects\[0\]\.character: missing required field/],
-    [bad({ version: 1, frames: [{ subjects: [{ character: "a", caption: 3 }] }] }),
-      /^layout\.frames\[0\]\.subjects\[0\]\.caption: expected a string/],
-    [bad({ version: 1, frames: [{ people: [] }] }), /^layout\.frames\[0\]: unknown key\(s\) "people"/],
-  ];
-  for (const [text, pattern] of cases) {
-    assert.throws(() => parseLayoutText(text), (err) => err instanceof LayoutTextError && pattern.test(err.message),
-      `expected ${pattern} for ${text}`);
+// The cases shared with the Python schema and node (tests/web/test_layout_cases.py): the canvas must refuse exactly
+// what the node refuses, naming the same field.
+const CASES = JSON.parse(readFileSync(new URL("./layout_json_cases.json", import.meta.url), "utf8")).cases;
+
+test("the shared layout-JSON cases: same verdict, path and wording as the Python side", () => {
+  assert.ok(CASES.length >= 40);
+  for (const c of CASES) {
+    const text = c.text ?? JSON.stringify(c.layout);
+    const expected = c.js_error ?? c.error;
+    let layout = null;
+    let error = null;
+    try {
+      layout = parseLayoutText(text);
+    } catch (err) {
+      assert.ok(err instanceof LayoutTextError, `${c.name}: ${err}`);
+      error = { path: err.path, detail: err.detail };
+    }
+    if (!error && c.story) {
+      const [problem] = storyProblems(layout, c.story);
+      if (problem) error = { path: problem.path, detail: problem.detail };
+    }
+    if (expected === null) {
+      assert.equal(error, null, `${c.name}: expected valid, got ${JSON.stringify(error)}`);
+      continue;
+    }
+    assert.ok(error, `${c.name}: expected ${expected.path}: ${expected.contains}, but the canvas accepted it`);
+    assert.equal(error.path, expected.path, `${c.name}: ${error.path}: ${error.detail}`);
+    assert.ok(error.detail.includes(expected.contains), `${c.name}: ${JSON.stringify(error.detail)} lacks ${JSON.stringify(expected.contains)}`);
+    assert.equal(humanPath(error.path), expected.where, c.name);
+    const at = pathLocation(error.path);
+    if (/frame \d+, box \d+/.test(expected.where)) assert.ok(at.frame >= 0 && at.subject >= 0, c.name);
   }
+});
+
+test("findDuplicateKey sees keys at any depth and ignores strings that are values", () => {
+  assert.equal(findDuplicateKey('{"a": 1, "b": {"a": 2}}'), null);
+  assert.equal(findDuplicateKey('{"a": "a", "b": ["a", "a"]}'), null);
+  assert.equal(findDuplicateKey('{"a": 1, "b": {"c": 2, "c": 3}}'), "c");
+  assert.equal(findDuplicateKey('{"x\\"y": 1, "x\\"y": 2}'), 'x"y');
+  assert.equal(findDuplicateKey('[{"k": 1}, {"k": 2}]'), null);
+  assert.equal(findDuplicateKey('{"a": {}, "a": []}'), "a");
 });
 
 test("parseLayoutText clamps boxes just outside [0, 1] like the Python schema", () => {
@@ -151,7 +179,7 @@ test("layoutToText rounds coordinates and drops blank captions", () => {
   assert.equal(data.version, 1);
 });
 
-test("freeCharacter and newCharacterId", () => {
+test("freeCharacter and newCharacterId (newCharacterId is for the + new character field only)", () => {
   const layout = emptyLayout(1, ["hero", "villain"]);
   assert.equal(freeCharacter(layout, 0), "hero");
   assert.equal(freeCharacter(layout, 0, "villain"), "villain");
@@ -171,4 +199,111 @@ test("backgroundFor and fitRect", () => {
   assert.deepEqual(fitRect(200, 100, 1), { x: 50, y: 0, w: 100, h: 100 });
   assert.deepEqual(fitRect(200, 100, 4), { x: 0, y: 25, w: 200, h: 50 });
   assert.deepEqual(fitRect(0, 100, 1), { x: 0, y: 0, w: 0, h: 0 });
+});
+
+test("snapping: the 1/8 grid and other boxes' edges, within the tolerance only", () => {
+  const targets = snapTargets([[0.1, 0.1, 0.3, 0.3], [0.52, 0.6, 0.7, 0.9]], 1);
+  assert.ok(targets.xs.includes(0.125) && targets.xs.includes(0.3) && !targets.xs.includes(0.52));
+  assert.equal(snapValue(0.13, targets.xs, 0.01), 0.125);
+  assert.equal(snapValue(0.2, targets.xs, 0.01), 0.2);
+  assert.equal(snapValue(0.305, targets.xs, 0.01), 0.3);
+  // a move snaps the nearest edge and keeps the size
+  closeBox(snapMove([0.31, 0.5, 0.51, 0.7], targets, 0.02, 0.02), [0.3, 0.5, 0.5, 0.7], 1e-9);
+  // a resize snaps only the dragged edges
+  closeBox(snapEdges([0.2, 0.2, 0.61, 0.74], "se", targets, 0.02, 0.02), [0.2, 0.2, 0.625, 0.75], 1e-9);
+  closeBox(snapEdges([0.21, 0.2, 0.61, 0.74], "e", targets, 0.02, 0.02), [0.21, 0.2, 0.625, 0.74], 1e-9);
+});
+
+test("copyBoxes replaces the target frames' box of the same character and keeps the others", () => {
+  const layout = emptyLayout(3, ["hero", "friend"]);
+  layout.frames[0].subjects.push({ character: "hero", box: [0.1, 0.1, 0.4, 0.4], caption: "waving" });
+  layout.frames[1].subjects.push({ character: "hero", box: [0.5, 0.5, 0.9, 0.9] }, { character: "friend", box: [0, 0, 0.2, 0.2] });
+  assert.equal(copyBoxes(layout, 0, [0, 1, 2]), 2);
+  assert.deepEqual(layout.frames[1].subjects, [{ character: "hero", box: [0.1, 0.1, 0.4, 0.4], caption: "waving" },
+    { character: "friend", box: [0, 0, 0.2, 0.2] }]);
+  assert.deepEqual(layout.frames[2].subjects, [{ character: "hero", box: [0.1, 0.1, 0.4, 0.4], caption: "waving" }]);
+  layout.frames[2].subjects[0].box[0] = 0.3; // copies, not shared arrays
+  assert.equal(layout.frames[0].subjects[0].box[0], 0.1);
+  assert.equal(copyBoxes(layout, 1, [0], 1), 1);
+  assert.deepEqual(layout.frames[0].subjects.map((s) => s.character), ["hero", "friend"]);
+  closeBox(offsetBox([0.1, 0.1, 0.4, 0.4]), [0.14, 0.14, 0.44, 0.44], 1e-9);
+  closeBox(offsetBox([0.7, 0.7, 1, 1]), [0.66, 0.66, 0.96, 0.96], 1e-9);
+});
+
+test("pruneCharacters drops ids no box uses unless kept; story characters come first", () => {
+  const layout = emptyLayout(2, ["hero", "character", "villain"]);
+  layout.frames[1].subjects.push({ character: "villain", box: [0, 0, 1, 1] });
+  assert.ok(pruneCharacters(layout, ["hero"]));
+  assert.deepEqual(layout.characters, ["hero", "villain"]);
+  assert.ok(pruneCharacters(layout, [], ["friend", "hero"]));
+  assert.deepEqual(layout.characters, ["friend", "hero", "villain"]);
+  assert.ok(!pruneCharacters(layout, [], ["friend", "hero"]));
+});
+
+test("fitFrames pads to the story's length and drops only trailing empty frames", () => {
+  const layout = emptyLayout(2);
+  assert.ok(fitFrames(layout, 4));
+  assert.equal(layout.frames.length, 4);
+  layout.frames[2].subjects.push({ character: "hero" });
+  assert.ok(fitFrames(layout, 2));
+  assert.equal(layout.frames.length, 3); // frame 3 has a subject: kept (and reported by storyProblems)
+  assert.deepEqual(storyProblems(layout, { characters: ["hero"], prompts: ["a", "b"] }).map((p) => p.path), ["layout.frames"]);
+});
+
+test("prettyLayoutText is the same layout, indented, with boxes on one line", () => {
+  const layout = emptyLayout(1);
+  layout.frames[0].subjects.push({ character: "hero", box: [0.1, 0.2, 0.3, 0.4] });
+  const text = prettyLayoutText(layout);
+  assert.ok(text.includes('"box": [0.1, 0.2, 0.3, 0.4]') && text.split("\n").length > 8);
+  assert.deepEqual(parseLayoutText(text), parseLayoutText(layoutToText(layout)));
+  assert.deepEqual(boxPixels([0.1, 0.2, 0.3, 0.4], 640, 480), { x: 64, y: 96, w: 128, h: 96 });
+});
+
+test("humanPath and pathLocation number frames and boxes from 1", () => {
+  assert.equal(humanPath("layout.frames[0].subjects[1].character"), "frame 1, box 2 (character)");
+  assert.equal(humanPath("layout.frames[3]"), "frame 4");
+  assert.equal(humanPath("<json>"), "JSON text");
+  assert.deepEqual(pathLocation("layout.frames[2].subjects[0].box"), { frame: 2, subject: 0 });
+  assert.deepEqual(pathLocation("layout.frames"), { frame: -1, subject: -1 });
+});
+
+// A tiny stand-in for a LiteGraph graph: nodes with inputs/outputs and a links table, as the frontend keeps them.
+function fakeGraph(nodes, links) {
+  const graph = { nodes: [], links: new Map(), getNodeById: (id) => graph.nodes.find((n) => n.id === id) ?? null };
+  for (const n of nodes) graph.nodes.push({ inputs: [], outputs: [], widgets: [], ...n, graph });
+  links.forEach(([id, from, fromSlot, to, toName]) => {
+    const src = graph.getNodeById(from);
+    const dst = graph.getNodeById(to);
+    graph.links.set(id, { id, origin_id: from, origin_slot: fromSlot, target_id: to });
+    src.outputs[fromSlot] = src.outputs[fromSlot] ?? { links: [] };
+    src.outputs[fromSlot].links.push(id);
+    const input = dst.inputs.find((i) => i.name === toName) ?? dst.inputs[dst.inputs.push({ name: toName }) - 1];
+    input.link = id;
+  });
+  return graph;
+}
+const widgets = (values) => Object.entries(values).map(([name, value]) => ({ name, value }));
+
+test("readStory reads a Story node's widgets, a Story from JSON, and through a layout toggle", () => {
+  const g = fakeGraph([
+    { id: 1, type: "L2S_Story", widgets: widgets({ identity: "a star", frame_prompts: "on the grass\n\n in the sky \n", width: 64, height: 48, character_id: " star " }) },
+    { id: 2, type: "L2S_LayoutToggle" },
+    { id: 3, type: "L2S_LayoutEditor" },
+    { id: 4, type: "L2S_StoryFromJSON", widgets: widgets({ story_json: JSON.stringify({ version: 1, width: 512, height: 256,
+      characters: [{ id: "hero", identity: "x" }, { id: "friend", identity: "y" }], frames: [{ prompt: "a" }, { prompt: "b" }] }) }) },
+    { id: 5, type: "L2S_LayoutEditor" },
+    { id: 6, type: "L2S_LayoutEditor" },
+  ], [[1, 1, 0, 2, "story"], [2, 2, 0, 3, "story"], [3, 4, 0, 5, "story"]]);
+  assert.deepEqual(readStory(g.getNodeById(3)), { characters: ["star"], prompts: ["on the grass", "in the sky"], width: 64, height: 48 });
+  assert.deepEqual(readStory(g.getNodeById(5)), { characters: ["hero", "friend"], prompts: ["a", "b"], width: 512, height: 256 });
+  assert.equal(readStory(g.getNodeById(6)), null); // nothing connected
+  assert.equal(storyFromNode({ type: "L2S_StoryFromJSON", widgets: widgets({ story_json: "{bad" }) }), null);
+});
+
+test("runImageSinks finds the image outputs of a sampler downstream of the editor, not the pack's drawing nodes", () => {
+  const g = fakeGraph([
+    { id: 1, type: "L2S_LayoutEditor" }, { id: 2, type: "L2S_LayoutToggle" }, { id: 3, type: "L2S_StorySampler" },
+    { id: 4, type: "SaveImage" }, { id: 5, type: "L2S_LayoutPreview" }, { id: 6, type: "PreviewImage" },
+  ], [[1, 1, 1, 2, "story"], [2, 2, 0, 3, "story"], [3, 3, 0, 4, "images"], [4, 3, 0, 5, "images"], [5, 3, 1, 6, "latent"]]);
+  assert.deepEqual(runImageSinks(g.getNodeById(1)).map((n) => n.id), [4]);
 });

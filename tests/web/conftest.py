@@ -81,8 +81,21 @@ def node_info(node_id: str, cls: type, display_name: str) -> dict:
     }
 
 
+# ComfyUI core nodes the shipped workflows use, as ComfyUI's /object_info describes them.
+CORE_NODE_INFO = {
+    name: {"input": {"required": {"images": ["IMAGE", {"tooltip": "The images."}], **extra}},
+           "input_order": {"required": ["images", *extra]}, "output": [], "output_is_list": [], "output_name": [],
+           "name": name, "display_name": display, "description": "", "python_module": "nodes",
+           "category": "image", "output_node": True, "output_tooltips": []}
+    for name, display, extra in (
+        ("SaveImage", "Save Image", {"filename_prefix": ["STRING", {"default": "ComfyUI"}]}),
+        ("PreviewImage", "Preview Image", {}),
+    )
+}
+
+
 def object_info(pack) -> dict:
-    info = {}
+    info = dict(CORE_NODE_INFO)
     for node_id, cls in pack.NODE_CLASS_MAPPINGS.items():
         try:
             info[node_id] = node_info(node_id, cls, pack.NODE_DISPLAY_NAME_MAPPINGS.get(node_id, node_id))

@@ -2,39 +2,18 @@
 // what it saw as JSON for tests/web/test_layout_editor_browser.py to check (the Python side parses the layout texts
 // with Layout.from_json). Usage: node drive_layout_editor.mjs CONFIG_JSON_FILE (see the Python test for its keys).
 import { readFileSync, writeFileSync } from "node:fs";
-import { createRequire } from "node:module";
+
+import { NODE_ID, editorDriver, launch, openFrontend } from "./editor_page.mjs";
 
 const config = JSON.parse(readFileSync(process.argv[2], "utf8"));
-const { chromium } = createRequire(`${config.playwright_dir}/`)("playwright-core");
-const NODE_ID = "L2S_LayoutEditor";
 const t0 = Date.now();
 const result = { steps: {}, errors: [], timings: {}, checks: {} };
 const mark = (name) => (result.timings[name] = Date.now() - t0);
 
-const browser = await chromium.launch({
-  executablePath: config.chromium,
-  args: ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-    "--disable-background-networking", "--disable-component-update", "--disable-sync"],
-});
+const browser = await launch(config);
 mark("browser");
 try {
-  const page = await browser.newPage({ viewport: { width: 1400, height: 1000 } });
-  page.setDefaultTimeout(15000);
-  // Errors from this pack's code fail the test; others (the frontend against a stub backend) are only reported.
-  const ours = (text) => /lay2story|box_canvas\.js|l2s-|l2sEditor/i.test(text);
-  result.other_errors = [];
-  page.on("pageerror", (err) => {
-    const text = `pageerror: ${err.message}\n${err.stack ?? ""}`;
-    (ours(text) ? result.errors : result.other_errors).push(text.slice(0, 1500));
-  });
-  page.on("console", (msg) => {
-    const text = `console: ${msg.text()} (${msg.location()?.url ?? ""})`;
-    if (msg.type() === "error" && ours(text)) result.errors.push(text.slice(0, 1500));
-  });
-
-  await page.goto(config.url);
-  await page.waitForFunction((id) => window.app?.graph && window.LiteGraph?.registered_node_types?.[id], NODE_ID,
-    { timeout: 30000 });
+  const page = await openFrontend(browser, config, result);
   mark("frontend_ready");
 
   // One editor node on an empty graph, unzoomed, big enough to draw on.
@@ -52,73 +31,13 @@ try {
   await page.locator(".l2s-box-editor canvas").waitFor({ state: "visible" });
   await page.waitForTimeout(300);
 
-  const closeDialogs = async () => {
-    for (let i = 0; i < 3 && (await page.locator(".p-dialog:visible").count()) > 0; i++) {
-      await page.keyboard.press("Escape");
-      await page.waitForTimeout(100);
-    }
-  };
-  const state = () => page.evaluate(() => {
-    const node = window.__l2sNode;
-    const editor = node.l2sEditor;
-    return {
-      json: node.widgets.find((w) => w.name === "layout_json").value,
-      editor_text: editor?.getLayoutText() ?? null,
-      label: document.querySelector(".l2s-frame-label")?.textContent ?? null,
-      status: document.querySelector(".l2s-status")?.textContent ?? null,
-      editor_state: document.querySelector(".l2s-box-editor")?.dataset.state ?? null,
-      node_in_graph: app.graph.nodes.includes(node),
-    };
-  });
+  const d = editorDriver(page);
+  const { state, drag, click, pixel } = d;
   const snap = async (name) => {
     await page.waitForTimeout(50);
     result.steps[name] = await state();
     if (config.screenshot_dir) await page.screenshot({ path: `${config.screenshot_dir}/${name}.png` });
   };
-  // Screen rect of the frame inside the editor canvas, letterboxed to `aspect`, computed from the element's box.
-  const frameRect = async (aspect) => {
-    const box = await page.locator(".l2s-box-editor canvas").boundingBox();
-    let w = box.width;
-    let h = w / aspect;
-    if (h > box.height) {
-      h = box.height;
-      w = h * aspect;
-    }
-    return { x: box.x + (box.width - w) / 2, y: box.y + (box.height - h) / 2, w, h };
-  };
-  let aspect = 1;
-  const at = async ([u, v]) => {
-    const f = await frameRect(aspect);
-    return [f.x + u * f.w, f.y + v * f.h];
-  };
-  const drag = async (from, to) => {
-    await closeDialogs();
-    const [ax, ay] = await at(from);
-    const [bx, by] = await at(to);
-    await page.mouse.move(ax, ay);
-    await page.mouse.down();
-    await page.mouse.move(bx, by, { steps: 6 });
-    await page.mouse.up();
-  };
-  const click = async (point) => {
-    await closeDialogs();
-    const [x, y] = await at(point);
-    await page.mouse.click(x, y);
-  };
-  // RGBA of the editor canvas at frame point (u, v) (aspect as drawn).
-  const pixel = (u, v) => page.evaluate(([uu, vv, a]) => {
-    const c = window.__l2sNode.l2sEditor.canvas;
-    const dpr = c.width / c.clientWidth;
-    let w = c.clientWidth;
-    let h = w / a;
-    if (h > c.clientHeight) {
-      h = c.clientHeight;
-      w = h * a;
-    }
-    const x = ((c.clientWidth - w) / 2 + uu * w) * dpr;
-    const y = ((c.clientHeight - h) / 2 + vv * h) * dpr;
-    return [...c.getContext("2d").getImageData(Math.round(x), Math.round(y), 1, 1).data];
-  }, [u, v, aspect]);
 
   await snap("created");
   await drag([0.1, 0.1], [0.4, 0.5]);
@@ -140,7 +59,7 @@ try {
   await page.keyboard.press("Delete");
   await snap("deleted");
 
-  await page.click(".l2s-nav button[title='Next frame']");
+  await page.click(".l2s-nav button[title^='Next frame']");
   await drag([0.5, 0.1], [0.9, 0.6]);
   await snap("frame2_drawn");
   await page.selectOption(".l2s-character", "hero");
@@ -157,8 +76,8 @@ try {
   await snap("button_deleted");
   await page.click(".l2s-nav button[title='Remove this frame']");
   await snap("frame_removed");
-  await page.click(".l2s-nav button[title='Previous frame']");
-  await page.click(".l2s-nav button[title='Previous frame']");
+  await page.click(".l2s-nav button[title^='Previous frame']");
+  await page.click(".l2s-nav button[title^='Previous frame']");
   await snap("back_to_first");
   mark("edits_done");
 
@@ -192,6 +111,7 @@ try {
   });
   await page.waitForFunction(() => document.querySelector(".l2s-box-editor")?.dataset.state === "error");
   await snap("bad_widget_value");
+  result.checks.bad_red_pixels = await d.redPixels(); // the bad box is outlined in red
   await page.evaluate((text) => {
     window.__l2sNode.widgets.find((x) => x.name === "layout_json").value = text;
     app.canvas.setDirty(true, true);
@@ -214,24 +134,24 @@ try {
     frame1_villain_box: await pixel(0.13, 0.75),
     frame1_empty: await pixel(0.6, 0.3),
   };
-  await page.click(".l2s-nav button[title='Next frame']");
+  await page.click(".l2s-nav button[title^='Next frame']");
   await page.waitForTimeout(100);
   result.pixels.frame2_hero_box = await pixel(0.7, 0.35);
   result.pixels.frame2_empty = await pixel(0.2, 0.8);
   await snap("reloaded_frame2");
-  await page.click(".l2s-nav button[title='Previous frame']");
+  await page.click(".l2s-nav button[title^='Previous frame']");
   mark("reload_done");
 
   // A run's UI output: background images (shown under the boxes, setting the aspect) and the story's characters.
   if (config.background) {
     await page.evaluate((bg) => {
-      window.__l2sNode.onExecuted({ l2s_backgrounds: [bg.record], l2s_frame_size: bg.size, l2s_characters: ["hero", "wizard"] });
+      window.__l2sNode.onExecuted({ l2s_backgrounds: [bg.record], l2s_frame_size: bg.size, l2s_characters: ["hero", "villain", "wizard"] });
     }, config.background);
     await page.waitForFunction(() => {
       const images = [...window.__l2sNode.l2sEditor.images.values()];
       return images.length > 0 && images.every((img) => img.complete && img.naturalWidth > 0);
     });
-    aspect = config.background.size[0] / config.background.size[1];
+    d.aspect = config.background.size[0] / config.background.size[1];
     await page.waitForTimeout(100);
     await page.evaluate(() => window.__l2sNode.l2sEditor.redraw());
     result.pixels.background_left = await pixel(0.1, 0.3);

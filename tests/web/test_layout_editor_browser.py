@@ -132,12 +132,13 @@ def test_layout_editor_in_the_real_frontend(drive):
     # bad JSON: an error line naming the field, the text kept as typed, the canvas still there; then recovery
     assert steps["bad_typed"]["json"] == "{broken"
     assert steps["bad_typed"]["editor_state"] == "error"
-    assert steps["bad_typed"]["status"].startswith("Layout error: layout_json: invalid JSON")
+    assert steps["bad_typed"]["status"].startswith("Layout error in JSON text: invalid JSON")
     assert result["checks"]["canvas_present_on_error"]
     assert steps["good_typed"]["editor_state"] == "ok"
     assert Layout.from_json(steps["good_typed"]["json"]) == final
     bad = steps["bad_widget_value"]
-    assert bad["status"].startswith("Layout error: layout.frames[0].subjects[0].box: x1 0.2 must be greater")
+    assert bad["status"] == "Layout error in frame 1, box 1 (box): x1 0.2 < x0 0.5"  # the status line wraps: all of it
+    assert result["checks"]["bad_red_pixels"] > 100
     assert json.loads(bad["json"])["frames"][0]["subjects"][0]["box"] == [0.5, 0, 0.2, 1]
 
     # reload through loadGraphData: one node, one canvas, same layout, boxes drawn where they were

@@ -95,6 +95,7 @@ def test_editor_merges_the_layout_into_a_connected_story():
     assert [f.prompt for f in merged.frames] == ["in a park", "at a lake", "in the rain"]
     assert out["ui"]["l2s_frame_size"] == [768, 512]
     assert out["ui"]["l2s_characters"] == ["hero", "villain"]
+    assert out["ui"]["l2s_prompts"] == ["in a park", "at a lake", "in the rain"]
 
 
 def test_trailing_empty_layout_frames_past_the_story_are_dropped_but_drawn_ones_are_errors():

@@ -2,15 +2,20 @@
 // The node's `layout_json` STRING widget stays the state (hidden, still saved in workflows and API prompts); the
 // canvas is a DOM widget kept out of both (`serialize: false` in its options and on the widget), added after all
 // value widgets so saved widget values keep their positions. Hooks are chained, never overwritten.
+// While editing, the editor reads the connected story (characters, frame prompts, size) from the graph
+// (story_graph.js), and shows the frames of the last run of a sampler fed by it behind the boxes.
 import { app } from "../../../scripts/app.js";
 import { api } from "../../../scripts/api.js";
 import { BoxCanvasEditor } from "./box_canvas.js";
+import { readStory, runImageSinks } from "./story_graph.js";
 
 const NODE_ID = "L2S_LayoutEditor";
+const PREVIEW_ID = "L2S_LayoutPreview";
 const JSON_WIDGET = "layout_json";
 const EDITOR_WIDGET = "layout_canvas";
-const EDITOR_MIN_HEIGHT = 340;
-const NODE_MIN_WIDTH = 420;
+const EDITOR_MIN_HEIGHT = 500;
+const NODE_MIN_WIDTH = 540;
+const PREVIEW_MIN_SIZE = [420, 480];
 
 /** Replaces obj[name] by a function that calls the previous one first, then `after`; returns the previous result. */
 function chain(obj, name, after) {
@@ -37,6 +42,14 @@ function imageURL(record) {
   return api.apiURL(`/view?${params}`);
 }
 
+/** Grows the node to at least `min` (and what its widgets need); never shrinks it. */
+function ensureMinSize(node, min) {
+  const [width, height] = node.size;
+  const wanted = node.computeSize?.() ?? min;
+  const size = [Math.max(width, min[0], wanted[0]), Math.max(height, min[1], wanted[1])];
+  if (size[0] !== width || size[1] !== height) node.setSize(size);
+}
+
 function attachEditor(node) {
   const jsonWidget = node.widgets?.find((w) => w.name === JSON_WIDGET);
   if (!jsonWidget || node.l2sEditor) return;
@@ -53,11 +66,15 @@ function attachEditor(node) {
   node.l2sEditor = editor;
 
   // Widget -> canvas: any change of the JSON widget that did not come from the canvas (workflow load, undo, a
-  // script, a hand edit) is picked up on the next draw; a bad text shows an error line and stays as it is.
+  // script, a hand edit) is picked up on the next draw; a bad text shows an error line and stays as it is. The
+  // connected story is re-read on each draw too (cheap: unchanged stories are ignored by the editor).
   const syncFromWidget = () => {
     const text = readJson();
     if (text !== editor.getLayoutText()) editor.setLayoutText(text);
+    if (node.graph) editor.setStory(readStory(node) ?? node.l2sRunStory ?? null);
+    editor.checkSize();
   };
+  node.l2sSync = syncFromWidget;
   const domWidget = node.addDOMWidget(EDITOR_WIDGET, "l2s_layout_canvas", container, {
     serialize: false,
     hideOnZoom: false,
@@ -74,24 +91,54 @@ function attachEditor(node) {
       syncFromWidget();
       return result;
     })(jsonWidget.callback);
+  ensureMinSize(node, [NODE_MIN_WIDTH, EDITOR_MIN_HEIGHT]);
+}
 
-  const [width, height] = node.size;
-  const wanted = node.computeSize?.() ?? [NODE_MIN_WIDTH, EDITOR_MIN_HEIGHT];
-  node.setSize([Math.max(width, NODE_MIN_WIDTH, wanted[0]), Math.max(height, wanted[1])]);
+/** A run's images (SaveImage / PreviewImage fed by a sampler downstream of an editor) become its backgrounds. */
+function onExecutedEvent(event) {
+  const detail = event?.detail;
+  const images = detail?.output?.images;
+  if (!detail || !Array.isArray(images) || !images.length || !app.graph) return;
+  const id = String(detail.display_node ?? detail.node);
+  for (const node of app.graph.nodes ?? []) {
+    if (node.type !== NODE_ID || !node.l2sEditor) continue;
+    if (runImageSinks(node).some((sink) => String(sink.id) === id)) {
+      node.l2sEditor.setBackgrounds(images.map(imageURL), "run");
+    }
+  }
 }
 
 app.registerExtension({
   name: "lay2story.LayoutEditor",
+  setup() {
+    api.addEventListener("executed", onExecutedEvent);
+  },
   async beforeRegisterNodeDef(nodeType, nodeData) {
-    if (nodeData?.name !== NODE_ID) return;
     const proto = nodeType.prototype;
+    if (nodeData?.name === PREVIEW_ID) {
+      // The preview's frames (>= 256 px each) need room; a node saved smaller grows on load.
+      chain(proto, "onNodeCreated", function () {
+        ensureMinSize(this, PREVIEW_MIN_SIZE);
+      });
+      chain(proto, "onConfigure", function () {
+        ensureMinSize(this, PREVIEW_MIN_SIZE);
+      });
+      return;
+    }
+    if (nodeData?.name !== NODE_ID) return;
     chain(proto, "onNodeCreated", function () {
       attachEditor(this);
     });
     chain(proto, "onConfigure", function () {
-      // Widget values are restored before onConfigure: load them into the canvas now, not at the next draw.
+      // Widget values are restored before onConfigure: load them into the canvas now, not at the next draw; a
+      // workflow saved with a smaller node gets the minimum size.
       const jsonWidget = this.widgets?.find((w) => w.name === JSON_WIDGET);
       if (this.l2sEditor && jsonWidget) this.l2sEditor.setLayoutText(String(jsonWidget.value ?? ""));
+      ensureMinSize(this, [NODE_MIN_WIDTH, EDITOR_MIN_HEIGHT]);
+    });
+    chain(proto, "onConnectionsChange", function () {
+      this.l2sRunStory = null; // a run's story is stale once the inputs change
+      this.l2sSync?.();
     });
     chain(proto, "onSerialize", function (data) {
       // Saved values must be exactly the value widgets (the JSON text), never the canvas: a frontend that ignores
@@ -107,9 +154,17 @@ app.registerExtension({
       const editor = this.l2sEditor;
       if (!editor || !output) return;
       const size = output.l2s_frame_size;
-      if (Array.isArray(size) && size.length === 2 && size[0] > 0 && size[1] > 0) editor.setAspect(size[0] / size[1]);
-      if (Array.isArray(output.l2s_backgrounds)) editor.setBackgrounds(output.l2s_backgrounds.map(imageURL));
-      if (Array.isArray(output.l2s_characters)) editor.addCharacters(output.l2s_characters);
+      if (Array.isArray(size) && size.length === 2 && size[0] > 0 && size[1] > 0) editor.setFrameSize(size[0], size[1]);
+      if (Array.isArray(output.l2s_backgrounds)) editor.setBackgrounds(output.l2s_backgrounds.map(imageURL), "wired");
+      if (Array.isArray(output.l2s_characters)) {
+        // The story the run used; the graph's own story (read while editing) wins when it can be read.
+        this.l2sRunStory = {
+          characters: output.l2s_characters,
+          prompts: Array.isArray(output.l2s_prompts) ? output.l2s_prompts : null,
+          width: size?.[0], height: size?.[1],
+        };
+        this.l2sSync?.();
+      }
     });
   },
 });

@@ -1,26 +1,16 @@
 // Lay2Story layout state: the pure functions of the box editor (no DOM; unit-tested with
 // `node --test tests/web/box_canvas.test.mjs`). Coordinates are normalised to the frame: [x0, y0, x1, y1] in
-// [0, 1]. The Python schema (lay2story_core.story) is authoritative; parseLayoutText mirrors its checks so that the
-// canvas never edits a layout Python would reject for a structural reason, and it keeps unknown keys so a round
-// trip through the editor loses nothing.
+// [0, 1]. Parsing and checking (the Python schema's rules) live in layout_schema.js, re-exported here; this module
+// has the geometry (drag, move, resize, snap, hit-test) and the edits (characters, frames, copies).
 
-export const LAYOUT_VERSION = 1;
+import { LAYOUT_VERSION } from "./layout_schema.js";
+
+export * from "./layout_schema.js";
+
 export const MIN_BOX_SIZE = 0.02;
 export const COORD_DIGITS = 4;
-export const MAX_CAPTION_CHARS = 1000;
-export const MAX_ID_CHARS = 128;
-export const MAX_FRAMES = 256;
+export const SNAP_GRID = 8;
 const HANDLES = ["nw", "n", "ne", "e", "se", "s", "sw", "w"];
-
-/** An error in layout text, naming the field path like the Python LayoutError ("frames[2].subjects[0].box: ..."). */
-export class LayoutTextError extends Error {
-  constructor(path, detail) {
-    super(`${path}: ${detail}`);
-    this.name = "LayoutTextError";
-    this.path = path;
-    this.detail = detail;
-  }
-}
 
 export function clamp(v, lo, hi) {
   return Math.min(Math.max(v, lo), hi);
@@ -132,103 +122,6 @@ export function emptyLayout(frames = 4, characters = ["hero"]) {
   };
 }
 
-function describe(value) {
-  const text = JSON.stringify(value);
-  return text === undefined ? String(value) : text.length > 60 ? `${text.slice(0, 57)}...` : text;
-}
-
-function isObject(v) {
-  return v !== null && typeof v === "object" && !Array.isArray(v);
-}
-
-export function checkId(value, path) {
-  if (typeof value !== "string" || !value.trim()) throw new LayoutTextError(path, `expected a non-empty string, got ${describe(value)}`);
-  if (value !== value.trim()) throw new LayoutTextError(path, `must not start or end with whitespace, got ${describe(value)}`);
-  if (value.length > MAX_ID_CHARS) throw new LayoutTextError(path, `is ${value.length} characters, over ${MAX_ID_CHARS}`);
-}
-
-export function checkBox(box, path) {
-  if (!Array.isArray(box) || box.length !== 4) {
-    throw new LayoutTextError(path, `expected 4 numbers [x0, y0, x1, y1], got ${describe(box)}`);
-  }
-  const names = ["x0", "y0", "x1", "y1"];
-  box.forEach((v, i) => {
-    if (typeof v !== "number" || !Number.isFinite(v)) throw new LayoutTextError(path, `${names[i]} is not a number: ${describe(v)}`);
-    if (v < -1e-3 || v > 1 + 1e-3) throw new LayoutTextError(path, `${names[i]} ${v} is outside [0, 1]`);
-  });
-  const [x0, y0, x1, y1] = box.map(clamp01);
-  if (!(x1 > x0)) throw new LayoutTextError(path, `x1 ${box[2]} must be greater than x0 ${box[0]}`);
-  if (!(y1 > y0)) throw new LayoutTextError(path, `y1 ${box[3]} must be greater than y0 ${box[1]}`);
-}
-
-function checkKeys(obj, path, allowed) {
-  const unknown = Object.keys(obj).filter((k) => !allowed.includes(k));
-  if (unknown.length) {
-    throw new LayoutTextError(path, `unknown key(s) ${unknown.map((k) => JSON.stringify(k)).join(", ")} (allowed: ${allowed.join(", ")})`);
-  }
-}
-
-/**
- * Parses and checks layout JSON text like Layout.from_json in Python (same keys, box rules, one subject per
- * character per frame); returns the layout object. A subject whose character is missing from `characters` gets
- * it appended (Python accepts such a layout; the picker needs the id). Throws LayoutTextError naming the field
- * ("layout_json" for syntax errors).
- */
-export function parseLayoutText(text) {
-  if (typeof text !== "string" || !text.trim()) throw new LayoutTextError("layout_json", "is empty");
-  let data;
-  try {
-    data = JSON.parse(text);
-  } catch (err) {
-    throw new LayoutTextError("layout_json", `invalid JSON (${err.message})`);
-  }
-  if (!isObject(data)) throw new LayoutTextError("layout", `expected a JSON object, got ${describe(data)}`);
-  if (data.version !== LAYOUT_VERSION) {
-    throw new LayoutTextError("layout.version", `unsupported schema version ${describe(data.version)} (expected ${LAYOUT_VERSION})`);
-  }
-  checkKeys(data, "layout", ["version", "frames", "characters"]);
-  const characters = data.characters ?? [];
-  if (!Array.isArray(characters)) throw new LayoutTextError("layout.characters", `expected a list of ids, got ${describe(characters)}`);
-  characters.forEach((c, i) => {
-    checkId(c, `layout.characters[${i}]`);
-    if (characters.indexOf(c) !== i) throw new LayoutTextError(`layout.characters[${i}]`, `duplicate character id ${describe(c)}`);
-  });
-  if (!Array.isArray(data.frames)) throw new LayoutTextError("layout.frames", `expected a list of frames, got ${describe(data.frames)}`);
-  if (data.frames.length > MAX_FRAMES) throw new LayoutTextError("layout.frames", `${data.frames.length} frames exceed the limit of ${MAX_FRAMES}`);
-  data.frames.forEach((frame, f) => {
-    const fpath = `layout.frames[${f}]`;
-    if (!isObject(frame)) throw new LayoutTextError(fpath, `expected a JSON object, got ${describe(frame)}`);
-    checkKeys(frame, fpath, ["subjects"]);
-    frame.subjects = frame.subjects ?? [];
-    if (!Array.isArray(frame.subjects)) throw new LayoutTextError(`${fpath}.subjects`, `expected a list of subjects, got ${describe(frame.subjects)}`);
-    const seen = new Set();
-    frame.subjects.forEach((subject, s) => {
-      const spath = `${fpath}.subjects[${s}]`;
-      if (!isObject(subject)) throw new LayoutTextError(spath, `expected a JSON object, got ${describe(subject)}`);
-      checkKeys(subject, spath, ["character", "box", "caption"]);
-      if (!("character" in subject)) throw new LayoutTextError(`${spath}.character`, "missing required field");
-      checkId(subject.character, `${spath}.character`);
-      if (seen.has(subject.character)) throw new LayoutTextError(`${spath}.character`, `character ${describe(subject.character)} appears twice in this frame`);
-      seen.add(subject.character);
-      if (!characters.includes(subject.character)) characters.push(subject.character);
-      if (subject.box === null) delete subject.box;
-      if (subject.box !== undefined) {
-        checkBox(subject.box, `${spath}.box`);
-        subject.box = subject.box.map(clamp01);
-      }
-      const caption = subject.caption;
-      if (caption !== undefined && caption !== null && typeof caption !== "string") {
-        throw new LayoutTextError(`${spath}.caption`, `expected a string, got ${describe(caption)}`);
-      }
-      if (typeof caption === "string" && caption.length > MAX_CAPTION_CHARS) {
-        throw new LayoutTextError(`${spath}.caption`, `is ${caption.length} characters, over the limit of ${MAX_CAPTION_CHARS}`);
-      }
-    });
-  });
-  data.characters = characters;
-  return data;
-}
-
 /** The layout as JSON text: boxes rounded to COORD_DIGITS decimals, empty captions dropped. */
 export function layoutToText(layout) {
   const out = {
@@ -279,4 +172,145 @@ export function fitRect(w, h, aspect) {
     fw = h * a;
   }
   return { x: (w - fw) / 2, y: (h - fh) / 2, w: fw, h: fh };
+}
+
+// ------------------------------------------------------------------------------------------------- snapping
+/** Snap targets for Shift-drags: the 1/8 grid and the edges of the frame's other boxes. */
+export function snapTargets(boxes, except = -1, grid = SNAP_GRID) {
+  const xs = [];
+  const ys = [];
+  for (let k = 0; k <= grid; k++) {
+    xs.push(k / grid);
+    ys.push(k / grid);
+  }
+  boxes.forEach((b, i) => {
+    if (!b || i === except) return;
+    xs.push(b[0], b[2]);
+    ys.push(b[1], b[3]);
+  });
+  return { xs, ys };
+}
+
+/** The target nearest to v within tol, else v. */
+export function snapValue(v, targets, tol) {
+  let best = v;
+  let bestD = tol;
+  for (const t of targets) {
+    const d = Math.abs(t - v);
+    if (d <= bestD) {
+      best = t;
+      bestD = d;
+    }
+  }
+  return best;
+}
+
+function bestShift(edges, targets, tol) {
+  let shift = 0;
+  let bestD = tol;
+  for (const e of edges) {
+    for (const t of targets) {
+      const d = Math.abs(t - e);
+      if (d <= bestD) {
+        shift = t - e;
+        bestD = d;
+      }
+    }
+  }
+  return shift;
+}
+
+/** A moved box shifted (size kept) so that its nearest edge on each axis lands on a target within tol. */
+export function snapMove(box, targets, tolX, tolY) {
+  const dx = bestShift([box[0], box[2]], targets.xs, tolX);
+  const dy = bestShift([box[1], box[3]], targets.ys, tolY);
+  return moveBox(box, dx, dy);
+}
+
+/** A resized (or drawn: handle "nwse") box with each dragged edge snapped to a target within tol. */
+export function snapEdges(box, handle, targets, tolX, tolY, minSize = MIN_BOX_SIZE) {
+  let [x0, y0, x1, y1] = box;
+  if (handle.includes("w")) x0 = snapValue(x0, targets.xs, tolX);
+  if (handle.includes("e")) x1 = snapValue(x1, targets.xs, tolX);
+  if (handle.includes("n")) y0 = snapValue(y0, targets.ys, tolY);
+  if (handle.includes("s")) y1 = snapValue(y1, targets.ys, tolY);
+  if (x1 - x0 < minSize || y1 - y0 < minSize) return box.map(roundCoord);
+  return [roundCoord(x0), roundCoord(y0), roundCoord(x1), roundCoord(y1)];
+}
+
+// ---------------------------------------------------------------------------------------------------- edits
+function copySubject(s) {
+  const out = { ...s };
+  if (s.box) out.box = [...s.box];
+  return out;
+}
+
+/** Puts copies of `subjects` into frame `to`, replacing that frame's subject of the same character. */
+export function pasteSubjects(layout, to, subjects) {
+  const target = layout.frames[to].subjects;
+  for (const s of subjects) {
+    const k = target.findIndex((t) => t.character === s.character);
+    if (k >= 0) target[k] = copySubject(s);
+    else target.push(copySubject(s));
+  }
+}
+
+/** Copies frame `from`'s boxes (all, or only subject `index`) into each frame in `to`; returns how many frames. */
+export function copyBoxes(layout, from, to, index = -1) {
+  const source = layout.frames[from].subjects;
+  const subjects = index >= 0 ? [source[index]] : source;
+  const frames = to.filter((f) => f !== from && f >= 0 && f < layout.frames.length);
+  for (const f of frames) pasteSubjects(layout, f, subjects);
+  return frames.length;
+}
+
+/** The box shifted by `offset` on both axes (back the other way where the frame ends). */
+export function offsetBox(box, offset = 0.04) {
+  const dx = box[2] + offset <= 1 ? offset : -offset;
+  const dy = box[3] + offset <= 1 ? offset : -offset;
+  return moveBox(box, dx, dy);
+}
+
+/**
+ * Drops characters that no box uses, except those in `keep` (the story's, the picker's choice); puts `first`
+ * (the story's characters, in order) at the front. Returns true when the list changed.
+ */
+export function pruneCharacters(layout, keep = [], first = []) {
+  const used = new Set(layout.frames.flatMap((f) => f.subjects.map((s) => s.character)));
+  const kept = new Set(keep);
+  const rest = layout.characters.filter((c) => !first.includes(c) && (used.has(c) || kept.has(c)));
+  const extra = [...used].filter((c) => !first.includes(c) && !rest.includes(c));
+  const next = [...first, ...rest, ...extra];
+  const changed = next.length !== layout.characters.length || next.some((c, i) => c !== layout.characters[i]);
+  layout.characters = next;
+  return changed;
+}
+
+/** Pads the layout with empty frames up to `count` and drops trailing empty frames past it; true when changed. */
+export function fitFrames(layout, count) {
+  if (!(count > 0)) return false;
+  let changed = false;
+  while (layout.frames.length < count) {
+    layout.frames.push({ subjects: [] });
+    changed = true;
+  }
+  while (layout.frames.length > count && layout.frames[layout.frames.length - 1].subjects.length === 0) {
+    layout.frames.pop();
+    changed = true;
+  }
+  return changed;
+}
+
+/** Layout text for people: two-space indents, each box on one line. */
+export function prettyLayoutText(layout) {
+  const text = JSON.stringify(JSON.parse(layoutToText(layout)), null, 2);
+  return text.replace(/"box": \[\s*([^\]]*?)\s*\]/g, (_, inner) => `"box": [${inner.split(/,\s*/).join(", ")}]`);
+}
+
+/** A box in pixels of a `width` x `height` frame: {x, y, w, h}, rounded. */
+export function boxPixels(box, width, height) {
+  return {
+    x: Math.round(box[0] * width), y: Math.round(box[1] * height),
+    w: Math.round((box[2] - box[0]) * width), h: Math.round((box[3] - box[1]) * height),
+  };
 }
