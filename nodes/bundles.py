@@ -8,7 +8,8 @@ import torch
 
 from lay2story_core.text import DEFAULT_MAX_LENGTH
 
-__all__ = ["StoryModel", "TextEncoderBundle", "check_model", "check_text_encoder"]
+__all__ = ["StoryModel", "SubjectBranchBundle", "TextEncoderBundle", "check_model", "check_subject_branch",
+           "check_text_encoder"]
 
 
 @dataclass(frozen=True)
@@ -17,6 +18,8 @@ class StoryModel:
 
     ``scheduler_config`` is the pipeline folder's scheduler config (None: PixArt's DPM-Solver++ defaults);
     ``max_text_tokens`` is the caption length the transformer was trained with (120 alpha, 300 sigma).
+    ``patchers``: inside ComfyUI, the ``ModelPatcher`` s that let ComfyUI's model management load, offload and free
+    the transformer, branch and VAE (the sampler asks ComfyUI to load them); empty outside ComfyUI.
     """
 
     transformer: torch.nn.Module
@@ -27,10 +30,21 @@ class StoryModel:
     source: str
     scheduler_config: dict | None = None
     max_text_tokens: int = DEFAULT_MAX_LENGTH
+    patchers: tuple = ()
 
     @property
     def has_subject_branch(self) -> bool:
         return self.subject_branch is not None
+
+
+@dataclass(frozen=True)
+class SubjectBranchBundle:
+    """What ``L2S_SubjectBranchLoader`` outputs (``L2S_SUBJECT_BRANCH``): a trained subject branch for a ComfyUI
+    ``MODEL``, and inside ComfyUI its ``ModelPatcher`` (ComfyUI loads, offloads and frees it like any model)."""
+
+    branch: torch.nn.Module
+    patcher: object | None
+    source: str
 
 
 @dataclass(frozen=True)
@@ -47,6 +61,7 @@ class TextEncoderBundle:
     device: torch.device | None
     offload: bool
     source: str
+    patchers: tuple = ()
 
 
 def check_model(value: object, field: str = "model") -> StoryModel:
@@ -58,5 +73,12 @@ def check_model(value: object, field: str = "model") -> StoryModel:
 def check_text_encoder(value: object, field: str = "text_encoder") -> TextEncoderBundle:
     if not isinstance(value, TextEncoderBundle):
         raise ValueError(f"{field}: expected an L2S_TEXT_ENCODER (from Lay2Story Text Encoder Loader), "
+                         f"got {type(value).__name__}")
+    return value
+
+
+def check_subject_branch(value: object, field: str = "subject_branch") -> SubjectBranchBundle:
+    if not isinstance(value, SubjectBranchBundle):
+        raise ValueError(f"{field}: expected an L2S_SUBJECT_BRANCH (from Lay2Story Subject Branch Loader), "
                          f"got {type(value).__name__}")
     return value

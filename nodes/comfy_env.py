@@ -236,18 +236,18 @@ def progress_bar(total: int):
     return utils.ProgressBar(total) if utils is not None else _NoProgress()
 
 
-def latent_previewer(device: torch.device) -> Callable[[torch.Tensor], object] | None:
+def latent_previewer(device: torch.device, latent_format: object = None) -> Callable[[torch.Tensor], object] | None:
     """``latents (F, 4, h, w) -> preview`` for ``ProgressBar.update_absolute``, or None when previews are off.
 
-    Uses ComfyUI's previewer for SD-VAE latents (PixArt's VAE): latent2rgb or TAESD as the user configured; the
-    first frames are shown side by side.
+    Uses ComfyUI's previewer for the model's latent format (``latent_format``: a ``MODEL``'s; default SD-VAE
+    latents, PixArt-alpha's VAE): latent2rgb or TAESD as the user configured; the first frames side by side.
     """
     preview = _module("latent_preview") if in_comfyui() else None
     formats = _module("comfy.latent_formats") if preview is not None else None
     if preview is None or formats is None:
         return None
     try:
-        previewer = preview.get_previewer(device, formats.SD15())
+        previewer = preview.get_previewer(device, latent_format if latent_format is not None else formats.SD15())
     except Exception as err:  # a preview must never stop sampling
         logger.warning("latent previews unavailable: %s", err)
         return None

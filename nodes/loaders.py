@@ -1,8 +1,11 @@
 """Model loader nodes: the PixArt global branch + subject branch + VAE (``L2S_MODEL``) and the T5 text encoder +
 tokenizer (``L2S_TEXT_ENCODER``), from ComfyUI's model folders. Thin adapters over ``lay2story_core.loading``.
 
-Each node instance keeps the models it loaded last (keyed by path, file time, dtype and device), as ComfyUI's own
-loaders do, so changing one widget reloads only what it names.
+Inside ComfyUI the models are loaded to ComfyUI's offload device and handed to its model management as
+``ModelPatcher`` s (the sampler asks ComfyUI to load them; ComfyUI offloads and frees them like its own models); the
+node keeps no reference, ComfyUI's output cache is the only one, as for its core loaders. Outside ComfyUI (scripts,
+tests) a node instance keeps the models it loaded last (keyed by path, file time, dtype and device), so changing one
+widget reloads only what it names.
 """
 
 from __future__ import annotations
@@ -25,7 +28,7 @@ from lay2story_core.pipelines.loading import load_subject_branch
 from lay2story_core.text import DEFAULT_MAX_LENGTH
 
 from . import comfy_env, model_files
-from .bundles import StoryModel, TextEncoderBundle
+from .bundles import StoryModel, SubjectBranchBundle, TextEncoderBundle
 from .model_files import AUTO, COMFY_T5_TOKENIZER, NONE, TOKENIZER_FILES
 
 logger = logging.getLogger(__name__)
@@ -35,7 +38,7 @@ PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 DEVICES = ("auto", "cpu", "cuda")
 _PRECISION_TIP = "Weights dtype. auto: float32 on the CPU, bfloat16 (or float16 where unsupported) on a GPU."
 
-__all__ = ["L2S_ModelLoader", "L2S_TextEncoderLoader", "auto_tokenizer_dir"]
+__all__ = ["L2S_ModelLoader", "L2S_SubjectBranchLoader", "L2S_TextEncoderLoader", "auto_tokenizer_dir"]
 
 
 def _stamp(path: str) -> int:
@@ -52,6 +55,9 @@ class _ModelCache:
         self._slots: dict[str, tuple[tuple, object]] = {}
 
     def get(self, slot: str, key: tuple, load: Callable[[], object]):
+        if comfy_env.in_comfyui():  # ComfyUI's caches and model management own the models
+            self._slots.clear()
+            return load()
         hit = self._slots.get(slot)
         if hit is not None and hit[0] == key:
             return hit[1]
@@ -122,11 +128,13 @@ class L2S_ModelLoader:
         dtype = comfy_env.resolve_dtype(precision, run_device)
         path = model_files.resolve_choice(model, "model")
         pipeline = model_files.is_pipeline_folder(path)
+        managed = comfy_env.in_comfyui()
+        home = comfy_env.offload_device() if managed else run_device  # ComfyUI moves it when it samples
 
         transformer, info = self._cache.get(
             "transformer", (path, _stamp(path), dtype, run_device),
             lambda: _load("model", model, load_pixart_transformer_with_info, path, torch_dtype=dtype,
-                          device=run_device))
+                          device=home))
 
         branch_path = self._subject_branch_path(subject_branch, path, pipeline)
         branch = None
@@ -136,7 +144,7 @@ class L2S_ModelLoader:
             branch = self._cache.get(
                 "subject_branch", (branch_path, _stamp(branch_path), dtype, run_device),
                 lambda: _load("subject_branch", subject_branch, load_subject_branch, branch_path, torch_dtype=dtype,
-                              device=run_device))
+                              device=home))
             branch.check_fits(transformer, f"subject_branch: {subject_branch!r}")
 
         if vae == AUTO:
@@ -149,7 +157,7 @@ class L2S_ModelLoader:
         vae_dtype = torch.float32 if dtype == torch.float16 else dtype  # the SD VAE overflows in float16
         vae_model = self._cache.get(
             "vae", (vae_path, _stamp(vae_path), vae_dtype, run_device),
-            lambda: _load("vae", vae, load_vae, vae_path, torch_dtype=vae_dtype, device=run_device))
+            lambda: _load("vae", vae, load_vae, vae_path, torch_dtype=vae_dtype, device=home))
 
         scheduler_config = None
         scheduler_file = os.path.join(path, "scheduler", "scheduler_config.json")
@@ -157,9 +165,14 @@ class L2S_ModelLoader:
             with open(scheduler_file, encoding="utf-8") as f:
                 scheduler_config = json.load(f)
         logger.info("Lay2Story model %s (subject branch %s) on %s as %s", model, subject_branch, run_device, dtype)
+        patchers = ()
+        if managed:
+            from .comfy import host
+
+            patchers = tuple(host.managed(m, run_device) for m in (transformer, branch, vae_model) if m is not None)
         return (StoryModel(transformer=transformer, subject_branch=branch, vae=vae_model, dtype=dtype,
                            device=run_device, source=model, scheduler_config=scheduler_config,
-                           max_text_tokens=info.max_text_tokens or DEFAULT_MAX_LENGTH),)
+                           max_text_tokens=info.max_text_tokens or DEFAULT_MAX_LENGTH, patchers=patchers),)
 
     @staticmethod
     def _subject_branch_path(choice: str, model_path: str, pipeline: bool) -> str | None:
@@ -258,5 +271,59 @@ class L2S_TextEncoderLoader:
         if len(tok) > vocab:
             raise ValueError(f"tokenizer: {tokenizer!r} ({tok_path}) has {len(tok)} tokens but {text_encoder!r} "
                              f"knows only {vocab}; pick the tokenizer that belongs to this encoder")
+        patchers = ()
+        if comfy_env.in_comfyui():
+            from .comfy import host
+
+            patchers = (host.managed(encoder, run_device or comfy_env.resolve_device("auto")),)
         return (TextEncoderBundle(tokenizer=tok, encoder=encoder, dtype=dtype, device=run_device, offload=offload,
-                                  source=text_encoder),)
+                                  source=text_encoder, patchers=patchers),)
+
+
+class L2S_SubjectBranchLoader:
+    NODE_ID = "L2S_SubjectBranchLoader"
+    DISPLAY_NAME = "Lay2Story Subject Branch Loader"
+    CATEGORY = CATEGORY
+    DESCRIPTION = (
+        "Loads a trained Lay2Story subject branch (models/lay2story) for a PixArt MODEL from ComfyUI's core loaders. "
+        "ComfyUI's model management loads, offloads and frees it like any model."
+    )
+    FUNCTION = "load"
+    RETURN_TYPES = ("L2S_SUBJECT_BRANCH",)
+    RETURN_NAMES = ("subject_branch",)
+    OUTPUT_TOOLTIPS = ("The subject branch, for the story sampler's subject_branch input.",)
+
+    def __init__(self) -> None:
+        self._cache = _ModelCache()
+
+    @classmethod
+    def INPUT_TYPES(cls) -> dict:
+        choices = [c for c in model_files.subject_branch_choices() if c not in (AUTO, NONE)]
+        embedded = model_files.embedded_pipeline_dir()
+        if embedded is not None and model_files.is_pipeline_folder(embedded, "subject_branch"):
+            choices = [model_files.EMBEDDED_LABEL, *choices]
+        return {
+            "required": {
+                "subject_branch": (choices, {
+                    "tooltip": "A subject branch folder from models/lay2story (a training run's subject_branch/ or "
+                               "a pipeline folder with one), or the embedded demo's."}),
+                "precision": (list(PRECISIONS), {"default": "auto", "tooltip": _PRECISION_TIP}),
+            },
+        }
+
+    def load(self, subject_branch: str, precision: str = "auto"):
+        device = comfy_env.resolve_device("auto")
+        dtype = comfy_env.resolve_dtype(precision, device)
+        path = model_files.resolve_choice(subject_branch, "subject_branch")
+        managed = comfy_env.in_comfyui()
+        home = comfy_env.offload_device() if managed else device
+        branch = self._cache.get(
+            "subject_branch", (path, _stamp(path), dtype, home),
+            lambda: _load("subject_branch", subject_branch, load_subject_branch, path, torch_dtype=dtype,
+                          device=home))
+        patcher = None
+        if managed:
+            from .comfy import host
+
+            patcher = host.managed(branch, device)
+        return (SubjectBranchBundle(branch=branch.eval(), patcher=patcher, source=subject_branch),)

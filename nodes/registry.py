@@ -5,7 +5,7 @@ from __future__ import annotations
 from .comic_page import L2S_ComicPage
 from .detector import L2S_LayoutDetector
 from .layout_editor import L2S_LayoutEditor, L2S_LayoutFromJSON, L2S_LayoutToJSON
-from .loaders import L2S_ModelLoader, L2S_TextEncoderLoader
+from .loaders import L2S_ModelLoader, L2S_SubjectBranchLoader, L2S_TextEncoderLoader
 from .preview import L2S_LayoutPreview
 from .reference import L2S_ReferenceImage
 from .sampler import L2S_StorySampler
@@ -14,6 +14,7 @@ from .story_nodes import L2S_LayoutToggle, L2S_Story, L2S_StoryFromJSON, L2S_Sto
 NODE_CLASSES: tuple[type, ...] = (
     L2S_ModelLoader,
     L2S_TextEncoderLoader,
+    L2S_SubjectBranchLoader,
     L2S_Story,
     L2S_StoryFromJSON,
     L2S_StoryToJSON,

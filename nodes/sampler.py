@@ -1,5 +1,11 @@
 """``L2S_StorySampler``: every frame of a story with ``lay2story_core``'s ``StoryPipeline``, with ComfyUI's
-progress bar, latent previews, Cancel and memory release."""
+progress bar, latent previews, Cancel and memory release.
+
+One sampler serves two kinds of models: the pack's own (``L2S_MODEL`` + ``L2S_TEXT_ENCODER``, from diffusers or
+pipeline folders and the embedded demo) and ComfyUI's (``MODEL`` from Load Checkpoint / Load Diffusion Model,
+``CLIP`` from Load CLIP, ``VAE``; an ``L2S_SUBJECT_BRANCH`` beside them). Either way ComfyUI's model management places
+the weights, and the sampler returns ``LATENT`` (all frames as one batch) and the decoded ``IMAGE``.
+"""
 
 from __future__ import annotations
 
@@ -7,18 +13,19 @@ import logging
 
 import torch
 
-from lay2story_core.pipelines import MODES, SCHEDULERS, StoryPipeline, make_scheduler
-from lay2story_core.story import Layout
+from lay2story_core.pipelines import SCHEDULERS, StoryPipeline, make_scheduler
+from lay2story_core.pipelines.modes import AUTO, MODE_NAMES, resolve_mode
+from lay2story_core.story import Layout, Story
 
 from . import comfy_env
-from .bundles import StoryModel, TextEncoderBundle, check_model, check_text_encoder
+from .bundles import StoryModel, TextEncoderBundle, check_model, check_subject_branch, check_text_encoder
 from .layout_editor import apply_layout_to_story
 from .reference import check_references
 from .story_nodes import check_story
 
 logger = logging.getLogger(__name__)
 
-SAMPLER_MODES = ("auto", *MODES)
+SAMPLER_MODES = (AUTO, *MODE_NAMES)
 MAX_SEED = 0xFFFFFFFFFFFFFFFF
 
 __all__ = ["SCHEDULERS", "L2S_StorySampler", "build_pipeline", "make_scheduler"]
@@ -49,16 +56,14 @@ class L2S_StorySampler:
     RETURN_TYPES = ("IMAGE", "LATENT")
     RETURN_NAMES = ("images", "latent")
     OUTPUT_TOOLTIPS = (
-        "All frames of the story, in order.",
-        "The final latents (unscaled SD-VAE latents, as ComfyUI's VAE Decode expects).",
+        "All frames of the story, in order (decoded with the model's VAE).",
+        "All frames' final latents as one batch (unscaled VAE latents, as ComfyUI's VAE Decode expects).",
     )
 
     @classmethod
     def INPUT_TYPES(cls) -> dict:
         return {
             "required": {
-                "model": ("L2S_MODEL", {"tooltip": "From Lay2Story Model Loader."}),
-                "text_encoder": ("L2S_TEXT_ENCODER", {"tooltip": "From Lay2Story Text Encoder Loader."}),
                 "story": ("L2S_STORY", {"tooltip": "The story: characters, one prompt per frame, layout."}),
                 "seed": ("INT", {"default": 0, "min": 0, "max": MAX_SEED, "control_after_generate": True,
                                  "tooltip": "Random seed: the same seed and settings give the same story."}),
@@ -83,19 +88,55 @@ class L2S_StorySampler:
                 "identity_frames": ("INT", {"default": 0, "min": 0, "max": 256,
                                             "tooltip": "With chunks: frames generated first that later chunks look "
                                                        "at for the identity; 0: min(chunk size, 4)."}),
+                "subject_scale": ("FLOAT", {"default": 1.0, "min": 0.0, "max": 4.0, "step": 0.05,
+                                            "tooltip": "Layout strength of the subject branch for the whole story "
+                                                       "(lay2story mode): 0 = the plain global branch, 1 = as "
+                                                       "trained."}),
+                "character_scales": ("STRING", {"default": "", "multiline": False,
+                                                "tooltip": "Per-character layout strength on top of subject_scale, "
+                                                           "e.g. 'hero=1.2, cat=0.8'; characters not named: 1."}),
             },
             "optional": {
+                "model": ("L2S_MODEL", {"tooltip": "From Lay2Story Model Loader (diffusers or pipeline folders, the "
+                                                   "embedded demo). Or connect pixart + clip + vae instead."}),
+                "text_encoder": ("L2S_TEXT_ENCODER", {"tooltip": "From Lay2Story Text Encoder Loader (with model)."}),
                 "layout": ("L2S_LAYOUT", {"tooltip": "A layout to apply to the story first (frame i gets its "
                                                      "frame i subjects)."}),
                 "reference": ("L2S_REFERENCE", {"tooltip": "Reference images of characters (lay2story mode)."}),
+                "pixart": ("MODEL", {"tooltip": "A PixArt-alpha/-Sigma MODEL from ComfyUI's Load Checkpoint or Load "
+                                                "Diffusion Model (LoRAs applied by core nodes work)."}),
+                "clip": ("CLIP", {"tooltip": "The T5 from Load CLIP (type pixart; fp8/GGUF encoders work): every "
+                                             "caption of the story is encoded through it."}),
+                "vae": ("VAE", {"tooltip": "The VAE for the pixart MODEL: references are encoded and frames decoded "
+                                           "through it."}),
+                "subject_branch": ("L2S_SUBJECT_BRANCH", {
+                    "tooltip": "From Lay2Story Subject Branch Loader, for the pixart MODEL (lay2story mode)."}),
             },
         }
 
-    def sample(self, model: StoryModel, text_encoder: TextEncoderBundle, story, seed: int = 0, steps: int = 25,
-               cfg: float = 4.5, scheduler: str = "dpmsolver++", mode: str = "auto", width: int = 0,
-               height: int = 0, chunk_size: int = 0, identity_frames: int = 0, layout: Layout | None = None,
-               reference=None) -> tuple[torch.Tensor, dict]:
-        model, text_encoder, story = check_model(model), check_text_encoder(text_encoder), check_story(story)
+    def sample(self, model: StoryModel | None = None, text_encoder: TextEncoderBundle | None = None, story=None,
+               seed: int = 0, steps: int = 25, cfg: float = 4.5, scheduler: str = "dpmsolver++", mode: str = AUTO,
+               width: int = 0, height: int = 0, chunk_size: int = 0, identity_frames: int = 0,
+               subject_scale: float = 1.0, character_scales: str = "", layout: Layout | None = None,
+               reference=None, pixart=None, clip=None, vae=None, subject_branch=None) -> tuple[torch.Tensor, dict]:
+        native = pixart is not None or clip is not None or vae is not None
+        if native and (model is not None or text_encoder is not None):
+            raise ValueError("model: connect either a Lay2Story model + text_encoder or a pixart MODEL + clip + vae, "
+                             "not both")
+        if native:
+            for name, value in (("pixart", pixart), ("clip", clip), ("vae", vae)):
+                if value is None:
+                    raise ValueError(f"{name}: the pixart MODEL needs clip and vae connected too")
+        else:
+            if model is None:
+                raise ValueError("model: connect a Lay2Story Model Loader, or a pixart MODEL + clip + vae")
+            model = check_model(model)
+            if text_encoder is None:
+                raise ValueError("text_encoder: connect a Lay2Story Text Encoder Loader (with the model input)")
+            text_encoder = check_text_encoder(text_encoder)
+            if subject_branch is not None:
+                raise ValueError("subject_branch: only for a pixart MODEL; the Lay2Story model carries its own")
+        story = check_story(story)
         seed = _int_in(seed, "seed", 0, MAX_SEED)
         steps = _int_in(steps, "steps", 1, 1000)
         for name, value in (("width", width), ("height", height), ("chunk_size", chunk_size),
@@ -105,39 +146,110 @@ class L2S_StorySampler:
             raise ValueError(f"cfg: expected a number in [0, 100], got {cfg!r}")
         if mode not in SAMPLER_MODES:
             raise ValueError(f"mode: expected one of {SAMPLER_MODES}, got {mode!r}")
-        if mode == "auto":
-            mode = "lay2story" if model.has_subject_branch else "training_free"
         if layout is not None:
             if not isinstance(layout, Layout):
                 raise ValueError(f"layout: expected an L2S_LAYOUT, got {type(layout).__name__}")
             story = apply_layout_to_story(story, layout, field="layout")
+        scales = story_scales(story, subject_scale, character_scales)
         references = None if reference is None else check_references(reference)
         if identity_frames and not chunk_size:
             logger.info("identity_frames is used with chunk_size only; all frames are denoised together")
-        pipe = build_pipeline(model, text_encoder, scheduler)
+        settings = {
+            "references": references, "num_inference_steps": steps, "guidance_scale": float(cfg),
+            "height": height or None, "width": width or None, "seed": seed, "chunk_size": chunk_size or None,
+            "identity_frames": (identity_frames or None) if chunk_size else None, "subject_scale": scales,
+        }
+        if native:
+            return self._sample_native(pixart, clip, vae, subject_branch, story, mode, scheduler, settings)
+        return self._sample_own(model, text_encoder, story, mode, scheduler, settings)
 
-        encode_device = text_encoder.device or model.device
+    @staticmethod
+    def _progress(steps: int, previewer):
         pbar = comfy_env.progress_bar(steps)
-        previewer = comfy_env.latent_previewer(model.device)
 
         def on_step(step: int, total: int, latents: torch.Tensor) -> None:
             comfy_env.throw_if_interrupted()  # Cancel stops within one step
             preview = previewer(latents) if previewer is not None else None
             pbar.update_absolute(step, total, preview)  # inside ComfyUI also a Cancel point
 
+        return on_step
+
+    def _sample_own(self, model: StoryModel, text_encoder: TextEncoderBundle, story: Story, mode: str,
+                    scheduler: str, settings: dict):
+        run_mode = resolve_mode(mode, model.has_subject_branch)
+        pipe = build_pipeline(model, text_encoder, scheduler)
+        encode_device = text_encoder.device or model.device
+        on_step = self._progress(settings["num_inference_steps"], comfy_env.latent_previewer(model.device))
+        managed = bool(model.patchers or text_encoder.patchers)
         try:
-            text_encoder.encoder.to(encode_device)
-            result = pipe(
-                story, references=references, mode=mode, num_inference_steps=steps, guidance_scale=float(cfg),
-                height=height or None, width=width or None, seed=seed, chunk_size=chunk_size or None,
-                identity_frames=(identity_frames or None) if chunk_size else None,
-                max_sequence_length=model.max_text_tokens,
-                offload_text_encoder=text_encoder.offload, callback=on_step, output_type="pt",
-            )
+            if managed:  # ComfyUI places the pack's models (whole: diffusers modules cannot run partially loaded)
+                from .comfy import host
+
+                host.model_management().load_models_gpu([*text_encoder.patchers, *model.patchers],
+                                                        force_full_load=True)
+            else:
+                text_encoder.encoder.to(encode_device)
+            result = pipe(story, mode=run_mode, max_sequence_length=model.max_text_tokens,
+                          offload_text_encoder=text_encoder.offload and not managed, callback=on_step,
+                          output_type="pt", **settings)
         finally:
-            if text_encoder.offload:
+            if text_encoder.offload and not managed:
                 text_encoder.encoder.to(comfy_env.offload_device())
             comfy_env.soft_empty_cache()
         images = result.images.detach().float().permute(0, 2, 3, 1).cpu().contiguous()
         samples = result.latents.detach().float().cpu() / float(model.vae.config.scaling_factor)
         return (images, {"samples": samples})
+
+    def _sample_native(self, pixart, clip, vae, subject_branch, story: Story, mode: str, scheduler: str,
+                       settings: dict):
+        from .comfy import host
+        from .comfy.pipeline import ComfyStoryPipeline
+
+        bundle = None if subject_branch is None else check_subject_branch(subject_branch)
+        host.check_native_model(pixart, "pixart")
+        run_mode = resolve_mode(mode, bundle is not None)
+        pipe = ComfyStoryPipeline(pixart, host.check_clip(clip), host.check_vae(vae), make_scheduler(scheduler, None),
+                                  subject_branch=None if bundle is None else bundle.branch,
+                                  branch_patcher=None if bundle is None else bundle.patcher)
+        height, width = settings["height"] or story.height, settings["width"] or story.width
+        frames = min(settings["chunk_size"] or story.num_frames, story.num_frames)
+        batch = frames * (2 if settings["guidance_scale"] > 1.0 else 1)
+        pipe.memory_shape = [batch, pipe.latent_channels, height // pipe.vae_scale_factor,
+                             width // pipe.vae_scale_factor]
+        on_step = self._progress(settings["num_inference_steps"],
+                                 comfy_env.latent_previewer(pipe.transformer.device, pipe.latent_format))
+        try:
+            result = pipe(story, mode=run_mode, callback=on_step, output_type="latent", **settings)
+            samples = pipe.latent_format.process_out(result.latents.detach().float())  # raw VAE latents
+            images = host.vae_decode(vae, samples).float().clamp(0, 1)
+        finally:
+            comfy_env.soft_empty_cache()
+        return (images.cpu().contiguous(), {"samples": samples.cpu()})
+
+
+def story_scales(story: Story, subject_scale: object, character_scales: object) -> float | dict[str, float]:
+    """The pipeline's ``subject_scale`` from the node's widgets: the story's scale, times a per-character factor
+    from ``"id=factor, id=factor"`` (characters not named: 1)."""
+    if isinstance(subject_scale, bool) or not isinstance(subject_scale, (int, float)) or not (
+            0.0 <= subject_scale <= 100.0):
+        raise ValueError(f"subject_scale: expected a number in [0, 100], got {subject_scale!r}")
+    if not isinstance(character_scales, str):
+        raise ValueError(f"character_scales: expected text like 'hero=1.2, cat=0.8', got {character_scales!r}")
+    factors: dict[str, float] = {}
+    for part in (p.strip() for p in character_scales.replace(";", ",").split(",")):
+        if not part:
+            continue
+        char_id, sep, value = (x.strip() for x in part.partition("="))
+        try:
+            factor = float(value) if sep else None
+        except ValueError:
+            factor = None
+        if factor is None or not 0.0 <= factor <= 100.0:
+            raise ValueError(f"character_scales: expected 'id=number' (number in [0, 100]), got {part!r}")
+        if char_id not in {c.id for c in story.characters}:
+            raise ValueError(f"character_scales: unknown character {char_id!r} in {part!r} (the story has "
+                             f"{[c.id for c in story.characters]})")
+        factors[char_id] = factor
+    if not factors:
+        return float(subject_scale)
+    return {c.id: float(subject_scale) * factors.get(c.id, 1.0) for c in story.characters}

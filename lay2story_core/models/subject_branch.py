@@ -61,9 +61,10 @@ class SubjectBlock(nn.Module):
         ``caption_index (S,)`` each slot's (``None``: one per slot). Returns the new state ``(T, D)`` and the
         zero-initialised output ``(T, D)`` for the global branch."""
         # 1. AdaLN-single modulation, as PixArt's blocks
-        shift_msa, scale_msa, gate_msa, shift_mlp, scale_mlp, gate_mlp = (
-            self.scale_shift_table[None] + temb.view(-1, 6, x.shape[-1])
-        ).unbind(1)
+        # (the table may wait on another device when a host keeps weights off the accelerator, as ComfyUI's
+        # low-VRAM modes do)
+        table = self.scale_shift_table[None].to(dtype=temb.dtype, device=temb.device) + temb.view(-1, 6, x.shape[-1])
+        shift_msa, scale_msa, gate_msa, shift_mlp, scale_mlp, gate_mlp = table.unbind(1)
         # 2. masked self-attention: each subject's tokens, within their frame
         h = self.norm1(x) * (1 + scale_msa) + shift_msa
         x = x + gate_msa * self.attn1.self_attention(h, packing.slot_segments)
@@ -225,6 +226,9 @@ class SubjectBranch(ModelMixin, ConfigMixin):
 
     def embed(self, subject_input: torch.Tensor) -> torch.Tensor:
         """``(I, 9, H, W)`` -> ``(I, N, D)`` tokens."""
+        buffer = getattr(self.pos_embed, "pos_embed", None)
+        if buffer is not None and buffer.device != subject_input.device:  # a host loaded the branch partially
+            self.pos_embed.pos_embed = buffer.to(subject_input.device)
         return self.pos_embed(self.input_conv(subject_input))
 
     def forward(
