@@ -27,6 +27,7 @@ import torch
 __all__ = [
     "Ratio",
     "apply_threads",
+    "count_flops",
     "bench_parser",
     "environment_info",
     "format_table",
@@ -227,6 +228,31 @@ def measure_peak_memory(fn: Callable[[], Any], device: torch.device | str | None
     return max(0, int(sampler.peak - before))
 
 
+def _register_cpu_flash_flops() -> None:
+    """torch's flop counter knows the CUDA fused SDPA kernels but not the CPU flash kernel; count it the same way
+    (idempotent: registers once in torch's own table)."""
+    from torch.utils import flop_counter
+
+    op = torch.ops.aten._scaled_dot_product_flash_attention_for_cpu
+    if op in flop_counter.flop_registry or op.default in flop_counter.flop_registry:
+        return
+
+    @flop_counter.register_flop_formula(op)
+    def _cpu_flash(query, key, value, *args, out_shape=None, **kwargs) -> int:
+        return flop_counter.sdpa_flop_count(query, key, value)  # shapes (the registry passes shapes)
+
+
+def count_flops(fn: Callable[[], Any]) -> tuple[Any, int]:
+    """``(fn(), FLOPs)`` counted by ``torch.utils.flop_counter.FlopCounterMode`` (matmuls, convolutions and every
+    SDPA kernel, the CPU flash kernel included). The counter costs little, so the call can be timed as well."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    _register_cpu_flash_flops()
+    with FlopCounterMode(display=False) as counter:
+        result = fn()
+    return result, int(counter.get_total_flops())
+
+
 @dataclass(frozen=True)
 class Ratio:
     """``ours / baseline`` with the two figures kept, e.g. for a speed-up or memory saving."""
@@ -368,6 +394,9 @@ def report(title: str, rows: Sequence[dict], columns: Sequence[str], args: Any, 
         print()
         for note in [notes] if isinstance(notes, str) else notes:
             print(f"- {note}")
+    for table in payload.get("tables", ()):  # further tables of the same run: {"title", "columns", "rows"}
+        print(f"\n## {table['title']}\n")
+        print(format_table(table["rows"], table["columns"]))
     json_path = getattr(args, "json", None)
     if json_path:
         write_json(json_path, payload)
