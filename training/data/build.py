@@ -1,8 +1,14 @@
-"""Build a Lay2Story training set from a folder of videos (the Lay2Story-1M recipe).
+"""Build a Lay2Story training set from a folder of videos or a list of video ids (the Lay2Story-1M recipe).
 
     python -m training.data.build --videos VIDEOS/ --out DATA/ --detector models/grounding-dino-tiny \\
         --clip models/clip-vit-large-patch14 [--captioner http --caption-url https://api.openai.com \\
         --caption-model gpt-4o-mini --api-key-env OPENAI_API_KEY] [--workers 4] [--tar]
+    python -m training.data.build --video-list ids.txt --fetcher yt-dlp --engine ray --ray-address auto \\
+        --device cuda --workers 8 --out DATA/ --detector ... --clip ...
+
+Engines: ``local`` (this process, or --workers processes, one video per task) and ``ray`` (Ray Data: decoding on
+CPU workers, CLIP / Grounding DINO / a local captioner as GPU actor pools, see ``training/data/ray_engine.py``).
+Both run the same stage functions (``training/data/process.py``) and write the same shards.
 
 Recipe (paper, Sec. 3): frames at 0.25 fps -> frames whose shorter side is >= --min-size -> (optional filter hooks)
 -> Grounding DINO top box of --prompt, kept if it passes --box-threshold -> CLIP image embeddings + k-means per
@@ -17,11 +23,9 @@ from __future__ import annotations
 
 import argparse
 import functools
-import hashlib
 import logging
 import multiprocessing
 import os
-import re
 import shutil
 import sys
 from collections.abc import Iterator
@@ -30,6 +34,7 @@ from concurrent.futures import ProcessPoolExecutor
 from tqdm.auto import tqdm
 
 from .config import BuildConfig
+from .fetch import build_fetcher, discover_videos, make_video_id, read_video_list
 from .process import STAGES, Models, VideoResult, VideoTask, load_models, process_video
 from .shards import (
     drop_videos,
@@ -41,38 +46,21 @@ from .shards import (
     write_shard,
     write_stats,
 )
-from .video import VIDEO_EXTENSIONS
 
-__all__ = ["build_dataset", "discover_videos", "main", "make_video_id", "parse_args"]
+__all__ = ["build_dataset", "discover_videos", "list_tasks", "main", "make_video_id", "parse_args"]
 
 logger = logging.getLogger(__name__)
 
-# Settings that may differ on resume without changing what a video produces (model folders may move).
-_UNCHECKED = ("detector", "clip", "caption_model", "caption_url")
+# Settings that may differ on resume without changing what a video produces (model folders may move). For the
+# optional models, whether one is set is still checked.
+_UNCHECKED = ("detector", "clip", "caption_model", "caption_url", "aesthetic_head", "safety_checker")
 # Videos without stories are recorded in the manifest at least this often (stories are recorded per shard).
 _CHECKPOINT_EVERY = 50
 
 
-def make_video_id(rel_path: str) -> str:
-    """A file-name-safe, unique, stable id: the sanitised stem plus 8 hex digits of the relative path's hash."""
-    stem = os.path.splitext(os.path.basename(rel_path))[0]
-    safe = re.sub(r"[^A-Za-z0-9_-]+", "_", stem).strip("_")[:48] or "video"
-    return f"{safe}-{hashlib.sha1(rel_path.replace(os.sep, '/').encode()).hexdigest()[:8]}"
-
-
-def discover_videos(root: str) -> list[VideoTask]:
-    """Video files under ``root`` (recursively, by extension), sorted by relative path."""
-    if not os.path.isdir(root):
-        raise FileNotFoundError(f"videos: {root!r} is not a folder")
-    tasks = []
-    for folder, dirs, files in os.walk(root):
-        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
-        for name in files:
-            if name.lower().endswith(VIDEO_EXTENSIONS) and not name.startswith("."):
-                path = os.path.join(folder, name)
-                rel = os.path.relpath(path, root).replace(os.sep, "/")
-                tasks.append(VideoTask(make_video_id(rel), os.path.abspath(path), rel))
-    return sorted(tasks, key=lambda t: t.rel_path)
+def list_tasks(config: BuildConfig) -> list[VideoTask]:
+    """The videos of the build: the files under ``--videos``, or the entries of ``--video-list``."""
+    return discover_videos(config.videos) if config.videos is not None else read_video_list(config.video_list)
 
 
 # ------------------------------------------------------------------------------------------------ worker side
@@ -82,7 +70,7 @@ def _worker_models(config: BuildConfig) -> Models:
     it)."""
     import torch
 
-    torch.set_num_threads(max(1, (os.cpu_count() or 1) // config.workers))
+    torch.set_num_threads(config.threads or max(1, (os.cpu_count() or 1) // config.workers))
     return load_models(config)
 
 
@@ -91,11 +79,18 @@ def _worker_run(task: VideoTask, config: BuildConfig) -> VideoResult:
 
 
 def _results(tasks: list[VideoTask], config: BuildConfig, models: Models | None) -> Iterator[VideoResult]:
-    """Results in task order (so shards do not depend on which worker finishes first)."""
+    """Results in task order (so shards do not depend on which worker finishes first); with the Ray engine, in the
+    order videos finish."""
+    if config.engine == "ray":
+        from .ray_engine import ray_results
+
+        yield from ray_results(tasks, config)
+        return
     if config.workers == 1 or len(tasks) <= 1:
         models = models or load_models(config)
+        fetcher = build_fetcher(config) if config.video_list is not None else None
         for task in tasks:
-            yield process_video(task, config, models)
+            yield process_video(task, config, models, fetcher)
         return
     context = multiprocessing.get_context(config.start_method)
     with ProcessPoolExecutor(max_workers=config.workers, mp_context=context) as pool:
@@ -106,7 +101,7 @@ def _results(tasks: list[VideoTask], config: BuildConfig, models: Models | None)
 def _check_settings(manifest: dict, config: BuildConfig) -> None:
     old, new = manifest["settings"], config.output_settings()
     diffs = [f"{k}: {old.get(k)!r} -> {new.get(k)!r}" for k in sorted(set(old) | set(new))
-             if k not in _UNCHECKED and old.get(k) != new.get(k)]
+             if (old.get(k) != new.get(k) if k not in _UNCHECKED else bool(old.get(k)) != bool(new.get(k)))]
     if diffs:
         raise ValueError(f"out: {config.out!r} was built with other settings ({'; '.join(diffs)}); use a new --out "
                          "or the same settings")
@@ -148,7 +143,7 @@ def build_dataset(config: BuildConfig, models: Models | None = None) -> dict:
         if name.startswith(".") and ".tmp-" in name:
             shutil.rmtree(os.path.join(out, "images", name), ignore_errors=True)
 
-    tasks = discover_videos(config.videos)
+    tasks = list_tasks(config)
     done = manifest["videos"]
     todo = [t for t in tasks if t.video_id not in done or (config.retry_failed and done[t.video_id]["status"] != "ok")]
     stale = drop_videos(out, manifest, [t.video_id for t in todo])
@@ -226,7 +221,9 @@ def _lengths(text: str) -> tuple[int, ...]:
 def parse_args(argv: list[str] | None = None) -> BuildConfig:
     p = argparse.ArgumentParser(prog="python -m training.data.build", description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    p.add_argument("--videos", required=True, help="folder of videos (searched recursively)")
+    source = p.add_mutually_exclusive_group(required=True)
+    source.add_argument("--videos", help="folder of videos (searched recursively)")
+    source.add_argument("--video-list", help="file of video ids or URLs, one a line (the paper's release format)")
     p.add_argument("--out", required=True, help="output folder (created; re-running resumes)")
     p.add_argument("--detector", required=True, help="local Grounding DINO folder (transformers format)")
     p.add_argument("--clip", required=True, help="local CLIP folder (transformers CLIPModel) for de-duplication")
@@ -250,12 +247,31 @@ def parse_args(argv: list[str] | None = None) -> BuildConfig:
     p.add_argument("--caption-timeout", type=float, default=60.0, help="http: seconds per request")
     p.add_argument("--filter", dest="filters", action="append", default=[],
                    help="filter hook NAME[:key=value,...] (aesthetic, safety, or a dotted factory path); repeatable")
+    p.add_argument("--aesthetic-head", help="LAION aesthetic head file (.safetensors/.pth) scored on the pipeline's "
+                   "CLIP embeddings")
+    p.add_argument("--min-aesthetic", type=float, default=5.0, help="drop frames whose aesthetic score is lower")
+    p.add_argument("--safety-checker", help="local StableDiffusionSafetyChecker folder; flagged frames are dropped")
+    p.add_argument("--safety-adjustment", type=float, default=0.0, help="added to the checker's scores (>0: stricter)")
     p.add_argument("--image-format", choices=("jpg", "png"), default="jpg", help="format of the written frames")
     p.add_argument("--jpeg-quality", type=int, default=95, help="JPEG quality of the written frames")
     p.add_argument("--max-frames-per-video", type=int, default=None, help="stop sampling a video after this many")
     p.add_argument("--shard-size", type=int, default=1000, help="stories per shard (a video is never split)")
     p.add_argument("--tar", action="store_true", help="also write webdataset-style tar shards")
-    p.add_argument("--workers", type=int, default=1, help="processes, one video per task")
+    p.add_argument("--workers", type=int, default=1,
+                   help="local: processes, one video per task; ray: actors per model stage and decoding tasks")
+    p.add_argument("--engine", choices=("local", "ray"), default="local", help="local processes or Ray Data")
+    p.add_argument("--ray-address", help="ray: cluster to join ('auto' = the running one); none starts a local Ray")
+    p.add_argument("--cpus-per-worker", type=float, default=1.0, help="ray: CPUs each task / actor reserves")
+    p.add_argument("--gpus-per-worker", type=float, default=None,
+                   help="ray: GPUs each model actor reserves (default 1 with a CUDA --device, else 0)")
+    p.add_argument("--threads", type=int, default=None, help="torch threads per worker (default cpus / workers)")
+    p.add_argument("--fetcher", default="local", help="video-list: yt-dlp, local, or a dotted factory path")
+    p.add_argument("--fetch-root", help="local fetcher: folder holding <id>.<ext> files")
+    p.add_argument("--download-dir", help="yt-dlp: where downloads go (default: a folder in the temp dir)")
+    p.add_argument("--keep-downloads", action="store_true", help="keep downloaded videos after decoding")
+    p.add_argument("--fetch-retries", type=int, default=3, help="yt-dlp: retries after the first try")
+    p.add_argument("--rate-limit", help="yt-dlp: bytes per second per download, e.g. 2M")
+    p.add_argument("--sleep-interval", type=float, default=0.0, help="yt-dlp: seconds between a worker's downloads")
     p.add_argument("--start-method", choices=("spawn", "forkserver", "fork"), default="spawn",
                    help="how worker processes start (fork is faster but unsafe once torch has started threads)")
     p.add_argument("--batch-size", type=int, default=8, help="frames per detector / CLIP batch")

@@ -5,19 +5,25 @@ from __future__ import annotations
 import dataclasses
 import math
 import os
+import re
 from dataclasses import dataclass
 
 from .grouping import DEFAULT_LENGTHS, DEFAULT_PROBS, check_length_probs
 
-__all__ = ["CAPTIONERS", "IMAGE_FORMATS", "START_METHODS", "BuildConfig"]
+__all__ = ["CAPTIONERS", "ENGINES", "FETCHERS", "IMAGE_FORMATS", "START_METHODS", "BuildConfig"]
 
 CAPTIONERS = ("template", "http", "transformers")
+ENGINES = ("local", "ray")
+FETCHERS = ("local", "yt-dlp")
 IMAGE_FORMATS = ("jpg", "png")
 START_METHODS = ("spawn", "forkserver", "fork")
 
-# Fields that do not change what is written (so a resumed run may change them).
+# Fields that do not change what is written (so a resumed run may change them). Where the videos come from is not
+# checked either: a video's id, not its source, identifies it.
 _RUNTIME_FIELDS = ("videos", "out", "workers", "start_method", "batch_size", "progress", "device", "shard_size",
-                   "retry_failed", "caption_retries", "caption_timeout", "api_key_env")
+                   "retry_failed", "caption_retries", "caption_timeout", "api_key_env", "engine", "ray_address",
+                   "cpus_per_worker", "gpus_per_worker", "threads", "video_list", "fetcher", "fetch_root",
+                   "download_dir", "keep_downloads", "fetch_retries", "rate_limit", "sleep_interval")
 
 
 def _positive(value: object, name: str, *, integer: bool = False, zero: bool = False) -> None:
@@ -32,7 +38,7 @@ def _positive(value: object, name: str, *, integer: bool = False, zero: bool = F
 class BuildConfig:
     """Everything ``python -m training.data.build`` takes (see its ``--help`` for each field)."""
 
-    videos: str
+    videos: str | None
     out: str
     detector: str
     clip: str
@@ -54,6 +60,10 @@ class BuildConfig:
     caption_retries: int = 4
     caption_timeout: float = 60.0
     filters: tuple[str, ...] = ()
+    aesthetic_head: str | None = None
+    min_aesthetic: float = 5.0
+    safety_checker: str | None = None
+    safety_adjustment: float = 0.0
     image_format: str = "jpg"
     jpeg_quality: int = 95
     max_frames_per_video: int | None = None
@@ -65,9 +75,31 @@ class BuildConfig:
     device: str | None = None
     retry_failed: bool = False
     progress: bool = True
+    engine: str = "local"
+    ray_address: str | None = None
+    cpus_per_worker: float = 1.0
+    gpus_per_worker: float | None = None
+    threads: int | None = None
+    video_list: str | None = None
+    fetcher: str = "local"
+    fetch_root: str | None = None
+    download_dir: str | None = None
+    keep_downloads: bool = False
+    fetch_retries: int = 3
+    rate_limit: str | None = None
+    sleep_interval: float = 0.0
 
     def __post_init__(self) -> None:
-        for name in ("videos", "out", "detector", "clip"):
+        if (self.videos is None) == (self.video_list is None):
+            raise ValueError(f"videos/video_list: give exactly one (a folder of videos or a list of ids/URLs), got "
+                             f"{self.videos!r} and {self.video_list!r}")
+        for name in ("aesthetic_head", "safety_checker", "video_list", "fetch_root", "download_dir", "videos"):
+            value = getattr(self, name)
+            if value is not None:
+                if not isinstance(value, (str, os.PathLike)) or not os.fspath(value):
+                    raise ValueError(f"{name}: expected a path, got {value!r}")
+                object.__setattr__(self, name, os.fspath(value))
+        for name in ("out", "detector", "clip"):
             value = getattr(self, name)
             if not isinstance(value, (str, os.PathLike)) or not os.fspath(value):
                 raise ValueError(f"{name}: expected a path, got {value!r}")
@@ -103,10 +135,32 @@ class BuildConfig:
             raise ValueError(f"start_method: expected one of {START_METHODS}, got {self.start_method!r}")
         if self.image_format not in IMAGE_FORMATS:
             raise ValueError(f"image_format: expected one of {IMAGE_FORMATS}, got {self.image_format!r}")
+        self._check_engine_and_sources()
         object.__setattr__(self, "filters", tuple(self.filters))
         for k, spec in enumerate(self.filters):
             if not isinstance(spec, str) or not spec.strip():
                 raise ValueError(f"filters[{k}]: expected 'NAME[:key=value,...]', got {spec!r}")
+
+    def _check_engine_and_sources(self) -> None:
+        if self.engine not in ENGINES:
+            raise ValueError(f"engine: expected one of {ENGINES}, got {self.engine!r}")
+        _positive(self.cpus_per_worker, "cpus_per_worker")
+        if self.gpus_per_worker is not None:
+            _positive(self.gpus_per_worker, "gpus_per_worker", zero=True)
+        if self.threads is not None:
+            _positive(self.threads, "threads", integer=True)
+        _positive(self.fetch_retries, "fetch_retries", integer=True, zero=True)
+        _positive(self.sleep_interval, "sleep_interval", zero=True)
+        for name in ("min_aesthetic", "safety_adjustment"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+                raise ValueError(f"{name}: expected a finite number, got {value!r}")
+        if not isinstance(self.fetcher, str) or not (self.fetcher in FETCHERS or "." in self.fetcher):
+            raise ValueError(f"fetcher: expected one of {FETCHERS} or a dotted import path, got {self.fetcher!r}")
+        if self.video_list is not None and self.fetcher == "local" and self.fetch_root is None:
+            raise ValueError("fetch_root: the local fetcher needs --fetch-root (the folder holding <id>.<ext> files)")
+        if self.rate_limit is not None and not re.fullmatch(r"\d+(\.\d+)?[KMG]?", str(self.rate_limit)):
+            raise ValueError(f"rate_limit: expected bytes per second like 500K or 4.2M, got {self.rate_limit!r}")
 
     def output_settings(self) -> dict:
         """The settings that determine the output, as JSON values (recorded in the manifest)."""

@@ -9,8 +9,12 @@ Diffusion safety checker down to ~25K. Both are available here, loaded from loca
   -> 64 -> 16 -> 1, no activations in the released model) on L2-normalised CLIP ViT-L/14 image embeddings; ``head``
   is its state dict as ``.safetensors`` (or a ``.pth``, read with ``weights_only=True``). Frames scoring below
   ``min_score`` are dropped.
-- ``--filter safety:folder=FOLDER``: diffusers' ``StableDiffusionSafetyChecker`` (e.g. a local copy of
-  ``CompVis/stable-diffusion-safety-checker``, with its ``preprocessor_config.json``); flagged frames are dropped.
+- ``--filter safety:folder=FOLDER[,adjustment=0.0]`` (or ``--safety-checker FOLDER --safety-adjustment 0.0``):
+  diffusers' ``StableDiffusionSafetyChecker`` (e.g. a local copy of ``CompVis/stable-diffusion-safety-checker``,
+  with its ``preprocessor_config.json``); flagged frames are dropped.
+- ``--aesthetic-head FILE --min-aesthetic 5.0``: the same LAION head as ``aesthetic`` but scored on the CLIP
+  embeddings the pipeline computes for de-duplication (no second CLIP model); frames below the score are dropped
+  before detection.
 - ``--filter my_package.my_module.my_factory:key=value``: any importable factory returning a :class:`FrameFilter`.
 """
 
@@ -28,8 +32,8 @@ import numpy as np
 import torch
 from PIL import Image
 
-__all__ = ["FILTERS", "AestheticFilter", "FrameFilter", "LinearChainHead", "SafetyFilter", "build_filter",
-           "parse_filter_spec"]
+__all__ = ["FILTERS", "AestheticFilter", "EmbeddingAestheticFilter", "FrameFilter", "LinearChainHead", "SafetyFilter",
+           "build_filter", "parse_filter_spec"]
 
 logger = logging.getLogger(__name__)
 
@@ -123,35 +127,78 @@ class AestheticFilter:
         return [bool(s >= self.min_score) for s in self.scores(images)]
 
 
+class EmbeddingAestheticFilter:
+    """The LAION aesthetic head on the CLIP embeddings the pipeline computes anyway (``--aesthetic-head FILE
+    --min-aesthetic 5.0``): no second CLIP pass. The CLIP model must be the one the head was trained on (ViT-L/14
+    for LAION's head); the embedding size is checked."""
+
+    name = "aesthetic"
+
+    def __init__(self, head: LinearChainHead, min_score: float = 5.0) -> None:
+        self.head = head.eval()
+        self.min_score = float(min_score)
+
+    @classmethod
+    def from_file(cls, path: str, min_score: float = 5.0, dim: int | None = None) -> EmbeddingAestheticFilter:
+        head = LinearChainHead.from_file(path)
+        if dim is not None and dim != head.in_features:
+            raise ValueError(f"aesthetic_head: {path!r} expects {head.in_features}-d CLIP embeddings, the CLIP model "
+                             f"gives {dim}")
+        return cls(head, min_score)
+
+    @torch.inference_mode()
+    def scores(self, embeddings: np.ndarray) -> np.ndarray:
+        return self.head(torch.as_tensor(np.asarray(embeddings, dtype=np.float32))).numpy()
+
+    def keep(self, embeddings: np.ndarray) -> list[bool]:
+        return [bool(s >= self.min_score) for s in self.scores(embeddings)]
+
+
 class SafetyFilter:
-    """Drops frames the Stable Diffusion safety checker flags."""
+    """Drops frames the Stable Diffusion safety checker flags. ``adjustment`` (``--safety-adjustment``) is the
+    checker's own margin: 0 is its released behaviour, a positive value flags more, a negative one fewer."""
 
     name = "safety"
 
-    def __init__(self, checker, image_processor) -> None:
+    def __init__(self, checker, image_processor, adjustment: float = 0.0) -> None:
         self.checker = checker.eval()
         self.image_processor = image_processor
+        self.adjustment = float(adjustment)
 
     @classmethod
-    def from_options(cls, folder: str, device: str | None = None) -> SafetyFilter:
+    def from_options(cls, folder: str, device: str | None = None, adjustment: str | float = 0.0) -> SafetyFilter:
         from diffusers.pipelines.stable_diffusion.safety_checker import StableDiffusionSafetyChecker
         from transformers import CLIPImageProcessorPil
 
         if not os.path.isfile(os.path.join(folder, "config.json")):
             raise FileNotFoundError(f"folder: {folder!r} is not a safety-checker folder (no config.json)")
         checker = StableDiffusionSafetyChecker.from_pretrained(folder, use_safetensors=True)
-        return cls(checker.to(device or "cpu"), CLIPImageProcessorPil.from_pretrained(folder))
+        return cls(checker.to(device or "cpu"), CLIPImageProcessorPil.from_pretrained(folder), float(adjustment))
 
     @torch.inference_mode()
+    def flags(self, images: Sequence[Image.Image]) -> torch.Tensor:
+        """``(n,)`` bools, True = flagged: diffusers' ``StableDiffusionSafetyChecker`` rule (cosine similarity to
+        each concept embedding above that concept's threshold; a special-care hit lowers the thresholds by 0.01)
+        with ``adjustment`` added to every score."""
+        c = self.checker
+        pixels = self.image_processor(images=list(images), return_tensors="pt").pixel_values
+        param = next(c.parameters())
+        embeds = c.visual_projection(c.vision_model(pixels.to(param.device, param.dtype))[1]).float()
+        embeds = torch.nn.functional.normalize(embeds, dim=-1)
+
+        def similarity(concepts: torch.Tensor) -> torch.Tensor:
+            return embeds @ torch.nn.functional.normalize(concepts.float(), dim=-1).T
+
+        special = similarity(c.special_care_embeds) - c.special_care_embeds_weights.float() + self.adjustment
+        # Scores are compared after rounding to 3 decimals, as the checker does.
+        adjustment = self.adjustment + 0.01 * (special.round(decimals=3) > 0).any(dim=1, keepdim=True).float()
+        concept = similarity(c.concept_embeds) - c.concept_embeds_weights.float() + adjustment
+        return (concept.round(decimals=3) > 0).any(dim=1).cpu()
+
     def __call__(self, images: Sequence[Image.Image]) -> list[bool]:
         if not images:
             return []
-        pixels = self.image_processor(images=list(images), return_tensors="pt").pixel_values
-        param = next(self.checker.parameters())
-        # The checker blacks out flagged images in the array it is given; we only want the flags.
-        _, flagged = self.checker(clip_input=pixels.to(param.device, param.dtype),
-                                  images=np.zeros((len(images), 1, 1, 3), dtype=np.float32))
-        return [not bool(f) for f in flagged]
+        return [not bool(f) for f in self.flags(images)]
 
 
 FILTERS: Mapping[str, Callable[..., FrameFilter]] = MappingProxyType({

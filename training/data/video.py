@@ -18,7 +18,8 @@ from dataclasses import dataclass
 
 from PIL import Image
 
-__all__ = ["VIDEO_EXTENSIONS", "DecodeInfo", "FrameSampler", "SampledFrame", "VideoError", "sample_frames"]
+__all__ = ["VIDEO_EXTENSIONS", "DecodeInfo", "FrameSampler", "SampledFrame", "VideoError", "sample_frames",
+           "write_synthetic_video"]
 
 logger = logging.getLogger(__name__)
 
@@ -148,3 +149,31 @@ def sample_frames(path: str | os.PathLike, fps: float = 0.25,
     sampler = FrameSampler(path, fps, max_frames)
     frames = list(sampler)
     return frames, sampler.info
+
+
+def write_synthetic_video(path: str | os.PathLike, seconds: float, fps: int = 8, size: tuple[int, int] = (64, 48),
+                          colour: tuple[int, int, int] = (230, 40, 40), seed: int = 0, codec: str = "mpeg4") -> str:
+    """Writes a coloured square moving left to right over a flat background, ``seconds`` long at ``fps`` (for tests
+    and benchmarks: no video files ship with the project)."""
+    import av
+    import numpy as np
+
+    w, h = size
+    rng = np.random.default_rng(seed)
+    background = (rng.random(3) * 120).astype(np.uint8)
+    side = max(4, min(w, h) // 3)
+    frames = round(seconds * fps)
+    with av.open(os.fspath(path), "w") as container:
+        stream = container.add_stream(codec, rate=fps)
+        stream.width, stream.height, stream.pix_fmt = w, h, "yuv420p"
+        for i in range(frames):
+            array = np.empty((h, w, 3), np.uint8)
+            array[:] = background
+            x = int((w - side) * i / max(1, frames - 1))
+            y = (h - side) // 2 + int(3 * np.sin(i / 3))
+            array[y:y + side, x:x + side] = colour
+            for packet in stream.encode(av.VideoFrame.from_ndarray(array, format="rgb24")):
+                container.mux(packet)
+        for packet in stream.encode():
+            container.mux(packet)
+    return os.fspath(path)

@@ -2,42 +2,15 @@
 
 from __future__ import annotations
 
-import os
-
-import numpy as np
 import pytest
 
-
-def make_video(path, seconds: float, fps: int = 8, size=(64, 48), colour=(230, 40, 40), seed: int = 0,
-               codec: str = "mpeg4") -> str:
-    """A coloured square moving left to right over a flat background, ``seconds`` long at ``fps``."""
-    import av
-
-    w, h = size
-    rng = np.random.default_rng(seed)
-    background = (rng.random(3) * 120).astype(np.uint8)
-    side = max(4, min(w, h) // 3)
-    frames = round(seconds * fps)
-    with av.open(os.fspath(path), "w") as container:
-        stream = container.add_stream(codec, rate=fps)
-        stream.width, stream.height, stream.pix_fmt = w, h, "yuv420p"
-        for i in range(frames):
-            array = np.empty((h, w, 3), np.uint8)
-            array[:] = background
-            x = int((w - side) * i / max(1, frames - 1))
-            y = (h - side) // 2 + int(3 * np.sin(i / 3))
-            array[y:y + side, x:x + side] = colour
-            for packet in stream.encode(av.VideoFrame.from_ndarray(array, format="rgb24")):
-                container.mux(packet)
-        for packet in stream.encode():
-            container.mux(packet)
-    return os.fspath(path)
+from training.data.video import write_synthetic_video
 
 
 @pytest.fixture(scope="session")
 def video_maker():
-    """The :func:`make_video` function (test modules cannot import this conftest by name)."""
-    return make_video
+    """:func:`training.data.video.write_synthetic_video` (a coloured square moving over a flat background)."""
+    return write_synthetic_video
 
 
 @pytest.fixture(scope="session")

@@ -187,9 +187,9 @@ def test_resume_skips_done_videos_and_redoes_a_deleted_record(built, base_config
 
     real = build_module.process_video
 
-    def spy(task, cfg, mdl):
+    def spy(task, cfg, mdl, *rest):
         seen.append(task.rel_path)
-        return real(task, cfg, mdl)
+        return real(task, cfg, mdl, *rest)
 
     build_module.process_video = spy
     try:
@@ -209,11 +209,11 @@ def test_interrupted_run_keeps_finished_work_and_resumes(built, base_config, mod
     real = build_module.process_video
     calls = []
 
-    def dies_on_third(task, cfg, mdl):
+    def dies_on_third(task, cfg, mdl, *rest):
         calls.append(task.rel_path)
         if len(calls) == 3:
             raise KeyboardInterrupt
-        return real(task, cfg, mdl)
+        return real(task, cfg, mdl, *rest)
 
     monkeypatch.setattr(build_module, "process_video", dies_on_third)
     with pytest.raises(KeyboardInterrupt):

@@ -1,0 +1,175 @@
+"""The Ray Data engine against the one-process build: same stories, boxes, groups, captions and images; a killed
+Ray worker costs only its video's retry; a restarted job skips finished videos.
+
+One local Ray (2 logical CPUs, small fractional workers) serves the whole module.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import sys
+import threading
+import time
+from collections import Counter
+
+import pytest
+import torch
+
+ray = pytest.importorskip("ray")  # the ``data`` extra; CI installs it
+
+from training.data.build import build_dataset  # noqa: E402
+from training.data.config import BuildConfig  # noqa: E402
+from training.data.fetch import make_video_id  # noqa: E402
+from training.data.process import load_models  # noqa: E402
+from training.data.ray_engine import start_ray  # noqa: E402
+
+HOOKS_DIR = os.path.dirname(os.path.abspath(__file__))
+# name -> (seconds, size); 2 fps videos, 0.25 fps sampling -> ceil(seconds / 4) samples.
+VIDEOS = {"a.mp4": (64, (64, 48)), "sub/b.mkv": (40, (48, 64)), "c.mp4": (36, (64, 48)), "short.mp4": (8, (64, 48))}
+
+
+@pytest.fixture(scope="module")
+def ray_session():
+    sys.path.insert(0, HOOKS_DIR)  # so the workers can import l2s_ray_hooks (the engine passes sys.path on)
+    start_ray(num_cpus=2)
+    yield
+    ray.shutdown()
+    sys.path.remove(HOOKS_DIR)
+
+
+@pytest.fixture(scope="module")
+def videos(tmp_path_factory, video_maker):
+    root = tmp_path_factory.mktemp("ray_videos")
+    for k, (name, (seconds, size)) in enumerate(VIDEOS.items()):
+        (root / name).parent.mkdir(parents=True, exist_ok=True)
+        video_maker(root / name, seconds, fps=2, size=size, colour=(60 * k, 200 - 50 * k, 90), seed=k)
+    (root / "empty.mp4").write_bytes(b"")
+    (root / "junk.avi").write_bytes(b"\x00garbage" * 200)
+    return root
+
+
+@pytest.fixture(scope="module")
+def config(videos, tiny_models, tmp_path_factory):
+    detector, clip = tiny_models
+    # Chunks of 4 frames and windows of 6 detected frames: several model calls and k-means windows per video.
+    return BuildConfig(videos=str(videos), out=str(tmp_path_factory.mktemp("unused")), detector=detector, clip=clip,
+                       min_size=40, box_threshold=0.0, text_threshold=0.0, batch_size=4, window=6, clusters=5,
+                       shard_size=4, progress=False, threads=1, workers=2, cpus_per_worker=0.25)
+
+
+@pytest.fixture(scope="module")
+def reference(config, tmp_path_factory):
+    """The one-process build, at the Ray workers' torch thread count (float reductions depend on it)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        work = config.replace(out=str(tmp_path_factory.mktemp("one") / "out"), workers=1)
+        summary = build_dataset(work, models=load_models(work))
+    finally:
+        torch.set_num_threads(threads)
+    return work, summary
+
+
+def _lines(out):
+    lines = []
+    for name in sorted(os.listdir(os.path.join(out, "shards"))):
+        if name.endswith(".jsonl"):
+            with open(os.path.join(out, "shards", name), encoding="utf-8") as handle:
+                lines += [line.rstrip("\n") for line in handle]
+    return lines
+
+
+def _images(out):
+    found = {}
+    for folder, _, names in os.walk(os.path.join(out, "images")):
+        for name in names:
+            with open(os.path.join(folder, name), "rb") as handle:
+                found[os.path.relpath(os.path.join(folder, name), out)] = handle.read()
+    return found
+
+
+def _records(out):
+    with open(os.path.join(out, "manifest.json"), encoding="utf-8") as handle:
+        videos = json.load(handle)["videos"]
+    return {k: {f: v for f, v in r.items() if f != "shard"} for k, r in videos.items()}
+
+
+def test_ray_with_two_workers_gives_the_one_process_result(ray_session, config, reference, tmp_path):
+    ref, ref_summary = reference
+    work = config.replace(out=str(tmp_path / "ray"), engine="ray")
+    summary = build_dataset(work)
+    assert summary["processed"] == 6
+    assert ref_summary["stats"]["stories"] > 4  # several shards, several videos with stories
+    # Shards hold the videos in the order they finished: compare the stories as a set, everything else exactly.
+    assert sorted(_lines(work.out)) == sorted(_lines(ref.out))
+    assert _images(work.out) == _images(ref.out)
+    assert _records(work.out) == _records(ref.out)
+    assert summary["stats"] == ref_summary["stats"]
+    assert summary["stats"]["videos"]["failed_by_reason"] == {"empty_file": 1, "too_few_frames": 1, "unreadable": 1}
+
+
+def _kill_when_paused(flag, killed, stop):
+    """Watcher: SIGKILL the worker process whose id appears in ``flag``."""
+    while not stop.is_set():
+        try:
+            with open(flag, encoding="utf-8") as handle:
+                text = handle.read()
+        except FileNotFoundError:
+            text = ""
+        if text:
+            os.kill(int(text), signal.SIGKILL)
+            killed.append(int(text))
+            return
+        time.sleep(0.05)
+
+
+def test_a_killed_ray_worker_costs_only_its_video(ray_session, config, reference, tmp_path):
+    from l2s_ray_hooks import chunk_digest  # noqa: F401  (imported here to check the path works in the driver)
+
+    ref, _ = reference
+    flag, log = tmp_path / "paused.pid", tmp_path / "calls.log"
+    work = config.replace(out=str(tmp_path / "killed"), engine="ray",
+                          filters=(f"l2s_ray_hooks.pause_once:flag={flag},log={log}",))
+    killed: list[int] = []
+    stop = threading.Event()
+    watcher = threading.Thread(target=_kill_when_paused, args=(str(flag), killed, stop), daemon=True)
+    watcher.start()
+    try:
+        summary = build_dataset(work)
+    finally:
+        stop.set()
+        watcher.join(5)
+    assert killed, "the worker was never paused"
+    assert summary["processed"] == 6 and summary["stats"]["videos"]["ok"] == 3
+    assert sorted(_lines(work.out)) == sorted(_lines(ref.out))
+    assert _images(work.out) == _images(ref.out)
+    calls = [line.split() for line in log.read_text().splitlines()]
+    # The killed process saw one chunk (the first of its video); after the restart that video is screened again
+    # from its first chunk, and every other chunk of every video exactly once.
+    [first] = [digest for pid, digest in calls if int(pid) == killed[0]]
+    counts = Counter(digest for _, digest in calls)
+    assert counts[first] == 2 and all(n == 1 for d, n in counts.items() if d != first)
+    # A restarted job skips what is recorded: forget one video and only it runs again.
+    manifest_path = os.path.join(work.out, "manifest.json")
+    with open(manifest_path, encoding="utf-8") as handle:
+        manifest = json.load(handle)
+    del manifest["videos"][make_video_id("sub/b.mkv")]
+    with open(manifest_path, "w", encoding="utf-8") as handle:
+        json.dump(manifest, handle)
+    again = build_dataset(work)
+    assert again["processed"] == 1 and again["skipped"] == 5
+    assert sorted(_lines(work.out)) == sorted(_lines(ref.out))
+
+
+def test_a_changed_setting_refuses_to_mix_with_ray_shards(ray_session, config, reference, tmp_path):
+    ref, _ = reference
+    out = str(tmp_path / "copy")
+    shutil.copytree(ref.out, out)
+    # Resuming a finished one-process build with Ray: nothing to do, nothing started, files unchanged.
+    summary = build_dataset(config.replace(out=out, engine="ray"))
+    assert summary["processed"] == 0 and sorted(_lines(out)) == sorted(_lines(ref.out))
+    with pytest.raises(ValueError, match=r"window: 6 -> 7"):
+        build_dataset(config.replace(out=out, engine="ray", window=7))
