@@ -35,6 +35,8 @@ CORE_NODES = {
     "PreviewImage": {"sockets": [("images", "IMAGE")], "widgets": [], "outputs": []},
 }
 SEED_CONTROL = "fixed"
+# Nodes that need more room than the default 320 px wide box (the layout editor's canvas, the preview's frames).
+NODE_SIZES = {"L2S_LayoutEditor": (560, 700), "L2S_LayoutPreview": (440, 520)}
 
 
 @dataclass
@@ -112,7 +114,7 @@ def to_ui(nodes: list[Node], groups: list[dict] | None = None) -> dict:
             "id": node.id,
             "type": node.type,
             "pos": list(node.pos),
-            "size": [320, 60 + 26 * (len(spec["widgets"]) + len(spec["sockets"]))],
+            "size": list(NODE_SIZES.get(node.type, (320, 60 + 26 * (len(spec["widgets"]) + len(spec["sockets"]))))),
             "flags": {},
             "order": order,
             "mode": 0,
@@ -197,9 +199,9 @@ def example_drawn_layout() -> list[Node]:
                                          "negative_prompt": "", "width": 64, "height": 64}),
         Node(4, "L2S_LayoutEditor", (420, 60), {"layout_json": DRAWN_LAYOUT.to_json(indent=None)},
              {"story": (3, 0)}),
-        _sampler(5, (820, 60), (4, 1), 7, mode="lay2story"),
-        Node(6, "L2S_LayoutPreview", (1220, 420), {}, {"story": (4, 1), "images": (5, 0)}),
-        Node(7, "SaveImage", (1220, 60), {"filename_prefix": "lay2story/drawn_layout"}, {"images": (5, 0)}),
+        _sampler(5, (1020, 60), (4, 1), 7, mode="lay2story"),
+        Node(6, "L2S_LayoutPreview", (1420, 360), {}, {"story": (4, 1), "images": (5, 0)}),
+        Node(7, "SaveImage", (1420, 60), {"filename_prefix": "lay2story/drawn_layout"}, {"images": (5, 0)}),
     ]
 
 
@@ -251,6 +253,29 @@ EXAMPLES = {
 }
 
 
+# One line each: ComfyUI's template browser shows a custom-node template's file name as its title and description
+# (frontend 1.58 has no field for more), so the line is the title of a group around the workflow's nodes.
+DESCRIPTIONS = {
+    "lay2story_drawn_layout": "Draw where the character stands in each frame, then sample the story (ShapeStory "
+                              "demo model); the run's frames show behind the boxes",
+    "lay2story_detected_layout": "Sample a draft, detect where the character landed, and sample again with that "
+                                 "layout",
+    "training_free_story": "One consistent character across six frames with plain PixArt-alpha, no training "
+                           "(training-free mode)",
+    "comic_page": "Two characters in six frames, typeset as a classic comic page and as 2 x 2 pages",
+}
+
+
+def described(ui: dict, text: str) -> dict:
+    """The UI workflow with ``text`` as the title of a group around all its nodes (and in ``extra.description``)."""
+    x0 = min(n["pos"][0] for n in ui["nodes"]) - 20
+    y0 = min(n["pos"][1] for n in ui["nodes"]) - 80
+    x1 = max(n["pos"][0] + n["size"][0] for n in ui["nodes"]) + 20
+    y1 = max(n["pos"][1] + n["size"][1] for n in ui["nodes"]) + 20
+    group = {"title": text, "bounding": [x0, y0, x1 - x0, y1 - y0], "color": "#3f789e", "font_size": 22, "flags": {}}
+    return {**ui, "groups": [*ui["groups"], group], "extra": {**ui["extra"], "description": text}}
+
+
 # -------------------------------------------------------------------------------------------------- thumbnails
 def _shape_frames(story: Story, size: int = 128) -> list:
     from lay2story_core.shapestory import render_story
@@ -291,7 +316,7 @@ def write(out_dir: str = OUT_DIR, thumbnails: bool = True) -> list[str]:
     os.makedirs(os.path.join(out_dir, "api"), exist_ok=True)
     for name, build in EXAMPLES.items():
         nodes = build()
-        for path, data in ((os.path.join(out_dir, f"{name}.json"), to_ui(nodes)),
+        for path, data in ((os.path.join(out_dir, f"{name}.json"), described(to_ui(nodes), DESCRIPTIONS[name])),
                            (os.path.join(out_dir, "api", f"{name}.json"), to_api(nodes))):
             tmp = f"{path}.tmp"
             with open(tmp, "w", encoding="utf-8") as f:
