@@ -1,87 +1,218 @@
-"""ShapeStory: does layout work? Box hit, identity consistency and prompt following on held-out stories.
+"""ShapeStory: does Lay2Story work? The paper's ablations, the demo's bars, and a picture, from one model in one run.
 
-    python -m bench.shapestory [--quick] [--json PATH] [--model DIR] [--stories N] [--steps N]
+    python -m bench.shapestory [--quick] [--json PATH] [--grid PNG] [--model DIR] [--stories N] [--steps N]
 
-Renders held-out ShapeStory stories (test split: unseen colour/shape/pattern combinations) with the embedded demo
-model (or ``--model``) in four ways and scores them with the model-free metrics of
-:mod:`lay2story_core.shapestory.metrics`:
+Everything is scored with the model-free metrics of :mod:`lay2story_core.shapestory` (no learned judge), on stories
+of the held-out characters (unseen colour/shape/pattern combinations) unless a row says "train characters":
 
-* Lay2Story, layout on (boxes + subject captions + the character's reference);
-* Lay2Story, layout off (same model, no boxes, no subject captions: the paper's "w/o lc");
-* training-free on the stage-1 (global-branch-only) model: consistent self-attention + regional captions;
-* the plain global branch (``mode="none"``), the baseline;
-
-plus the ground-truth renders (the metric's own ceiling). Box hit is measured against the story's boxes in every row,
-so rows without layout show where the character lands by chance.
+* **Ablations** (the main table, the paper's Table 4 on ShapeStory): full Lay2Story (layout + subject captions +
+  reference); no subject branch (the global branch alone: the same weights as "plain"); no reference; no masked 3D
+  attention (each frame's subject tokens attend within their own frame); layout off (the paper's "w/o lc");
+  training-free consistency on the global branch; plain. Columns: box success (stories with 1, 2 and 3
+  characters), attribute agreement and reference match (the consistency protocol: identity texts that leave the
+  colour, or everything, unnamed; see :mod:`lay2story_core.shapestory.protocol`), prompt following, seconds per
+  story.
+* **Bars**: layout on, for training and held-out characters: box success per character count, presence,
+  colour/shape/pattern accuracy, scene, and the share of subjects of multi-character frames drawn in their own box
+  with their own identity; layout off beside it (box success near what chance gives).
+* **Grid** (``--grid``): reference | ground truth | layout on | layout off, boxes outlined, for a few held-out
+  stories, upscaled with nearest-neighbour so 64 px frames are readable.
 """
 
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass
+from pathlib import Path
 
-from bench.common import bench_parser, prepare, ratio, run_and_report
+import numpy as np
+
+from bench.common import bench_parser, prepare, run_and_report
 from lay2story_core.cli import EMBEDDED_MODEL
 from lay2story_core.pipelines import ReferenceImage
 from lay2story_core.pipelines.loading import load_story_pipeline
-from lay2story_core.shapestory import generate_story, render_reference, render_story, score_story, summarize
+from lay2story_core.shapestory import render_reference, render_story, score_story, summarize
+from lay2story_core.shapestory.protocol import attribute_agreement, partial_stories, stories_with_characters
 
-COLUMNS = ["variant", "box_hit", "box_success", "present", "identity_consistency", "colour_accuracy",
-           "shape_accuracy", "prompt_following", "s_per_story", "box_success_vs_off"]
-VARIANTS = (
-    ("Lay2Story layout on", "lay2story", True, True),
-    ("Lay2Story layout off", "lay2story", False, True),
-    ("training-free (stage-1 model)", "training_free", True, False),
-    ("plain global branch", "none", False, False),
+ABLATION_COLUMNS = ["variant", "box_success", "box_success_1", "box_success_2", "box_success_3", "agreement",
+                    "reference_match", "prompt_following", "s_per_story"]
+BAR_COLUMNS = ["characters", "variant", "box_success", "box_success_1", "box_success_2", "box_success_3", "present",
+               "colour_accuracy", "shape_accuracy", "pattern_accuracy", "prompt_following", "own_box_and_identity"]
+
+
+@dataclass(frozen=True)
+class Variant:
+    """One way of sampling a story with the demo model."""
+
+    name: str
+    mode: str = "lay2story"
+    layout: bool = True
+    reference: bool = True
+    attention_3d: bool = True
+
+    def call_kwargs(self, truth) -> dict:
+        """Pipeline arguments; references are drawn from ``truth`` (the story with every attribute named)."""
+        refs = references(truth) if self.mode == "lay2story" and self.reference else None
+        kwargs = {"mode": self.mode, "layout": self.layout, "subject_captions": self.layout, "references": refs}
+        if not self.attention_3d:
+            kwargs["attention_3d"] = False
+        return kwargs
+
+
+FULL = Variant("Lay2Story (full)")
+LAYOUT_OFF = Variant("w/o layout (lc off)", layout=False)
+ABLATIONS = (
+    FULL,
+    Variant("w/o reference", reference=False),
+    Variant("w/o masked 3D attention", attention_3d=False),
+    LAYOUT_OFF,
+    Variant("training-free (global branch)", mode="training_free"),
+    Variant("plain global branch = w/o subject branch", mode="none", layout=False),
 )
 
 
-def held_out_stories(count: int, seed: int):
-    return [generate_story(seed + i, split="test") for i in range(count)]
-
-
-def references(story):
+def references(story) -> dict:
     return {c.id: ReferenceImage(render_reference(story, c.id)[0], c.reference.box) for c in story.characters}
 
 
-def evaluate(model_dir, stories, steps: int, cfg: float, seed: int, device, variants=VARIANTS) -> list[dict]:
+class Sampler:
+    """Samples stories with one pipeline and remembers every result (rows share samples)."""
+
+    def __init__(self, pipe, steps: int, cfg: float, seed: int) -> None:
+        self.pipe, self.steps, self.cfg, self.seed = pipe, steps, cfg, seed
+        self.seconds: dict[str, list[float]] = {}
+
+    def __call__(self, variant: Variant, story, index: int, truth=None) -> list:
+        start = time.perf_counter()
+        images = self.pipe(story, num_inference_steps=self.steps, guidance_scale=self.cfg, seed=self.seed + index,
+                           **variant.call_kwargs(truth or story)).images
+        self.seconds.setdefault(variant.name, []).append(time.perf_counter() - start)
+        return images
+
+
+def _by_count(sampler: Sampler, variant: Variant, sets: dict[int, list]) -> tuple[dict, list]:
+    """Scores per character count and all together; also the generated images of every story."""
+    out, every, images = {}, [], []
+    for count, stories in sets.items():
+        scores = []
+        for i, story in enumerate(stories):
+            frames = sampler(variant, story, 100 * count + i)
+            images.append((story, frames))
+            scores.append(score_story(frames, story))
+        out[count] = summarize(scores)
+        every += scores
+    out["all"] = summarize(every)
+    out["own"] = _own_box_and_identity(every)
+    return out, images
+
+
+def _own_box_and_identity(scores) -> float | None:
+    """Subjects of frames with two or more characters that lie in their box (>= 80%) with their own colour, shape and
+    pattern (no attribute leaking between characters)."""
+    good = []
+    for score in scores:
+        per_frame: dict[int, list] = {}
+        for s in score.subjects:
+            per_frame.setdefault(s.frame, []).append(s)
+        for subjects in per_frame.values():
+            if len(subjects) >= 2:
+                good += [float((s.box_hit or 0.0) >= 0.8 and s.colour_ok and s.shape_ok and s.pattern_ok)
+                         for s in subjects]
+    return float(np.mean(good)) if good else None
+
+
+def _protocol(sampler: Sampler, variant: Variant, items) -> dict:
+    agree, match = [], []
+    for i, item in enumerate(items):
+        frames = sampler(variant, item.prompt, 10_000 + i, truth=item.truth)
+        result = attribute_agreement(frames, item)
+        agree.append(result["agreement"])
+        match.append(result["reference_match"])
+    return {"agreement": float(np.mean(agree)), "reference_match": float(np.mean(match))}
+
+
+def _count_columns(summary: dict) -> dict:
+    return {f"box_success_{n}": summary[n]["box_success"] for n in (1, 2, 3) if n in summary}
+
+
+def evaluate(model_dir, count: int, steps: int, cfg: float, seed: int, device, grid: str | None = None) -> dict:
     full = load_story_pipeline(model_dir).to(device)
     stage1 = load_story_pipeline(model_dir, subject_branch=None).to(device)
-    rows = [{"variant": "ground truth renders", **summarize([score_story(render_story(s)[0], s) for s in stories])}]
-    for name, mode, layout, uses_branch in variants:
-        pipe = full if uses_branch else stage1
-        scores, start = [], time.perf_counter()
-        for i, story in enumerate(stories):
-            images = pipe(story, mode=mode, layout=layout, subject_captions=layout,
-                          references=references(story) if mode == "lay2story" else None,
-                          num_inference_steps=steps, guidance_scale=cfg, seed=seed + i).images
-            scores.append(score_story(images, story))
-        seconds = (time.perf_counter() - start) / len(stories)
-        rows.append({"variant": name, **summarize(scores), "s_per_story": seconds})
-    off = next((r for r in rows if r["variant"] == "Lay2Story layout off"), None)
-    for row in rows:
-        if off is not None and row.get("box_success") is not None:
-            row["box_success_vs_off"] = ratio(row["box_success"], max(off["box_success"] or 0.0, 1e-9))
-    return rows
+    samplers = {"full": Sampler(full, steps, cfg, seed), "stage1": Sampler(stage1, steps, cfg, seed)}
+    held_out = {n: stories_with_characters(count, n, seed + 100 * n, "test") for n in (1, 2, 3)}
+    train = {n: stories_with_characters(count, n, seed + 100 * n, "train") for n in (1, 2, 3)}
+    protocol = partial_stories(2 * count, seed + 500, "test")
+
+    # 1. ablations on held-out characters
+    ablations, pictures = [], {}
+    for variant in ABLATIONS:
+        sampler = samplers["full" if variant.mode == "lay2story" else "stage1"]
+        scores, images = _by_count(sampler, variant, held_out)
+        pictures[variant.name] = images
+        ablations.append({"variant": variant.name, "box_success": scores["all"]["box_success"],
+                          **_count_columns(scores), **_protocol(sampler, variant, protocol),
+                          "prompt_following": scores["all"]["prompt_following"],
+                          "s_per_story": float(np.mean(sampler.seconds[variant.name]))})
+        if variant is FULL:
+            held_out_full = scores
+        if variant is LAYOUT_OFF:
+            held_out_off = scores
+
+    # 2. the bars: layout on / off for training and held-out characters
+    truth = {"all": summarize([score_story(render_story(s)[0], s) for ss in held_out.values() for s in ss])}
+    bars = [{"characters": "held-out", "variant": "ground truth renders", **_bar(truth)}]
+    for label, on, off in (("held-out", held_out_full, held_out_off),
+                           ("train", *(_by_count(samplers["full"], v, train)[0] for v in (FULL, LAYOUT_OFF)))):
+        bars += [{"characters": label, "variant": "layout on", **_bar(on)},
+                 {"characters": label, "variant": "layout off", **_bar(off)}]
+
+    # 3. the picture
+    if grid:
+        from lay2story_core.shapestory.picture import comparison_grid
+
+        stories = [s for s, _ in pictures[FULL.name]][::count][:4] or [s for s, _ in pictures[FULL.name]][:4]
+        rows = []
+        for story in stories:
+            on = next(f for s, f in pictures[FULL.name] if s is story)
+            off = next(f for s, f in pictures[LAYOUT_OFF.name] if s is story)
+            rows.append((story, on, off))
+        comparison_grid(rows).save(grid)
+    return {"ablations": ablations, "bars": bars}
+
+
+def _bar(summary: dict) -> dict:
+    keys = ("box_success", "present", "colour_accuracy", "shape_accuracy", "pattern_accuracy", "prompt_following")
+    return {**{k: summary["all"][k] for k in keys}, **_count_columns(summary), "own_box_and_identity":
+            summary.get("own")}
 
 
 def run(args) -> dict:
     device = prepare(args)
-    count = args.stories or (4 if args.quick else 48)
-    steps = args.steps or (8 if args.quick else 20)
-    rows = evaluate(args.model, held_out_stories(count, args.seed), steps, args.cfg, args.seed, device)
-    return {"title": f"ShapeStory held-out stories ({count} stories, {steps} steps, CFG {args.cfg}, {device})",
-            "columns": COLUMNS, "rows": rows,
-            "notes": ["box_success = share of subjects with >= 80% of their pixels inside the requested box",
-                      "box_success_vs_off = box_success / that of Lay2Story with layout off (same model)"]}
+    count = args.stories or (2 if args.quick else 8)
+    steps = args.steps or (8 if args.quick else 16)
+    if args.grid:
+        Path(args.grid).parent.mkdir(parents=True, exist_ok=True)
+    result = evaluate(args.model, count, steps, args.cfg, args.seed, device, grid=args.grid)
+    return {"title": f"ShapeStory ablations, held-out characters ({count} stories per character count, "
+                     f"{2 * count} consistency-protocol stories, {steps} steps, CFG {args.cfg}, {device})",
+            "columns": ABLATION_COLUMNS, "rows": result["ablations"],
+            "tables": [{"title": f"ShapeStory bars: layout on / off, training and held-out characters ({count} "
+                                 f"stories per character count)", "columns": BAR_COLUMNS, "rows": result["bars"]}],
+            "notes": ["box_success = share of subjects with >= 80% of their pixels inside the requested box "
+                      "(_1/_2/_3: stories with that many characters)",
+                      "agreement / reference_match: attributes the identity text leaves out (consistency protocol)",
+                      "own_box_and_identity: subjects of multi-character frames in their box with their own "
+                      "colour, shape and pattern"]}
 
 
 def main(argv=None) -> dict:
     parser = bench_parser(__doc__.splitlines()[0])
     parser.add_argument("--model", default=str(EMBEDDED_MODEL), help="pipeline folder (default: embedded demo)")
-    parser.add_argument("--stories", type=int, default=None, help="held-out stories (default 48; quick 4)")
-    parser.add_argument("--steps", type=int, default=None, help="denoising steps (default 20; quick 8)")
+    parser.add_argument("--stories", type=int, default=None, help="stories per character count (default 8; quick 2)")
+    parser.add_argument("--steps", type=int, default=None, help="denoising steps (default 16; quick 8)")
     parser.add_argument("--cfg", type=float, default=3.0, help="guidance scale (default 3)")
     parser.add_argument("--seed", type=int, default=1000, help="first story seed and sampling seed")
+    parser.add_argument("--grid", default=None, help="write the comparison picture (PNG) here")
     return run_and_report(run, parser, argv)
 
 

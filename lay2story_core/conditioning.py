@@ -19,6 +19,10 @@ from .story import FULL_FRAME, Box, ResolvedSubject, rasterize_boxes
 
 CharacterKey = tuple[int, str]  # (story index in the batch, character id)
 
+# The subject caption of a reference image's slot, in training and at inference alike (a reference shows the
+# character on its own; its identity reaches the frames through the 3D attention, not through a caption).
+REFERENCE_CAPTION = ""
+
 
 @dataclass(frozen=True)
 class FrameSpec:
@@ -55,6 +59,7 @@ def plan_subject_slots(
     group_of_key: Mapping[CharacterKey, int] | None = None,
     first_reference_image: int | None = None,
     device: torch.device | str | None = None,
+    attention_3d: bool = True,
 ) -> SlotPlan:
     """Rasterise every subject of every frame (and every reference) to token masks and group them.
 
@@ -67,10 +72,18 @@ def plan_subject_slots(
             call; by default ids are assigned in order of appearance.
         first_reference_image: image index of the first reference (default ``len(frames)``; with classifier-free
             guidance the batch holds both halves, so the pipeline passes ``2 * len(frames)``).
+        attention_3d: ``False`` is the "w/o masked 3D attention" ablation: every slot (each frame's character and
+            each reference) gets a group of its own, so the 3D attention sees only the slot's own tokens and no
+            identity passes between frames or from the reference through it (the reference still reaches its
+            frames through the branch's concatenated input).
     """
     groups: dict[CharacterKey, int] = dict(group_of_key or {})
+    next_free = [max(groups.values(), default=-1) + 1]
 
     def group(key: CharacterKey) -> int:
+        if not attention_3d:  # a fresh group per slot
+            next_free[0] += 1
+            return next_free[0] - 1
         if key not in groups:
             groups[key] = max(groups.values(), default=-1) + 1
         return groups[key]
@@ -96,7 +109,7 @@ def plan_subject_slots(
         boxes.append(references[key] or FULL_FRAME)
         images.append(first_ref + r)
         group_ids.append(group(key))
-        captions.append("")
+        captions.append(REFERENCE_CAPTION)
         keys.append(key)
     masks = rasterize_boxes(boxes, latent_height, latent_width, patch_size).flatten(1)
     slots = SubjectSlots(

@@ -120,14 +120,17 @@ def prepare_inputs(batch: StoryBatch, *, stage: int, captions: CaptionEncoder, v
     uncond = (torch.rand(num_stories, generator=generator) < dropout.caption).tolist()
     keep_box = (torch.rand(num_frames, generator=generator) >= dropout.mask).tolist()
     keep_caption = (torch.rand(num_frames, generator=generator) >= dropout.subject_caption).tolist()
-    story_t = torch.randint(0, diffusion.num_timesteps, (num_stories,), generator=generator)
+    # stage 2 denoises a story's frames jointly (3D attention), as inference does: one timestep per story; stage 1 has
+    # no cross-frame path, so every frame gets its own timestep (more timesteps per batch, lower-variance gradients)
+    draws = num_frames if stage == 1 else num_stories
+    step_t = torch.randint(0, diffusion.num_timesteps, (draws,), generator=generator)
     sample = torch.randn(mean.shape, generator=generator)
     noise = torch.randn(mean.shape, generator=generator)
     drop_ref = ((torch.rand(num_stories, generator=generator) < dropout.reference).tolist() if dropout.reference > 0
                 else [False] * num_stories)  # drawn last: the draws above do not depend on it
-    # 3. x_0 ~ q(z | x) scaled, x_t ~ q(x_t | x_0); one timestep per story (its frames are denoised jointly)
+    # 3. x_0 ~ q(z | x) scaled, x_t ~ q(x_t | x_0)
     x_start = (mean + torch.exp(0.5 * logvar) * sample) * vae_info.scaling_factor
-    timesteps = story_t[torch.tensor(batch.frame_story, dtype=torch.long)]
+    timesteps = step_t if stage == 1 else step_t[torch.tensor(batch.frame_story, dtype=torch.long)]
     x_t = diffusion.q_sample(x_start, timesteps, noise)
     # 4. captions and subject slots
     frame_index = [f - batch.frame_story.index(s) for f, s in enumerate(batch.frame_story)]

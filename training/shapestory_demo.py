@@ -44,8 +44,10 @@ def init_model(out: Path, seed: int = 0, vae: Path | None = None) -> Path:
     from lay2story_core.shapestory import TEXT_ENCODER_DIR, TOKENIZER_DIR, VAE_DIR
 
     out.mkdir(parents=True, exist_ok=True)
+    from training.modeling import initialize_pixart_
+
     torch.manual_seed(seed)
-    PixArtTransformer2DModel(**DEMO_TRANSFORMER).save_pretrained(out / "transformer")
+    initialize_pixart_(PixArtTransformer2DModel(**DEMO_TRANSFORMER)).save_pretrained(out / "transformer")
     for name, src in (("vae", vae or VAE_DIR), ("text_encoder", TEXT_ENCODER_DIR), ("tokenizer", TOKENIZER_DIR)):
         if (out / name).exists():
             shutil.rmtree(out / name)
@@ -54,10 +56,16 @@ def init_model(out: Path, seed: int = 0, vae: Path | None = None) -> Path:
     return out
 
 
-def write_data(out: Path, train: int, val: int, seed: int) -> None:
-    from lay2story_core.shapestory import write_dataset
+def write_data(out: Path, train: int, val: int, seed: int, identity_dropout: float = 0.3,
+               second_character: float = 0.35, third_character: float = 0.35) -> None:
+    """Training stories (train characters, ``identity_dropout`` of the characters named only in part, a second
+    character in ``second_character`` of the stories, a third in ``third_character`` of those) and validation
+    stories (held-out characters, fully named)."""
+    from lay2story_core.shapestory import ShapeStoryConfig, write_dataset
 
-    write_dataset(out / "train", train, split="train", seed=seed)
+    config = ShapeStoryConfig(identity_dropout=identity_dropout, second_character_prob=second_character,
+                              third_character_prob=third_character)
+    write_dataset(out / "train", train, split="train", seed=seed, config=config)
     write_dataset(out / "val", val, split="test", seed=seed + 1)
 
 
@@ -99,6 +107,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--train", type=int, default=3000)
     p.add_argument("--val", type=int, default=32)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--identity-dropout", type=float, default=0.3,
+                   help="share of training characters whose texts leave attributes out (the consistency protocol)")
+    p.add_argument("--second-character", type=float, default=0.35, help="share of stories with a second character")
+    p.add_argument("--third-character", type=float, default=0.35,
+                   help="share of two-character stories with a third character")
     p = sub.add_parser("assemble", help="put the trained parts together into a pipeline folder")
     p.add_argument("--model", type=Path, required=True, help="the init folder (frozen components)")
     p.add_argument("--stage1", type=Path, required=True, help="stage-1 output_dir")
@@ -109,7 +122,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "init":
         logger.info("wrote %s", init_model(args.out, args.seed, args.vae))
     elif args.command == "data":
-        write_data(args.out, args.train, args.val, args.seed)
+        write_data(args.out, args.train, args.val, args.seed, args.identity_dropout, args.second_character,
+                   args.third_character)
     else:
         logger.info("wrote %s", assemble(args.model, args.stage1, args.stage2, args.out, ema=not args.no_ema))
     return 0

@@ -11,12 +11,15 @@ from __future__ import annotations
 import copy
 import dataclasses
 import logging
+import os
 from collections.abc import Callable, Mapping, Sequence
 from contextlib import nullcontext
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 from diffusers import DiffusionPipeline, DPMSolverMultistepScheduler
+from diffusers.utils import BaseOutput
 
 from ..attention import SubjectSlots, TokenPacking
 from ..conditioning import REFERENCE_CAPTION, FrameSpec, build_subject_inputs, plan_subject_slots
@@ -31,6 +34,8 @@ logger = logging.getLogger(__name__)
 
 MODES = MODE_NAMES  # the names; the Mode objects are lay2story_core.pipelines.modes.MODES
 StepCallback = Callable[[int, int, torch.Tensor], "bool | None"]
+# diffusers' callback_on_step_end(pipe, step, timestep, callback_kwargs) -> callback_kwargs
+StepEndCallback = Callable[["StoryPipeline", int, torch.Tensor, dict], "dict | None"]
 
 
 class GenerationCancelled(RuntimeError):
@@ -46,9 +51,12 @@ class ReferenceImage:
 
 
 @dataclass
-class StoryPipelineOutput:
-    images: list | torch.Tensor  # PIL images, or (F, 3, H, W) in [0, 1] for output_type="pt"
-    latents: torch.Tensor  # (F, 4, h, w) final latents (scaled, as the transformer sees them)
+class StoryPipelineOutput(BaseOutput):
+    """``images``: PIL images, or ``(F, 3, H, W)`` in [0, 1] for ``output_type="pt"`` (the latents for
+    ``"latent"``); ``latents``: ``(F, 4, h, w)`` final latents (scaled, as the transformer sees them)."""
+
+    images: list | torch.Tensor
+    latents: torch.Tensor
 
 
 def check_subject_scale(subject_scale: object, story: Story, field: str = "subject_scale") -> None:
@@ -80,8 +88,11 @@ class StoryPipeline(DiffusionPipeline):
     branch), ``subject_branch`` (optional, needed by ``mode="lay2story"``), ``scheduler`` (default DPM-Solver++).
     """
 
+    # the subject branch runs interleaved with the transformer: outside the chain it gets its own offload hook
+    # (onloaded by its forward, offloaded at the end of the call), as diffusers does for ControlNets
     model_cpu_offload_seq = "text_encoder->transformer->vae"
-    _optional_components = ["subject_branch"]
+    _optional_components = ["subject_branch", "scheduler"]
+    _callback_tensor_inputs = ["latents"]
 
     def __init__(self, tokenizer, text_encoder, vae, transformer, scheduler=None, subject_branch=None) -> None:
         super().__init__()
@@ -91,9 +102,62 @@ class StoryPipeline(DiffusionPipeline):
 
     @property
     def _execution_device(self) -> torch.device:
-        """Where the transformer is (diffusers takes the first component's device: the text encoder's, which is the
-        CPU when the encoder is offloaded)."""
-        return self.transformer.device
+        """Where the transformer runs: its offload hook's device under ``enable_model_cpu_offload``, else where its
+        weights are (diffusers takes the first component's device: the text encoder's, which is the CPU when the
+        encoder is offloaded by hand)."""
+        hook = getattr(self.transformer, "_hf_hook", None)
+        device = getattr(hook, "execution_device", None)
+        return torch.device(device) if device is not None else self.transformer.device
+
+    @property
+    def interrupt(self) -> bool:
+        """Set ``pipe._interrupt = True`` in ``callback_on_step_end`` to stop; unlike diffusers, which returns the
+        partly denoised images, the call raises :class:`GenerationCancelled` (nothing partial is returned)."""
+        return getattr(self, "_interrupt", False)
+
+    def enable_sequential_cpu_offload(self, *args, **kwargs) -> None:
+        raise NotImplementedError(
+            "enable_sequential_cpu_offload: not supported (the story model reads the transformer's parameters "
+            "outside its submodules' forwards, so per-submodule hooks cannot place them); use "
+            "enable_model_cpu_offload")
+
+    def _onload(self, module: torch.nn.Module | None) -> None:
+        """Under model CPU offload, move ``module`` to the execution device (offloading the previous model of the
+        chain) as its hook would on a forward call: the story model calls the transformer's submodules, never its
+        ``forward``."""
+        hook = getattr(module, "_hf_hook", None) if module is not None else None
+        if hook is not None and hasattr(hook, "prev_module_hook"):
+            hook.pre_forward(module)
+
+    # -- diffusers save/load -----------------------------------------------------------------------------------------
+    @classmethod
+    def from_pretrained(cls, pretrained_model_name_or_path, **kwargs) -> StoryPipeline:
+        """A local pipeline folder (with or without ``model_index.json``, e.g. the shipped demo) through the project's
+        strict loaders (:func:`~lay2story_core.pipelines.loading.load_story_pipeline`); a hub id through diffusers.
+
+        Keyword arguments: ``torch_dtype``, ``device``, and components: ``subject_branch`` (a module, a folder such
+        as a trainer's ``output_dir``, or ``None``), ``vae`` / ``text_encoder`` / ``tokenizer`` (modules or paths),
+        ``transformer`` (a module), ``scheduler`` (a scheduler, or ``None`` for the folder's/default one).
+        """
+        path = Path(os.fspath(pretrained_model_name_or_path)).expanduser()
+        if not path.is_dir():
+            return super().from_pretrained(pretrained_model_name_or_path, **kwargs)
+        from .loading import load_story_pipeline
+
+        ignored = {"use_safetensors", "local_files_only", "low_cpu_mem_usage", "variant", "cache_dir"}
+        known = {"torch_dtype", "device", "subject_branch", "vae", "text_encoder", "tokenizer", "transformer",
+                 "scheduler"}
+        unknown = sorted(set(kwargs) - known - ignored)
+        if unknown:
+            raise TypeError(f"from_pretrained: unexpected argument(s) {unknown}; expected some of {sorted(known)}")
+        return load_story_pipeline(path, **{k: v for k, v in kwargs.items() if k in known})
+
+    def save_pretrained(self, save_directory, **kwargs) -> None:
+        """diffusers' layout (``model_index.json`` + a subfolder per component), written atomically
+        (:func:`~lay2story_core.pipelines.loading.save_story_pipeline`)."""
+        from .loading import save_story_pipeline
+
+        save_story_pipeline(self, save_directory, **kwargs)
 
     # -- 0. inputs ---------------------------------------------------------------------------------------------------
     def check_inputs(self, story: Story, height: int, width: int, num_inference_steps: int, guidance_scale: float,
@@ -206,11 +270,15 @@ class StoryPipeline(DiffusionPipeline):
         callback: StepCallback | None = None,
         output_type: str = "pil",
         subject_scale: float | Mapping[str, float] = 1.0,
+        callback_on_step_end: StepEndCallback | None = None,
+        callback_on_step_end_tensor_inputs: Sequence[str] | None = None,
+        return_dict: bool = True,
+        attention_3d: bool = True,
     ) -> StoryPipelineOutput:
         """Generate every frame of ``story``.
 
         Args:
-            story: a :class:`Story` (or its dict/JSON form).
+            story: a :class:`Story`, its dict or JSON text, or the path (``str`` or ``Path``) of a story file.
             references: per character id, a :class:`ReferenceImage` (or a bare image); by default the story's own
                 reference paths. Used by ``mode="lay2story"``.
             mode: ``"lay2story"`` (trained subject branch), ``"training_free"`` (consistent self-attention and
@@ -228,12 +296,22 @@ class StoryPipeline(DiffusionPipeline):
             bank_device: where the identity keys/values are kept (e.g. ``"cpu"`` for very long stories).
             callback: ``callback(step, total, latents)`` after every step; returning ``False`` cancels
                 (:class:`GenerationCancelled`), nothing partial is returned.
+            callback_on_step_end: diffusers' ``callback(pipe, step, timestep, callback_kwargs)`` after every step
+                (``step`` counts from 0 over all passes); ``callback_kwargs`` holds the tensors named by
+                ``callback_on_step_end_tensor_inputs`` (default ``["latents"]``, the current pass's ``(n, 4, h, w)``)
+                and a returned ``"latents"`` replaces them. Setting ``pipe._interrupt = True`` stops (see
+                :attr:`interrupt`). A diffusers ``PipelineCallback`` works too.
+            return_dict: ``False`` returns ``(images,)`` instead of a :class:`StoryPipelineOutput`.
             output_type: ``"pil"``, ``"pt"`` or ``"latent"``.
             subject_scale: layout strength of the subject branch (``mode="lay2story"``): one number for the story,
                 or per character id (characters not named keep 1.0); 0 = the global branch alone, 1 = as trained.
+            attention_3d: ``False`` cuts the subject branch's masked 3D attention across frames (each frame's
+                subject tokens attend within their own slot only): the paper's "w/o 3D attention" ablation.
         """
         # 0. Inputs
-        story = parse_story(story)
+        story = parse_story(_story_source(story))
+        self._interrupt = False
+        step_end = self._step_end_hook(callback_on_step_end, callback_on_step_end_tensor_inputs)
         height = height or story.height
         width = width or story.width
         mode = get_mode(mode)
@@ -280,20 +358,60 @@ class StoryPipeline(DiffusionPipeline):
                                                            for i in range(0, len(rest), chunk_size)]
         job = _Job(self, story, resolved, text, negative, refs, ref_latents, mode, do_cfg, guidance_scale,
                    num_inference_steps, height, width, device, dtype, consistency or ConsistencyConfig(),
-                   IdentityBank(storage_device=bank_device), {}, callback, len(passes), subject_scale=subject_scale)
+                   IdentityBank(storage_device=bank_device), {}, callback, len(passes), subject_scale=subject_scale,
+                   attention_3d=attention_3d)
+        job.step_end = step_end
         results = torch.empty_like(all_latents)
         model = self._model()
+        self._onload(self.transformer)  # model CPU offload: the story model bypasses the transformer's forward
         processors = self.consistency_processors() if mode.consistency else nullcontext()
-        with processors:
-            for pass_index, (frames, kind) in enumerate(passes):
-                results[frames] = job.denoise(model, frames, all_latents[frames], kind, pass_index)
-        job.bank.clear()
+        try:
+            with processors:
+                for pass_index, (frames, kind) in enumerate(passes):
+                    results[frames] = job.denoise(model, frames, all_latents[frames], kind, pass_index)
+            job.bank.clear()
 
-        # 5. Decode
-        if output_type == "latent":
-            return StoryPipelineOutput(images=results, latents=results)
-        images = self.decode_latents(results)
-        return StoryPipelineOutput(images=to_pil(images) if output_type == "pil" else images, latents=results)
+            # 5. Decode
+            if output_type == "latent":
+                images = results
+            else:
+                images = self.decode_latents(results)
+                images = to_pil(images) if output_type == "pil" else images
+        finally:
+            self.maybe_free_model_hooks()
+        if not return_dict:
+            return (images,)
+        return StoryPipelineOutput(images=images, latents=results)
+
+    def _step_end_hook(self, callback, tensor_inputs):
+        """``step_end(step, timestep, latents) -> latents`` running diffusers' ``callback_on_step_end`` and the
+        interrupt check, or ``None`` when neither applies."""
+        from diffusers.callbacks import MultiPipelineCallbacks, PipelineCallback
+
+        if isinstance(callback, (PipelineCallback, MultiPipelineCallbacks)):
+            tensor_inputs = callback.tensor_inputs
+        names = list(tensor_inputs) if tensor_inputs is not None else ["latents"]
+        for name in names:
+            if name not in self._callback_tensor_inputs:
+                raise ValueError(f"callback_on_step_end_tensor_inputs: {name!r} is not one of "
+                                 f"{self._callback_tensor_inputs}")
+        if callback is not None and not callable(callback):
+            raise ValueError(f"callback_on_step_end: expected a callable, got {type(callback).__name__}")
+
+        def step_end(step: int, timestep: torch.Tensor, latents: torch.Tensor, total: int) -> torch.Tensor:
+            if callback is not None:
+                outputs = callback(self, step, timestep, {"latents": latents} if "latents" in names else {})
+                if isinstance(outputs, Mapping) and outputs.get("latents") is not None:
+                    new = outputs["latents"]
+                    if tuple(new.shape) != tuple(latents.shape):
+                        raise ValueError(f"callback_on_step_end: returned latents of shape {tuple(new.shape)}, "
+                                         f"expected {tuple(latents.shape)}")
+                    latents = new.to(device=latents.device, dtype=latents.dtype)
+            if self.interrupt:
+                raise GenerationCancelled(f"interrupted at step {step + 1}/{total}")
+            return latents
+
+        return step_end
 
     @torch.no_grad()
     def decode_latents(self, latents: torch.Tensor) -> torch.Tensor:
@@ -348,6 +466,8 @@ class _Job:
     callback: StepCallback | None
     num_passes: int
     subject_scale: float | Mapping[str, float] = 1.0
+    attention_3d: bool = True
+    step_end: Callable | None = None  # StoryPipeline._step_end_hook: callback_on_step_end and interrupt
 
     def _texts(self, texts: Sequence[str]):
         return (torch.stack([self.text[t][0] for t in texts]), torch.stack([self.text[t][1] for t in texts]))
@@ -360,7 +480,8 @@ class _Job:
         references = {(0, cid): ref.box for cid, ref in self.refs.items()}
         group_of_key = {(0, c.id): i for i, c in enumerate(self.story.characters)}
         plan = plan_subject_slots(specs, lat_h, lat_w, pipe.patch_size, references,
-                                  group_of_key=group_of_key, first_reference_image=batch, device=self.device)
+                                  group_of_key=group_of_key, first_reference_image=batch, device=self.device,
+                                  attention_3d=self.attention_3d)
         captions = list(plan.captions)  # reference slots: the planner's caption, the same rule as in training
         distinct = list(dict.fromkeys(captions))
         index = torch.tensor([distinct.index(c) for c in captions], dtype=torch.long, device=self.device)
@@ -457,8 +578,19 @@ class _Job:
                 noise_cond, noise_uncond = noise.chunk(2)
                 noise = noise_uncond + self.guidance_scale * (noise_cond - noise_uncond)
             latents = scheduler.step(noise.float(), t, latents.float()).prev_sample.to(self.dtype)
-            # e. progress, previews, cancel
+            # e. progress, previews, cancel; diffusers' callback_on_step_end and interrupt
             if self.callback is not None and self.callback(pass_index * self.num_steps + i + 1, total,
                                                            latents) is False:
                 raise GenerationCancelled(f"cancelled at step {pass_index * self.num_steps + i + 1}/{total}")
+            if self.step_end is not None:
+                latents = self.step_end(pass_index * self.num_steps + i, t, latents, total)
         return latents
+
+
+def _story_source(story: object) -> object:
+    """A ``str`` that is not JSON text (does not start with ``{``) is the path of a story file."""
+    if isinstance(story, str) and not story.lstrip().startswith("{"):
+        return Path(story)
+    if isinstance(story, os.PathLike) and not isinstance(story, Path):
+        return Path(os.fspath(story))
+    return story

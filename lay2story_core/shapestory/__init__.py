@@ -10,6 +10,7 @@ from .generator import (
     characters_for_split,
     frame_scene,
     generate_story,
+    partial_identity_story,
     reference_scene,
     render_frame,
     render_reference,
@@ -21,6 +22,8 @@ from .metrics import StoryScore, SubjectScore, box_hit, classify_scene, identify
 from .segment import character_mask, label_palette
 from .vocab import (
     COLOURS,
+    IDENTITY_FORMS,
+    PARTIAL_FORMS,
     PATTERNS,
     PLACES,
     SHAPES,
@@ -28,6 +31,7 @@ from .vocab import (
     CharacterSpec,
     SceneSpec,
     identity_text,
+    named_attributes,
     parse_identity,
     parse_scene,
     scene_prompt,
@@ -37,6 +41,8 @@ from .vocab import (
 __all__ = [
     "ASSET_DIR",
     "COLOURS",
+    "IDENTITY_FORMS",
+    "PARTIAL_FORMS",
     "PATTERNS",
     "PLACES",
     "SHAPES",
@@ -58,6 +64,8 @@ __all__ = [
     "classify_scene",
     "frame_scene",
     "generate_story",
+    "named_attributes",
+    "partial_identity_story",
     "identify",
     "identity_text",
     "label_palette",

@@ -16,7 +16,7 @@ import logging
 import os
 import zlib
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 
 import numpy as np
 from PIL import Image
@@ -26,6 +26,7 @@ from ..story.errors import LayoutError
 from .draw import Placement, draw_frame
 from .vocab import (
     COLOURS,
+    PARTIAL_FORMS,
     PATTERNS,
     SHAPES,
     CharacterSpec,
@@ -47,6 +48,7 @@ __all__ = [
     "characters_for_split",
     "frame_scene",
     "generate_story",
+    "partial_identity_story",
     "reference_scene",
     "render_frame",
     "render_reference",
@@ -68,18 +70,21 @@ class ShapeStoryConfig:
     ``size``: frame width and height in pixels (multiple of 8). Box sides are fractions of the frame side, drawn from
     ``[min_box, max_box]``. A story has ``frame_counts[k]`` frames with probability ``frame_count_weights[k]`` (the
     paper's 4/5/6 at 50/30/20 %). With probability ``second_character_prob`` a second character (another colour)
-    joins in some frames, with a box disjoint from the first. ``scene_change_prob``: chance that a frame moves to a new
+    joins in some frames, with a box disjoint from the first; with ``third_character_prob`` (given a second) a third
+    of a third colour joins some of those frames. ``scene_change_prob``: chance that a frame moves to a new
     scene rather than keeping the previous frame's. The reference is drawn with a side in ``reference_box``.
     """
 
     size: int = 64
-    min_box: float = 0.25
+    min_box: float = 0.4
     max_box: float = 0.65
     frame_counts: tuple[int, ...] = (4, 5, 6)
     frame_count_weights: tuple[float, ...] = (0.5, 0.3, 0.2)
     second_character_prob: float = 0.25
     scene_change_prob: float = 0.6
     reference_box: tuple[float, float] = (0.5, 0.8)
+    identity_dropout: float = 0.0
+    third_character_prob: float = 0.0
 
     def __post_init__(self) -> None:
         def bad(name: str, detail: str) -> LayoutError:
@@ -96,7 +101,7 @@ class ShapeStoryConfig:
         if len(weights) != len(self.frame_counts) or any(w < 0 for w in weights) or sum(weights) <= 0:
             raise bad("frame_count_weights", f"need {len(self.frame_counts)} non-negative weights with a positive "
                       f"sum, got {weights!r}")
-        for name in ("second_character_prob", "scene_change_prob"):
+        for name in ("second_character_prob", "third_character_prob", "scene_change_prob", "identity_dropout"):
             if not 0.0 <= getattr(self, name) <= 1.0:
                 raise bad(name, f"must be a probability in [0, 1], got {getattr(self, name)!r}")
         lo, hi = self.reference_box
@@ -153,18 +158,21 @@ def _disjoint(a: Box, b: Box) -> bool:
     return a[2] <= b[0] or b[2] <= a[0] or a[3] <= b[1] or b[3] <= a[1]
 
 
-def _two_boxes(rng: np.random.Generator, cfg: ShapeStoryConfig) -> tuple[Box, Box]:
-    """Two disjoint boxes; sides at most 0.5 so they always fit side by side."""
-    hi = min(cfg.max_box, 0.5)
+def _disjoint_boxes(rng: np.random.Generator, cfg: ShapeStoryConfig, count: int) -> tuple[Box, ...]:
+    """``count`` (2 or 3) pairwise disjoint boxes; sides at most 0.5 (two) or 0.45 (three) so they always fit."""
+    hi = min(cfg.max_box, 0.5 if count == 2 else 0.45)
     lo = min(cfg.min_box, hi)
-    for _ in range(100):
-        a = _square_box(rng, rng.uniform(lo, hi), cfg.size, cfg.size)
-        b = _square_box(rng, rng.uniform(lo, hi), cfg.size, cfg.size)
-        if _disjoint(a, b):
-            return a, b
-    side = rng.uniform(lo, hi)  # fall back to the left and right halves
-    top = rng.uniform(0.0, 1.0 - side)
-    return _round_box((0.0, top, side, top + side)), _round_box((1.0 - side, top, 1.0, top + side))
+    for _ in range(200):
+        boxes = [_square_box(rng, rng.uniform(lo, hi), cfg.size, cfg.size) for _ in range(count)]
+        if all(_disjoint(a, b) for k, a in enumerate(boxes) for b in boxes[k + 1:]):
+            return tuple(boxes)
+    side = rng.uniform(lo, hi)  # fall back to the left and right halves (and the bottom middle for a third)
+    top = rng.uniform(0.0, 0.5 - side) if count == 3 else rng.uniform(0.0, 1.0 - side)
+    boxes = [(0.0, top, side, top + side), (1.0 - side, top, 1.0, top + side)]
+    if count == 3:
+        left = rng.uniform(0.0, 1.0 - side)
+        boxes.append((left, 1.0 - side, left + side, 1.0))
+    return tuple(_round_box(b) for b in boxes)
 
 
 def generate_story(seed: int, config: ShapeStoryConfig | None = None, split: str = "train") -> Story:
@@ -187,6 +195,13 @@ def generate_story(seed: int, config: ShapeStoryConfig | None = None, split: str
         specs.append(others[rng.integers(len(others))])
         count = int(rng.integers(2, n_frames + 1))
         with_second = set(rng.choice(n_frames, size=count, replace=False).tolist())
+    with_third: set[int] = set()
+    if with_second and cfg.third_character_prob > 0 and rng.random() < cfg.third_character_prob:
+        others = [s for s in pool if s.colour not in (main.colour, specs[1].colour)]
+        specs.append(others[rng.integers(len(others))])
+        frames_with_second = sorted(with_second)
+        count = int(rng.integers(min(2, len(frames_with_second)), len(frames_with_second) + 1))
+        with_third = set(rng.choice(frames_with_second, size=count, replace=False).tolist())
 
     scenes = all_scene_specs()
     scene = scenes[rng.integers(len(scenes))]
@@ -195,8 +210,8 @@ def generate_story(seed: int, config: ShapeStoryConfig | None = None, split: str
         if i > 0 and rng.random() < cfg.scene_change_prob:
             scene = scenes[rng.integers(len(scenes))]
         if i in with_second:
-            boxes = _two_boxes(rng, cfg)
-            keyed = list(zip(("c0", "c1"), specs, boxes))
+            count = 3 if i in with_third else 2
+            keyed = list(zip(("c0", "c1", "c2"), specs[:count], _disjoint_boxes(rng, cfg, count)))
         else:
             keyed = [("c0", main, _square_box(rng, rng.uniform(cfg.min_box, cfg.max_box), cfg.size, cfg.size))]
         subjects = tuple(Subject(key, box, subject_caption(spec, box)) for key, spec, box in keyed)
@@ -211,6 +226,36 @@ def generate_story(seed: int, config: ShapeStoryConfig | None = None, split: str
         for k, spec in enumerate(specs)
     )
     return Story(characters=characters, frames=tuple(frames), width=cfg.size, height=cfg.size)
+
+
+def partial_identity_story(story: Story, forms: dict[str, str]) -> Story:
+    """``story`` with the identity text and subject captions of the characters in ``forms`` written in that form
+    (``{"c0": "no_colour"}``; see :data:`~.vocab.IDENTITY_FORMS`). Boxes, scenes and references are unchanged; the
+    result is no longer drawable from its text alone (the full ``story`` is the ground truth)."""
+    looks = {cid: character_look(story, cid) for cid in forms}
+    characters = tuple(
+        replace(c, identity=identity_text(looks[c.id], forms[c.id])) if c.id in forms else c for c in story.characters
+    )
+    frames = tuple(
+        replace(frame, subjects=tuple(
+            replace(sub, caption=subject_caption(looks[sub.character], sub.box, forms[sub.character]))
+            if sub.character in forms and sub.box is not None else sub
+            for sub in frame.subjects))
+        for frame in story.frames
+    )
+    return replace(story, characters=characters, frames=frames)
+
+
+def _identity_forms(story: Story, seed: int, probability: float) -> dict[str, str]:
+    """Which characters of a written story lose attributes (a pure function of the story's seed)."""
+    if probability <= 0:
+        return {}
+    rng = np.random.default_rng(np.random.SeedSequence([int(seed), 0x1D0]))
+    forms = {}
+    for character in story.characters:
+        if rng.random() < probability:
+            forms[character.id] = PARTIAL_FORMS[int(rng.integers(len(PARTIAL_FORMS)))]
+    return forms
 
 
 # ---------------------------------------------------------------- reading stories back
@@ -333,12 +378,14 @@ def write_dataset(out_dir: str | os.PathLike, n_stories: int, split: str = "trai
             rel_dir = f"{name}/s{i:06d}"
             os.makedirs(os.path.join(out, rel_dir), exist_ok=True)
             images, _ = render_story(story)
-            data = story.to_dict()
+            refs = {c.id: render_reference(story, c.id)[0] for c in story.characters}
+            forms = _identity_forms(story, story_seed(seed, i), cfg.identity_dropout)
+            data = partial_identity_story(story, forms).to_dict() if forms else story.to_dict()
             for j, image in enumerate(images):
                 data["frames"][j]["image"] = f"{rel_dir}/f{j}.png"
                 _save_png(image, os.path.join(out, rel_dir, f"f{j}.png"))
             for k, character in enumerate(story.characters):
-                ref_image, _ = render_reference(story, character.id)
+                ref_image = refs[character.id]
                 data["characters"][k]["reference"]["image"] = f"{rel_dir}/ref-{character.id}.png"
                 _save_png(ref_image, os.path.join(out, rel_dir, f"ref-{character.id}.png"))
             lines.append(json.dumps(data, separators=(",", ":")))

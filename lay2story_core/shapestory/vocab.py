@@ -24,7 +24,10 @@ __all__ = [
     "all_character_specs",
     "all_scene_specs",
     "character_spec",
+    "IDENTITY_FORMS",
+    "PARTIAL_FORMS",
     "identity_text",
+    "named_attributes",
     "parse_identity",
     "parse_scene",
     "position_words",
@@ -175,14 +178,38 @@ def all_scene_specs() -> list[SceneSpec]:
 
 
 # ---------------------------------------------------------------- text
-def _attribute_words(spec: CharacterSpec) -> str:
-    words = [spec.colour, PATTERN_WORDS[spec.pattern], spec.shape]
+# What an identity text names. "full": colour, pattern and shape ("a red striped star"); "no_colour": pattern and
+# shape ("a striped star", "a star" for a solid one); "none": nothing ("a character"). The forms are unambiguous: a
+# text names the colour iff it names all three, and a text without a colour word names the pattern by its word or,
+# when there is none, as solid. Partial forms are the identity dropout of the consistency protocol: what the text
+# leaves out must come from the reference or from the story's other frames.
+IDENTITY_FORMS: dict[str, tuple[str, ...]] = {
+    "full": ("colour", "pattern", "shape"),
+    "no_colour": ("pattern", "shape"),
+    "none": (),
+}
+PARTIAL_FORMS: tuple[str, ...] = ("no_colour", "none")
+UNNAMED_CHARACTER = "character"
+
+
+def _check_form(form: str) -> tuple[str, ...]:
+    if form not in IDENTITY_FORMS:
+        raise LayoutError("identity_form", f"unknown form {form!r}, expected one of {tuple(IDENTITY_FORMS)}", form)
+    return IDENTITY_FORMS[form]
+
+
+def _attribute_words(spec: CharacterSpec, form: str = "full") -> str:
+    named = _check_form(form)
+    if not named:
+        return UNNAMED_CHARACTER
+    words = [spec.colour if "colour" in named else "", PATTERN_WORDS[spec.pattern], spec.shape]
     return " ".join(w for w in words if w)
 
 
-def identity_text(spec: CharacterSpec) -> str:
-    """``"a red striped star"``; ``"an orange circle"`` for a solid one."""
-    words = _attribute_words(spec)
+def identity_text(spec: CharacterSpec, form: str = "full") -> str:
+    """``"a red striped star"``; ``"an orange circle"`` for a solid one; ``form`` (see ``IDENTITY_FORMS``) leaves
+    attributes out: ``"a striped star"`` (no colour), ``"a character"`` (nothing)."""
+    words = _attribute_words(spec, form)
     article = "an" if words[0] in "aeiou" else "a"
     return f"{article} {words}"
 
@@ -216,12 +243,13 @@ def position_words(cx: float, cy: float) -> str:
     return "in the middle"
 
 
-def subject_caption(spec: CharacterSpec, box: tuple[float, float, float, float]) -> str:
-    """``"the red striped star, small, at the top left"`` for a box in normalised xyxy."""
+def subject_caption(spec: CharacterSpec, box: tuple[float, float, float, float], form: str = "full") -> str:
+    """``"the red striped star, small, at the top left"`` for a box in normalised xyxy (``form``: as
+    :func:`identity_text`)."""
     x0, y0, x1, y1 = box
     side = max(x1 - x0, y1 - y0)
     cx, cy = (x0 + x1) / 2, (y0 + y1) / 2
-    return f"the {_attribute_words(spec)}, {size_word(side)}, {position_words(cx, cy)}"
+    return f"the {_attribute_words(spec, form)}, {size_word(side)}, {position_words(cx, cy)}"
 
 
 _PATTERN_BY_WORD = {w: p for p, w in PATTERN_WORDS.items() if w}
@@ -241,6 +269,26 @@ def parse_identity(text: str) -> CharacterSpec:
         )
     pattern = _PATTERN_BY_WORD[match["pattern"]] if match["pattern"] else "solid"
     return CharacterSpec(match["shape"], match["colour"], pattern)
+
+
+_PARTIAL_RE = re.compile(r"\b(?:(?P<pattern>{p})\s+)?(?P<shape>{s})\b".format(p="|".join(_PATTERN_BY_WORD),
+                                                                          s="|".join(SHAPES)))
+
+
+def named_attributes(text: str) -> dict[str, str]:
+    """The attributes an identity text (or subject caption) names, as ``{"colour"|"pattern"|"shape": value}``: all
+    three for a full identity, pattern and shape for the ``no_colour`` form, none for ``"a character"``."""
+    low = text.lower()
+    if _IDENTITY_RE.search(low):
+        spec = parse_identity(low)
+        return {"colour": spec.colour, "pattern": spec.pattern, "shape": spec.shape}
+    match = _PARTIAL_RE.search(low)
+    if match is not None:
+        return {"pattern": _PATTERN_BY_WORD[match["pattern"]] if match["pattern"] else "solid",
+                "shape": match["shape"]}
+    if re.search(rf"\b{UNNAMED_CHARACTER}\b", low):
+        return {}
+    raise LayoutError("identity", f"no ShapeStory identity found in {text!r}", text)
 
 
 def parse_scene(prompt: str) -> SceneSpec:

@@ -38,6 +38,7 @@ from transformers import AutoTokenizer, T5Config, T5EncoderModel, T5Tokenizer
 
 from lay2story_core.shapestory.vocab import (
     COLOURS,
+    PARTIAL_FORMS,
     PATTERNS,
     SHAPES,
     CharacterSpec,
@@ -66,6 +67,9 @@ def caption_corpus() -> list[str]:
     for k, spec in enumerate(specs):
         lines += [f"{identity_text(spec)}, {scene_prompt(scene)}" for scene in scenes]
         lines += [subject_caption(spec, box) for box in grid]
+        for form in PARTIAL_FORMS:  # identity dropout: texts that leave attributes out
+            lines.append(f"{identity_text(spec, form)}, {scene_prompt(scenes[(k + 3) % len(scenes)])}")
+            lines.append(subject_caption(spec, grid[k % len(grid)], form))
         other = specs[(7 * k + 13) % len(specs)]
         lines.append(f"{identity_text(spec)}, {identity_text(other)}, {scene_prompt(scenes[k % len(scenes)])}")
     return lines
