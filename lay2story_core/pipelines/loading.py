@@ -6,12 +6,16 @@ from __future__ import annotations
 import json
 import logging
 import os
+import shutil
+import tempfile
 from pathlib import Path
 
+import diffusers
 import torch
-from diffusers import DPMSolverMultistepScheduler
+from diffusers import DiffusionPipeline, SchedulerMixin
 
 from ..loading import (
+    ModelLoadError,
     ModelNotFoundError,
     load_pixart_transformer,
     load_t5_encoder,
@@ -44,41 +48,48 @@ def load_subject_branch(path: str | os.PathLike, *, torch_dtype: torch.dtype | N
 def load_story_pipeline(
     model: str | os.PathLike,
     *,
-    subject_branch: str | os.PathLike | None = "auto",
-    vae: str | os.PathLike | None = None,
-    text_encoder: str | os.PathLike | None = None,
-    tokenizer: str | os.PathLike | None = None,
+    subject_branch: str | os.PathLike | torch.nn.Module | None = "auto",
+    vae: str | os.PathLike | torch.nn.Module | None = None,
+    text_encoder: str | os.PathLike | torch.nn.Module | None = None,
+    tokenizer: str | os.PathLike | object | None = None,
+    transformer: torch.nn.Module | None = None,
+    scheduler: object | None = None,
     torch_dtype: torch.dtype | None = None,
     device: torch.device | str | None = None,
 ) -> StoryPipeline:
     """Build a :class:`StoryPipeline`.
 
     Args:
-        model: a pipeline folder (with the subfolders above), or a PixArt transformer (folder, single file, hub id).
-        subject_branch: ``"auto"`` (the pipeline folder's ``subject_branch/`` if present), a folder, or ``None``.
-        vae, text_encoder, tokenizer: override or complete the components (required when ``model`` is not a
-            pipeline folder).
+        model: a pipeline folder (with the subfolders above; ``model_index.json`` optional), or a PixArt transformer
+            (folder, single file, hub id).
+        subject_branch: ``"auto"`` (the pipeline folder's ``subject_branch/`` if present), a folder (or a folder
+            holding ``subject_branch/``, as the trainer's ``output_dir``), a loaded module, or ``None``.
+        vae, text_encoder, tokenizer: override or complete the components, as paths or loaded objects (required when
+            ``model`` is not a pipeline folder).
+        transformer, scheduler: loaded objects replacing the folder's (``scheduler=None``: the folder's
+            ``scheduler/``, else DPM-Solver++).
     """
     root = Path(model)
     is_pipeline = root.is_dir() and (root / "transformer").is_dir()
     kwargs = {"torch_dtype": torch_dtype, "device": device}
 
     def component(given, name: str, loader, **extra):
+        if given is not None and not isinstance(given, (str, os.PathLike)):
+            return given  # already loaded
         source = given if given is not None else (root if is_pipeline else None)
         if source is None:
             raise ModelNotFoundError(f"{name}: not found; {os.fspath(model)!r} is not a pipeline folder, pass {name}=")
         return loader(source, **extra)
 
-    transformer = load_pixart_transformer(model, **kwargs)
+    transformer = transformer if transformer is not None else load_pixart_transformer(model, **kwargs)
     branch = None
-    if subject_branch == "auto":
+    if isinstance(subject_branch, str) and subject_branch == "auto":
         if is_pipeline and (root / "subject_branch").is_dir():
             branch = load_subject_branch(root / "subject_branch", **kwargs)
     elif subject_branch is not None:
-        branch = load_subject_branch(subject_branch, **kwargs)
-    scheduler = default_scheduler()
-    if is_pipeline and (root / "scheduler" / "scheduler_config.json").is_file():
-        scheduler = DPMSolverMultistepScheduler.from_pretrained(root / "scheduler")
+        branch = component(subject_branch, "subject_branch", load_subject_branch, **kwargs)
+    if scheduler is None:
+        scheduler = _load_scheduler(root / "scheduler") if is_pipeline else default_scheduler()
     return StoryPipeline(
         tokenizer=component(tokenizer, "tokenizer", load_t5_tokenizer),
         text_encoder=component(text_encoder, "text_encoder", load_t5_encoder, **kwargs),
@@ -89,17 +100,62 @@ def load_story_pipeline(
     )
 
 
-def save_story_pipeline(pipe: StoryPipeline, folder: str | os.PathLike) -> None:
-    """Write every component in its own subfolder (``save_pretrained``), readable by :func:`load_story_pipeline`."""
-    folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
-    pipe.transformer.save_pretrained(folder / "transformer")
-    if pipe.subject_branch is not None:
-        pipe.subject_branch.save_pretrained(folder / "subject_branch")
-    pipe.vae.save_pretrained(folder / "vae")
-    pipe.text_encoder.save_pretrained(folder / "text_encoder")
-    pipe.tokenizer.save_pretrained(folder / "tokenizer")
-    pipe.scheduler.save_pretrained(folder / "scheduler")
-    manifest = {"format": "lay2story-pipeline", "version": 1,
-                "components": [n for n in SUBFOLDERS if (folder / n).is_dir()]}
-    (folder / "lay2story.json").write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
+def _load_scheduler(folder: Path):
+    """The scheduler class named in ``scheduler_config.json`` (a diffusers scheduler), else the default."""
+    config_file = folder / "scheduler_config.json"
+    if not config_file.is_file():
+        return default_scheduler()
+    try:
+        name = json.loads(config_file.read_text(encoding="utf-8")).get("_class_name", "DPMSolverMultistepScheduler")
+    except (OSError, ValueError, AttributeError) as err:
+        raise ModelLoadError(config_file, f"unreadable scheduler config ({type(err).__name__}: {err})") from err
+    cls = getattr(diffusers, str(name), None)
+    if not (isinstance(cls, type) and issubclass(cls, SchedulerMixin)):
+        raise ModelLoadError(config_file, f"_class_name {name!r} is not a diffusers scheduler")
+    try:
+        return cls.from_pretrained(folder)
+    except (OSError, ValueError, TypeError) as err:
+        raise ModelLoadError(config_file, f"could not build the {name} ({type(err).__name__}: {err})") from err
+
+
+PIPELINE_ENTRIES = (*SUBFOLDERS, "model_index.json", "lay2story.json")
+
+
+def save_story_pipeline(pipe: StoryPipeline, folder: str | os.PathLike, **kwargs) -> None:
+    """Write the pipeline as diffusers does (``model_index.json`` + one ``save_pretrained`` subfolder per
+    component) plus ``lay2story.json``, readable by :func:`load_story_pipeline`, ``StoryPipeline.from_pretrained``
+    and diffusers' own loader.
+
+    Atomic: written into a staging folder beside ``folder`` and swapped in whole; an existing ``folder`` must hold a
+    pipeline only (it is replaced), anything else is refused before writing.
+    """
+    folder = Path(os.path.abspath(os.fspath(folder)))
+    if folder.exists():
+        if not folder.is_dir():
+            raise ValueError(f"save_pretrained: {os.fspath(folder)!r} exists and is not a folder")
+        foreign = sorted(p.name for p in folder.iterdir() if p.name not in PIPELINE_ENTRIES)
+        if foreign:
+            raise ValueError(f"save_pretrained: {os.fspath(folder)!r} holds other files ({', '.join(foreign[:3])}); "
+                             "it would be replaced as a whole, so give a new, empty or pipeline folder")
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{folder.name}.saving-", dir=folder.parent))
+    old = None
+    try:
+        DiffusionPipeline.save_pretrained(pipe, staging, **kwargs)
+        manifest = {"format": "lay2story-pipeline", "version": 1,
+                    "components": [n for n in SUBFOLDERS if (staging / n).is_dir()]}
+        (staging / "lay2story.json").write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
+        os.chmod(staging, 0o755)
+        if folder.exists():
+            old = Path(tempfile.mkdtemp(prefix=f".{folder.name}.old-", dir=folder.parent))
+            os.replace(folder, old)
+        os.replace(staging, folder)
+    except BaseException:
+        if old is not None and not folder.exists():
+            os.replace(old, folder)
+            old = None
+        raise
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+        if old is not None:
+            shutil.rmtree(old, ignore_errors=True)
