@@ -65,6 +65,15 @@ class SubjectSlots:
         return SubjectSlots(self.masks.to(device), self.image_index.to(device), self.group_index.to(device))
 
 
+def bucket_length(length: int, per_octave: int = 4) -> int:
+    """``length`` rounded up to one of ``per_octave`` sizes per power of two (16, 20, 24, 28, 32, 40, ...): at most
+    ``1 / per_octave`` padding, and few distinct shapes for ``torch.compile``."""
+    if length <= 16:
+        return 16
+    step = 1 << max(0, (length - 1).bit_length() - 1 - (per_octave.bit_length() - 1))
+    return -(-length // step) * step
+
+
 @dataclass(frozen=True)
 class Segments:
     """A partition of ``T`` packed tokens into ``G`` non-empty segments, padded to ``(G, L)``.
@@ -92,8 +101,11 @@ class Segments:
     block_mask: object | None = field(default=None, compare=False, repr=False)  # FlexAttention's, when used
 
     @classmethod
-    def from_ids(cls, ids: torch.Tensor, backend: str = "padded") -> Segments:
-        """Build the padded layout of packed tokens whose segment ids are ``ids`` (``(T,)`` long, any order)."""
+    def from_ids(cls, ids: torch.Tensor, backend: str = "padded", bucket: bool = False) -> Segments:
+        """Build the padded layout of packed tokens whose segment ids are ``ids`` (``(T,)`` long, any order).
+
+        ``bucket``: pad the segment length up to :func:`bucket_length` (a few sizes per octave), so compiled code
+        sees few distinct shapes; the extra rows are padding like any other (masked keys, dropped queries)."""
         num_tokens = ids.shape[0]
         device = ids.device
         if num_tokens == 0:
@@ -104,6 +116,9 @@ class Segments:
         num_segments = segment_ids.shape[0]
         counts = torch.bincount(compact, minlength=num_segments)
         max_len = int(counts.max())
+        longest = max_len
+        if bucket:
+            max_len = bucket_length(max_len)
         order = torch.argsort(compact, stable=True)  # tokens sorted by segment
         starts = torch.cumsum(counts, 0) - counts
         sorted_seg = compact[order]
@@ -113,7 +128,7 @@ class Segments:
         gather_index[flat] = order
         unpad_index = torch.empty(num_tokens, dtype=torch.long, device=device)
         unpad_index[order] = flat
-        equal = int(counts.min()) == max_len
+        equal = int(counts.min()) == max_len and longest == max_len
         valid = None if equal else (gather_index != num_tokens).view(num_segments, max_len)
         is_sorted = bool((order == torch.arange(num_tokens, device=device)).all())
         offsets = torch.cat([starts, counts.sum().view(1)])
@@ -177,12 +192,14 @@ class TokenPacking:
     prefix: bool = False  # the packed tokens are the first T full tokens, in order (whole images): no gathers
 
     @classmethod
-    def build(cls, slots: SubjectSlots, num_images: int, backend: str = "auto", chooser=None) -> TokenPacking:
+    def build(cls, slots: SubjectSlots, num_images: int, backend: str = "auto", chooser=None,
+              bucket: bool = False) -> TokenPacking:
         """Plan the packing of ``slots`` over ``num_images`` images of ``slots.tokens_per_image`` tokens each.
 
         ``backend`` is the attention backend of both segmentations (``"auto"``: ``"padded"`` on CPU, the
         ``chooser``'s measured pick on CUDA; see :mod:`.backends`). Build it once per denoising pass and pass it in
-        (``SubjectInputs.packing``): the slots do not change between steps.
+        (``SubjectInputs.packing``): the slots do not change between steps. ``bucket``: segment lengths padded to
+        :func:`bucket_length` (for compiled blocks: a story with similar coverage reuses the compiled code).
         """
         from .backends import resolve_backend
 
@@ -206,8 +223,8 @@ class TokenPacking:
             coverage=coverage,
             num_images=num_images,
             tokens_per_image=num_tokens_per_image,
-            slot_segments=Segments.from_ids(slot_of, backend),
-            group_segments=Segments.from_ids(token_group, backend),
+            slot_segments=Segments.from_ids(slot_of, backend, bucket),
+            group_segments=Segments.from_ids(token_group, backend, bucket),
             prefix=prefix,
         )
 

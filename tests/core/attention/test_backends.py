@@ -140,3 +140,24 @@ def test_resolve_backend_and_chooser():
         warnings.simplefilter("ignore")
         best = chooser.measure("cpu")
     assert best in ("padded", "nested") and set(chooser.timings) == {"padded", "nested"}
+
+
+def test_bucketed_segments_equal_unbucketed():
+    from lay2story_core.attention.packing import bucket_length
+
+    assert [bucket_length(n) for n in (1, 17, 33, 100, 1025)] == [16, 20, 40, 112, 1280]
+    gen = torch.Generator().manual_seed(4)
+    slots = _slots("two", gen, tokens=40)
+    q, k, v = _qkv(gen, tokens=40)
+    plain, bucketed = TokenPacking.build(slots, 4), TokenPacking.build(slots, 4, bucket=True)
+    assert bucketed.slot_segments.max_len == bucket_length(plain.slot_segments.max_len)
+    for segs in ("slot_segments", "group_segments"):
+        ours = masked_attention_with(bucketed, segs, q, k, v)
+        torch.testing.assert_close(ours, masked_attention_with(plain, segs, q, k, v), atol=1e-6, rtol=1e-5)
+
+
+def masked_attention_with(packing, name, q, k, v):
+    from lay2story_core.attention import segment_attention
+
+    out = segment_attention(packing.gather(q), packing.gather(k), packing.gather(v), getattr(packing, name))
+    return packing.scatter(out)
