@@ -213,8 +213,18 @@ export class BoxCanvasEditor {
 
   /** Redraws when the canvas's on-screen size (ComfyUI zoom, devicePixelRatio) changed since the last draw. */
   checkSize() {
-    const [w, h] = this._backingSize();
-    if (w !== this.canvas.width || h !== this.canvas.height) this.redraw();
+    const check = () => {
+      const [w, h] = this._backingSize();
+      if (w !== this.canvas.width || h !== this.canvas.height) this.redraw();
+    };
+    check();
+    // The host moves and scales the widget after drawing its own canvas: look again two frames later.
+    if (this.sizeCheckPending || typeof requestAnimationFrame !== "function") return;
+    this.sizeCheckPending = true;
+    requestAnimationFrame(() => requestAnimationFrame(() => {
+      this.sizeCheckPending = false;
+      check();
+    }));
   }
 
   destroy() {
@@ -582,6 +592,7 @@ export class BoxCanvasEditor {
   _contextMenu(e) {
     e.preventDefault();
     e.stopPropagation();
+    this.canvas.focus();
     if (!this.layout) return;
     const p = this._point(e);
     const hit = this._hit(p);
