@@ -28,6 +28,8 @@ __all__ = [
     "Ratio",
     "apply_threads",
     "count_flops",
+    "meta_replay",
+    "profile_call",
     "bench_parser",
     "environment_info",
     "format_table",
@@ -172,6 +174,36 @@ class _RssSampler:
         self.peak = max(self.peak, _read_rss_bytes())
 
 
+OP_KINDS = (("attention", ("attention", "sdpa", "flex")), ("matmul", ("addmm", "::mm", "bmm", "matmul", "conv")),
+            ("copies", ("copy_", "index_select", "index_copy", "index_add", "cat", "fill_", "zero_", "clone",
+                        "contiguous", "gather", "scatter")))
+
+
+def profile_call(fn: Callable[[], Any]) -> tuple[int | None, dict[str, float]]:
+    """One CPU call under the profiler: its peak tensor memory (as :func:`measure_peak_memory`) and where its time
+    went, in seconds of self CPU time per kind of op (``attention``, ``matmul``, ``copies``, ``other``)."""
+    from torch.autograd import DeviceType
+    from torch.profiler import ProfilerActivity, profile
+
+    with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
+        fn()
+    kinds = {name: 0.0 for name, _ in OP_KINDS} | {"other": 0.0}
+    for event in prof.key_averages():
+        name = event.key
+        if name.startswith("[memory]") or not name.startswith("aten::"):
+            continue
+        kind = next((k for k, keys in OP_KINDS if any(key in name for key in keys)), "other")
+        kinds[kind] += event.self_cpu_time_total / 1e6
+    events = prof.profiler.kineto_results.events()
+    allocations = sorted((ev.start_ns(), ev.nbytes()) for ev in events
+                         if ev.name() == "[memory]" and ev.device_type() == DeviceType.CPU)
+    current = peak = 0
+    for _, nbytes in allocations:
+        current += nbytes
+        peak = max(peak, current)
+    return (int(peak) if allocations else None), kinds
+
+
 def _profiled_peak_bytes(fn: Callable[[], Any]) -> int | None:
     """Peak of live CPU tensor memory during ``fn()``, from the PyTorch profiler's allocator events.
 
@@ -240,6 +272,66 @@ def _register_cpu_flash_flops() -> None:
     @flop_counter.register_flop_formula(op)
     def _cpu_flash(query, key, value, *args, out_shape=None, **kwargs) -> int:
         return flop_counter.sdpa_flop_count(query, key, value)  # shapes (the registry passes shapes)
+
+
+class _FlashOnMeta(torch.overrides.TorchFunctionMode):
+    """Meta-device stand-in for ``scaled_dot_product_attention`` with a fused kernel's memory: the output only, no
+    ``(L, L)`` scores (the math fallback the meta device would otherwise take); counts its FLOPs (2 per MAC)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.flops = 0
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        if func is torch.nn.functional.scaled_dot_product_attention:
+            query, key, value = args[:3]
+            *batch, q_len, head = query.shape
+            k_len, v_head = key.shape[-2], value.shape[-1]
+            self.flops += 2 * math.prod(batch) * q_len * k_len * (head + v_head)
+            return query.new_empty((*batch, q_len, v_head))
+        return func(*args, **kwargs)
+
+
+class _LiveStorage(torch.utils._python_dispatch.TorchDispatchMode):
+    """Replays tensor lifetimes: every storage an op creates is live until its last tensor dies (a weak reference to
+    the storage); ``peak`` is the largest sum of live bytes seen after an op. Outputs that alias an input (views,
+    in-place ops) are not new storage."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.live: dict[int, tuple[Any, int]] = {}
+        self.peak = 0
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        from torch.multiprocessing.reductions import StorageWeakRef
+        from torch.utils._pytree import tree_leaves
+
+        out = func(*args, **(kwargs or {}))
+        inputs = {t.untyped_storage()._cdata for t in tree_leaves((args, kwargs)) if isinstance(t, torch.Tensor)}
+        for t in tree_leaves(out):
+            if isinstance(t, torch.Tensor):
+                storage = t.untyped_storage()
+                key = storage._cdata
+                if key not in inputs and key not in self.live:
+                    self.live[key] = (StorageWeakRef(storage), storage.nbytes())
+        for key in [k for k, (ref, _) in self.live.items() if ref.expired()]:
+            del self.live[key]
+        self.peak = max(self.peak, sum(n for _, n in self.live.values()))
+        return out
+
+
+def meta_replay(fn: Callable[[], Any]) -> tuple[int, int]:
+    """``(peak bytes, FLOPs)`` of ``fn()`` run on meta tensors: no compute, any size. Peak = the most bytes the call
+    itself holds at once (tensor lifetimes replayed, attention with a fused kernel's memory); FLOPs from torch's
+    flop counter plus the attention calls. Checked against the CPU allocator on a real run
+    (``tests/bench/test_full_size.py``)."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    flash = _FlashOnMeta()
+    with FlopCounterMode(display=False) as counter, _LiveStorage() as live, flash:
+        fn()
+    return live.peak, int(counter.get_total_flops()) + flash.flops
 
 
 def count_flops(fn: Callable[[], Any]) -> tuple[Any, int]:

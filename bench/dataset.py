@@ -29,7 +29,7 @@ import torch
 from bench.common import bench_parser, run_and_report
 
 TITLE = "Dataset builder throughput"
-COLUMNS = ["part", "stage", "engine", "workers", "frames", "seconds", "frames_per_s", "ratio"]
+COLUMNS = ["part", "stage", "engine", "workers", "frames", "seconds", "frames_per_s", "ratio", "gflop_per_frame"]
 SIZE_720P = (1280, 720)
 
 
@@ -97,11 +97,12 @@ def gpu_rows(detector, embedder, device: str, dtype: torch.dtype, batch: int, bu
     dino_inputs = {k: v.to(device) for k, v in dino_inputs.items()}
     dino_inputs["pixel_values"] = dino_inputs["pixel_values"].to(dtype)
     clip_pixels = embedder.image_processor(images=images, return_tensors="pt").pixel_values.to(device, dtype)
+    clip_forward = getattr(embedder.model, "get_image_features", embedder.model)  # CLIPModel or the vision tower
     cases = {
         ("detect", "processor + model"): lambda: detector.detect(images, "the main character", 0.35, 0.25, batch),
         ("detect", "model only"): lambda: detector.model(**dino_inputs),
         ("screen", "processor + model"): lambda: embedder.embed_images(images, batch_size=batch),
-        ("screen", "model only"): lambda: embedder.model(pixel_values=clip_pixels),
+        ("screen", "model only"): lambda: clip_forward(pixel_values=clip_pixels),
     }
     rows = []
     with torch.inference_mode():
@@ -122,6 +123,20 @@ def run_gpu(args) -> dict:
 
 
 # ---------------------------------------------------------------------------------------------------- part stage
+def model_gflops(detector, embedder, size=SIZE_720P) -> dict[str, float]:
+    """GFLOP per frame of one detection and one CLIP embedding of a ``size`` frame (torch's FLOP counter)."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    [image] = _frames(1, size)
+    found = {}
+    for stage, fn in (("detect", lambda: detector.detect([image], "the main character", 0.35, 0.25, 1)),
+                      ("screen", lambda: embedder.embed_images([image], batch_size=1))):
+        with FlopCounterMode(display=False) as counter:
+            fn()
+        found[stage] = counter.get_total_flops() / 1e9
+    return found
+
+
 def _make_videos(root: str, count: int, seconds: float, size: tuple[int, int]) -> None:
     from training.data.video import write_synthetic_video
 
@@ -239,6 +254,10 @@ def run(args) -> dict:
         else:
             models = load_models(config)
         rows = _stage_rows(config.replace(out=os.path.join(root, "stage")), models)
+        if args.real_size:
+            gflops = model_gflops(models.detector, models.clip, (width, height))
+            for row in rows:
+                row["gflop_per_frame"] = gflops.get(row["stage"])
         if not args.real_size:  # a real-size whole build would take hours on a CPU
             rows += _engine_rows(config, models, with_ray=not args.no_ray)
     finally:

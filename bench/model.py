@@ -284,13 +284,15 @@ def run(args) -> dict:
 def main(argv=None) -> dict:
     parser = bench_parser(__doc__.splitlines()[0])
     parser.add_argument("--full-size", action="store_true", help="also PixArt-XL (default on CUDA)")
-    parser.add_argument("--sizes", default="512,1024", help="full-size resolutions (px), comma separated")
+    parser.add_argument("--sizes", default="512", help="full-size resolutions (px) to time, comma separated")
     parser.add_argument("--full-forward", default="512", help="sizes whose whole step is also run end to end")
     parser.add_argument("--frames", type=int, default=4, help="frames of the full-size story (CFG doubles)")
     parser.add_argument("--no-medium", action="store_true", help="skip the medium CPU config")
     parser.add_argument("--dtype", choices=("bf16", "fp16", "fp32"), default="bf16", help="full-size dtype")
     payload = run_and_report(run, parser, argv)
-    for key, title in (("weights", "Weights per component (bf16)"),
+    for key, title in (("meta", "One model call, 4 frames + CFG: peak memory and FLOPs replayed on the meta device"),
+                       ("layout_off_breakdown", "Where a block's time goes (self CPU time per kind of op)"),
+                       ("weights", "Weights per component (bf16)"),
                        ("gpu_memory_prediction", "Predicted GPU memory at 1024 px, T5 offloaded (GB, allocator)")):
         if payload.get(key):
             print(f"\n## {title}\n\n{format_table(payload[key], list(payload[key][0]))}")
