@@ -13,6 +13,7 @@ import logging
 
 import torch
 
+from lay2story_core.latents import LatentNormalization
 from lay2story_core.pipelines import SCHEDULERS, StoryPipeline, make_scheduler
 from lay2story_core.pipelines.modes import AUTO, MODE_NAMES, resolve_mode
 from lay2story_core.story import Layout, Story
@@ -197,7 +198,7 @@ class L2S_StorySampler:
                 text_encoder.encoder.to(comfy_env.offload_device())
             comfy_env.soft_empty_cache()
         images = result.images.detach().float().permute(0, 2, 3, 1).cpu().contiguous()
-        samples = result.latents.detach().float().cpu() / float(model.vae.config.scaling_factor)
+        samples = LatentNormalization.from_vae(model.vae).from_model(result.latents.detach().float().cpu())
         return (images, {"samples": samples})
 
     def _sample_native(self, pixart, clip, vae, subject_branch, story: Story, mode: str, scheduler: str,

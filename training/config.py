@@ -79,6 +79,9 @@ def build_parser(description: str = "Train Lay2Story (stage 1: global branch, st
     g.add_argument("--adam_epsilon", type=float, default=1e-10, help="PixArt: 1e-10")
     g.add_argument("--max_grad_norm", type=float, default=0.01, help="gradient clipping (PixArt: 0.01; 0 = off)")
     g.add_argument("--num_timesteps", type=int, default=1000, help="diffusion steps of the training schedule")
+    g.add_argument("--prediction_type", default="epsilon", choices=("epsilon", "v_prediction"),
+                   help="what the model predicts (diffusers' names; PixArt-alpha: epsilon). Must match the "
+                        "prediction_type of the model's scheduler config, which inference reads")
     g.add_argument("--caption_dropout", type=float, default=0.1,
                    help="probability a story is trained unconditionally (empty caption, no subject branch) for CFG")
     g.add_argument("--mask_dropout", type=float, default=0.25, help="probability a frame's boxes become full-frame")

@@ -114,7 +114,7 @@ def prepare_inputs(batch: StoryBatch, *, stage: int, captions: CaptionEncoder, v
     if ref_keys:
         refs = torch.stack([batch.examples[s].references[cid][0] for s, cid in ref_keys])
         ref_moments = refs.float() if batch.latent else _vae_moments(vae, refs)
-        ref_mean = _split(ref_moments.cpu(), channels)[0] * vae_info.scaling_factor  # the pipeline uses the mode
+        ref_mean = vae_info.normalization.to_model(_split(ref_moments.cpu(), channels)[0])  # the pipeline: the mode
         ref_latents = dict(zip(ref_keys, ref_mean.unbind(0)))
     # 2. randomness, in a fixed order
     uncond = (torch.rand(num_stories, generator=generator) < dropout.caption).tolist()
@@ -129,7 +129,7 @@ def prepare_inputs(batch: StoryBatch, *, stage: int, captions: CaptionEncoder, v
     drop_ref = ((torch.rand(num_stories, generator=generator) < dropout.reference).tolist() if dropout.reference > 0
                 else [False] * num_stories)  # drawn last: the draws above do not depend on it
     # 3. x_0 ~ q(z | x) scaled, x_t ~ q(x_t | x_0)
-    x_start = (mean + torch.exp(0.5 * logvar) * sample) * vae_info.scaling_factor
+    x_start = vae_info.normalization.to_model(mean + torch.exp(0.5 * logvar) * sample)
     timesteps = step_t if stage == 1 else step_t[torch.tensor(batch.frame_story, dtype=torch.long)]
     x_t = diffusion.q_sample(x_start, timesteps, noise)
     # 4. captions and subject slots

@@ -93,14 +93,25 @@ class GaussianDiffusion:
 
     Args:
         num_timesteps: diffusion steps (PixArt: 1000).
-        learn_sigma: the model predicts ``2 * C`` channels (eps, then the variance interpolation ``v`` in [-1, 1]);
-            otherwise ``C`` channels and the loss is the plain noise MSE.
+        learn_sigma: the model predicts ``2 * C`` channels (the prediction, then the variance interpolation ``v`` in
+            [-1, 1]); otherwise ``C`` channels and the loss is the plain MSE.
+        prediction_type: what the first ``C`` channels predict, with diffusers' scheduler names: ``"epsilon"`` (the
+            noise, PixArt-alpha) or ``"v_prediction"`` (``v = sqrt(abar) eps - sqrt(1 - abar) x_0``, Salimans & Ho
+            2022). Measured in x_0 terms the epsilon loss weighs timestep t by SNR(t), v by SNR(t) + 1, so v keeps
+            a learning signal at high noise, where a story's layout, scene and colours are decided; the MSE is on
+            the prediction, and the variance term converts it to the noise first (the mean stays detached).
     """
 
-    def __init__(self, num_timesteps: int = 1000, *, learn_sigma: bool = True) -> None:
+    PREDICTION_TYPES = ("epsilon", "v_prediction")
+
+    def __init__(self, num_timesteps: int = 1000, *, learn_sigma: bool = True,
+                 prediction_type: str = "epsilon") -> None:
+        if prediction_type not in self.PREDICTION_TYPES:
+            raise ValueError(f"prediction_type: expected one of {self.PREDICTION_TYPES}, got {prediction_type!r}")
         betas = linear_beta_schedule(num_timesteps)
         self.num_timesteps = num_timesteps
         self.learn_sigma = bool(learn_sigma)
+        self.prediction_type = prediction_type
         self.betas = betas
         alphas = 1.0 - betas
         self.alphas_cumprod = torch.cumprod(alphas, dim=0)
@@ -143,6 +154,16 @@ class GaussianDiffusion:
         variance = self._extract(self.posterior_variance, t, x_t)
         log_variance = self._extract(self.posterior_log_variance_clipped, t, x_t)
         return mean, variance, log_variance
+
+    def v_target(self, x_start: torch.Tensor, t: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
+        """``v = sqrt(abar_t) noise - sqrt(1 - abar_t) x_0`` (diffusers' ``get_velocity``)."""
+        return (self._extract(self.sqrt_alphas_cumprod, t, x_start) * noise
+                - self._extract(self.sqrt_one_minus_alphas_cumprod, t, x_start) * x_start)
+
+    def eps_from_v(self, x_t: torch.Tensor, t: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+        """The noise a v-prediction implies: ``sqrt(abar_t) v + sqrt(1 - abar_t) x_t``."""
+        return (self._extract(self.sqrt_alphas_cumprod, t, x_t) * v
+                + self._extract(self.sqrt_one_minus_alphas_cumprod, t, x_t) * x_t)
 
     def predict_xstart_from_eps(self, x_t: torch.Tensor, t: torch.Tensor, eps: torch.Tensor) -> torch.Tensor:
         return (self._extract(self.sqrt_recip_alphas_cumprod, t, x_t) * x_t
@@ -187,11 +208,17 @@ class GaussianDiffusion:
         model_output = model_output.float()
         x_start, x_t, noise = x_start.float(), x_t.float(), noise.float()
         if self.learn_sigma:
-            eps, var_values = model_output.split(channels, dim=1)
+            pred, var_values = model_output.split(channels, dim=1)
+        else:
+            pred, var_values = model_output, None
+        if self.prediction_type == "v_prediction":
+            target, eps = self.v_target(x_start, t, noise), self.eps_from_v(x_t, t, pred)
+        else:
+            target, eps = noise, pred
+        if var_values is not None:
             # learn the variance with the variational bound, without letting it affect the mean prediction
             vb = self.vb_terms_bpd(eps.detach(), var_values, x_start, x_t, t)
         else:
-            eps = model_output
             vb = torch.zeros(x_start.shape[0], device=x_start.device)
-        mse = mean_flat((noise - eps) ** 2)
+        mse = mean_flat((target - pred) ** 2)
         return HybridLoss(loss=mse + vb, mse=mse, vb=vb)

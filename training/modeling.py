@@ -14,6 +14,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from lay2story_core.latents import LatentNormalization
 from lay2story_core.models import Lay2StoryTransformer, SubjectBranch
 
 __all__ = ["Components", "VaeInfo", "initialize_pixart_", "load_components", "resolve_frozen_dtype",
@@ -31,15 +32,28 @@ class VaeInfo:
     latent_channels: int
     scale_factor: int  # pixels per latent cell
     scaling_factor: float
+    latents_mean: tuple[float, ...] | None = None  # per-channel statistics (diffusers' VAE config keys)
+    latents_std: tuple[float, ...] | None = None
 
     @classmethod
     def from_vae(cls, vae) -> VaeInfo:
         cfg = vae.config
-        return cls(int(cfg.latent_channels), 2 ** (len(cfg.block_out_channels) - 1), float(cfg.scaling_factor))
+        norm = LatentNormalization.from_vae(vae)
+        return cls(int(cfg.latent_channels), 2 ** (len(cfg.block_out_channels) - 1), norm.scaling_factor, norm.mean,
+                   norm.std)
+
+    @property
+    def normalization(self) -> LatentNormalization:
+        """VAE latents <-> the denoiser's space, the same rule as the pipeline's."""
+        mean, std = self.latents_mean, self.latents_std
+        return LatentNormalization(self.scaling_factor, None if mean is None else tuple(mean),
+                                   None if std is None else tuple(std))
 
     def to_dict(self) -> dict:
         return {"latent_channels": self.latent_channels, "scale_factor": self.scale_factor,
-                "scaling_factor": self.scaling_factor}
+                "scaling_factor": self.scaling_factor,
+                "latents_mean": None if self.latents_mean is None else list(self.latents_mean),
+                "latents_std": None if self.latents_std is None else list(self.latents_std)}
 
 
 @dataclass

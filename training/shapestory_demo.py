@@ -34,9 +34,11 @@ DEMO_TRANSFORMER = dict(
 )
 
 
-def init_model(out: Path, seed: int = 0, vae: Path | None = None) -> Path:
-    """A pipeline folder: random-initialised demo PixArt + the shipped ShapeStory VAE (or ``vae``), T5 encoder and
-    tokenizer."""
+def init_model(out: Path, seed: int = 0, vae: Path | None = None, prediction_type: str = "v_prediction") -> Path:
+    """A pipeline folder: random-initialised demo PixArt (PixArt's initialisation) + the shipped ShapeStory VAE (or
+    ``vae``), T5 encoder and tokenizer, and a scheduler whose ``prediction_type`` the trainer must be given too (the
+    demo predicts v: with epsilon the toy model learned the high-noise steps, where scenes and colours are decided,
+    several times slower; see training/shapestory/README.md)."""
     import torch
     from diffusers import PixArtTransformer2DModel
 
@@ -52,7 +54,8 @@ def init_model(out: Path, seed: int = 0, vae: Path | None = None) -> Path:
         if (out / name).exists():
             shutil.rmtree(out / name)
         shutil.copytree(src, out / name)
-    default_scheduler().save_pretrained(out / "scheduler")
+    scheduler = default_scheduler()
+    type(scheduler).from_config(scheduler.config, prediction_type=prediction_type).save_pretrained(out / "scheduler")
     return out
 
 
@@ -102,6 +105,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", type=Path, required=True)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--vae", type=Path, default=None, help="VAE folder (default: the shipped ShapeStory VAE)")
+    p.add_argument("--prediction-type", default="v_prediction", choices=("epsilon", "v_prediction"))
     p = sub.add_parser("data", help="write the ShapeStory training and validation sets")
     p.add_argument("--out", type=Path, required=True)
     p.add_argument("--train", type=int, default=3000)
@@ -120,7 +124,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--no-ema", action="store_true", help="use the raw weights, not the EMA ones")
     args = parser.parse_args(argv)
     if args.command == "init":
-        logger.info("wrote %s", init_model(args.out, args.seed, args.vae))
+        logger.info("wrote %s", init_model(args.out, args.seed, args.vae, args.prediction_type))
     elif args.command == "data":
         write_data(args.out, args.train, args.val, args.seed, args.identity_dropout, args.second_character,
                    args.third_character)

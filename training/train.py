@@ -155,6 +155,20 @@ def _export_final(accelerator, model, args, ema) -> str:
     return os.path.join(args.output_dir, trainable_name(args.stage))
 
 
+def _check_prediction_type(args) -> None:
+    """The model's scheduler config tells inference what the model predicts: training must agree with it."""
+    import json
+
+    root = args.pretrained_model_name_or_path
+    config = os.path.join(root, "scheduler", "scheduler_config.json") if root else None
+    if config and os.path.isfile(config):
+        with open(config, encoding="utf-8") as f:
+            wanted = json.load(f).get("prediction_type", "epsilon")
+        if wanted != args.prediction_type:
+            raise ConfigError(f"prediction_type: {args.prediction_type!r}, but {config} says {wanted!r} (inference "
+                              "reads the scheduler config); set --prediction_type " + wanted)
+
+
 def _any_rank(accelerator, flag: bool) -> bool:
     if accelerator.num_processes == 1:
         return flag
@@ -175,6 +189,7 @@ def main(args, *, on_step: StepCallback | None = None) -> dict:
     if kind == "tar" and args.max_train_steps is None:
         raise ConfigError("max_train_steps: required when streaming tar shards (the stream has no epochs)")
     cache = open_cache(args)
+    _check_prediction_type(args)
     set_seed(args.seed)
     if args.allow_tf32 and torch.cuda.is_available():
         torch.backends.cuda.matmul.allow_tf32 = True
@@ -213,7 +228,7 @@ def main(args, *, on_step: StepCallback | None = None) -> dict:
         ema.to(device)
     trained_params = [p for p in model.parameters() if p.requires_grad]
     diffusion = GaussianDiffusion(args.num_timesteps, learn_sigma=components.model.transformer.out_channels ==
-                                  2 * components.vae_info.latent_channels)
+                                  2 * components.vae_info.latent_channels, prediction_type=args.prediction_type)
     live = None if components.text_encoder is None else CaptionEncoder(
         args.max_length, tokenizer=components.tokenizer, text_encoder=components.text_encoder)
     cached = None if cache is None else CaptionEncoder(args.max_length, empty_states=cache.empty_text)

@@ -24,6 +24,7 @@ from diffusers.utils import BaseOutput
 from ..attention import SubjectSlots, TokenPacking
 from ..conditioning import REFERENCE_CAPTION, FrameSpec, build_subject_inputs, plan_subject_slots
 from ..consistency import ConsistencyConfig, StoryConsistencyContext, story_consistency_processors
+from ..latents import LatentNormalization
 from ..models import IdentityBank, Lay2StoryTransformer, SubjectInputs
 from ..story import Box, Story, parse_story
 from ..text import DEFAULT_MAX_LENGTH, encode_texts
@@ -222,7 +223,7 @@ class StoryPipeline(DiffusionPipeline):
             story.character(char_id)  # LayoutError for unknown ids
             pixels = to_tensor_image(ref.image, height, width).to(device=device, dtype=self.vae.dtype)
             dist = self.vae.encode(pixels[None] * 2 - 1).latent_dist
-            out[char_id] = (dist.mode() * self.vae.config.scaling_factor)[0].to(self.transformer.dtype)
+            out[char_id] = LatentNormalization.from_vae(self.vae).to_model(dist.mode())[0].to(self.transformer.dtype)
         return out
 
     # -- helpers -----------------------------------------------------------------------------------------------------
@@ -417,8 +418,8 @@ class StoryPipeline(DiffusionPipeline):
     def decode_latents(self, latents: torch.Tensor) -> torch.Tensor:
         """``(F, 4, h, w)`` scaled latents -> ``(F, 3, H, W)`` in [0, 1], one frame at a time (bounded memory; use
         ``vae.enable_tiling()`` for very large sizes)."""
-        frames = [self.vae.decode(lat[None].to(self.vae.dtype) / self.vae.config.scaling_factor).sample
-                  for lat in latents]
+        norm = LatentNormalization.from_vae(self.vae)
+        frames = [self.vae.decode(norm.from_model(lat[None].float()).to(self.vae.dtype)).sample for lat in latents]
         return (torch.cat(frames).float() / 2 + 0.5).clamp(0, 1)
 
 

@@ -88,3 +88,31 @@ def test_bad_shapes_and_timesteps_name_the_argument():
         diffusion.training_losses(torch.zeros(2, 4, 2, 2), x, x, torch.tensor([1, 2]), x)
     with pytest.raises(ValueError, match="t: timesteps"):
         diffusion.q_sample(x, torch.tensor([0, 10]), x)
+
+
+def test_v_prediction_matches_epsilon_when_both_are_exact():
+    """A perfect v-prediction gives zero MSE and the same variance term as a perfect noise prediction, and v
+    converts back to the noise exactly (the pipeline's scheduler does the same with prediction_type=v_prediction)."""
+    gen = torch.Generator().manual_seed(0)
+    x0, noise = torch.randn(6, 4, 4, 4, generator=gen), torch.randn(6, 4, 4, 4, generator=gen)
+    var = torch.rand(6, 4, 4, 4, generator=gen) * 2 - 1
+    t = torch.tensor([0, 1, 100, 500, 900, 999])
+    eps_d = GaussianDiffusion(1000, learn_sigma=True)
+    v_d = GaussianDiffusion(1000, learn_sigma=True, prediction_type="v_prediction")
+    x_t = eps_d.q_sample(x0, t, noise)
+    v = v_d.v_target(x0, t, noise)
+    torch.testing.assert_close(v_d.eps_from_v(x_t, t, v), noise, atol=1e-5, rtol=1e-5)
+    by_eps = eps_d.training_losses(torch.cat([noise, var], 1), x0, x_t, t, noise)
+    by_v = v_d.training_losses(torch.cat([v, var], 1), x0, x_t, t, noise)
+    assert float(by_v.mse.abs().max()) < 1e-10
+    torch.testing.assert_close(by_v.vb, by_eps.vb, atol=1e-4, rtol=1e-4)
+    # the scheduler agrees on what v means
+    from diffusers import DDPMScheduler
+
+    sched = DDPMScheduler(num_train_timesteps=1000, beta_schedule="linear", prediction_type="v_prediction")
+    torch.testing.assert_close(sched.get_velocity(x0, noise, t), v, atol=1e-5, rtol=1e-5)
+
+
+def test_unknown_prediction_type_is_refused():
+    with pytest.raises(ValueError, match="prediction_type"):
+        GaussianDiffusion(1000, prediction_type="sample")

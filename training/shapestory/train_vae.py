@@ -24,6 +24,7 @@ import numpy as np
 import torch
 from diffusers import AutoencoderKL
 
+from lay2story_core.latents import LatentNormalization
 from lay2story_core.shapestory import score_story, summarize
 from lay2story_core.shapestory.generator import render_story
 
@@ -132,6 +133,13 @@ def latent_std(vae: AutoencoderKL, pixels: torch.Tensor, batch: int = 64) -> flo
 
 
 @torch.no_grad()
+def channel_statistics(vae: AutoencoderKL, pixels: torch.Tensor, batch: int = 64):
+    """Per-channel mean and std of the posterior modes (``LatentNormalization.channel_statistics``)."""
+    means = [vae.encode(chunk.float() / 127.5 - 1.0).latent_dist.mode() for chunk in pixels.split(batch)]
+    return tuple(list(v) for v in LatentNormalization.channel_statistics(torch.cat(means)))
+
+
+@torch.no_grad()
 def evaluate_vae(vae: AutoencoderKL, eval_stories: int, metric_stories: int, seed: int) -> dict:
     """PSNR on held-out frames (test split) and ShapeStory metrics on ground truth vs reconstructions."""
     pixels = frame_pool(eval_stories, "test", seed + 1)
@@ -190,7 +198,10 @@ def main(argv: list[str] | None = None) -> dict:
                     kl_weight=args.kl_weight, l1_weight=args.l1_weight, seed=args.seed,
                     max_seconds=None if args.max_minutes is None else 60 * args.max_minutes)
     std = latent_std(vae, pool[: min(2000, pool.shape[0])])
-    vae.register_to_config(scaling_factor=round(1.0 / std, 5))
+    # per-channel statistics (diffusers' latents_mean / latents_std, lay2story_core.latents): this VAE's channels
+    # spread 0.7 .. 3.3, and one scalar scale would leave the narrow ones drowned in noise at every timestep
+    channel_mean, channel_std = channel_statistics(vae, pool[: min(2000, pool.shape[0])])
+    vae.register_to_config(scaling_factor=1.0, latents_mean=channel_mean, latents_std=channel_std)
     report = {
         "command": " ".join(["python -m training.shapestory.train_vae", *(sys.argv[1:] if argv is None else argv)]),
         "downsample": args.downsample,
