@@ -2,7 +2,7 @@
 ``CLIP`` (``comfy.sd.CLIP``), ``VAE`` (``comfy.sd.VAE``) and ``comfy.model_management``.
 
 Imported lazily (``importlib``) so the pack loads without ComfyUI; the tests' stand-in registers modules of the same
-names with the same interfaces (``tests/nodes/comfy_standin.py``).
+names with the same interfaces (``tests/comfy_standin.py``).
 """
 
 from __future__ import annotations

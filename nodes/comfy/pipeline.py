@@ -48,6 +48,11 @@ class ComfyStoryPipeline(StoryPipeline):
         self.transformer = self._bind()
         self.memory_shape: list[int] | None = None  # (batch, 4, h, w) of one pass, for ComfyUI's memory estimate
 
+    @property
+    def components(self) -> dict:
+        """The diffusers components (ComfyUI's objects are not diffusers modules; ComfyUI manages them)."""
+        return {"scheduler": self.scheduler, "subject_branch": self.subject_branch}
+
     def _bind(self) -> ComfyPixArt:
         model = self.native_model
         dm = model.get_model_object("diffusion_model") if hasattr(model, "get_model_object") else (

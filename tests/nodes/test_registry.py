@@ -18,7 +18,8 @@ SOCKET_TYPES = {"L2S_MODEL", "L2S_TEXT_ENCODER", "L2S_STORY", "L2S_LAYOUT", "L2S
                 "LATENT", "L2S_SUBJECT_BRANCH", "MODEL", "CLIP", "VAE"}
 EXPECTED = {"L2S_ModelLoader", "L2S_TextEncoderLoader", "L2S_Story", "L2S_LayoutToggle", "L2S_ReferenceImage",
             "L2S_LayoutDetector", "L2S_LayoutPreview", "L2S_StorySampler", "L2S_ComicPage", "L2S_StoryToJSON",
-            "L2S_StoryFromJSON", "L2S_LayoutEditor", "L2S_LayoutFromJSON", "L2S_LayoutToJSON", "L2S_SubjectBranchLoader"}
+            "L2S_StoryFromJSON", "L2S_LayoutEditor", "L2S_LayoutFromJSON", "L2S_LayoutToJSON",
+            "L2S_SubjectBranchLoader"}
 
 
 def test_the_registry_holds_every_node_once():
