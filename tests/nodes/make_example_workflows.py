@@ -6,9 +6,8 @@ Not shipped code: run it from the repository root after changing a node's inputs
     .venv/bin/python tests/nodes/make_example_workflows.py [--no-thumbnails]
 
 Both formats come from the one description below, with widget values in each node's ``INPUT_TYPES`` order (plus
-the frontend's ``control_after_generate`` value after a seed). Thumbnails show real node outputs: the layout preview
-and comic page nodes drawn over ShapeStory frames (lay2story_core.shapestory renders any ShapeStory story's ground
-truth from its JSON), since no trained demo model is needed for that.
+the frontend's ``control_after_generate`` value after a seed). Thumbnails come from real runs of each written
+example on the installed models (tests/nodes/render_thumbnails.py, which can also be run alone).
 """
 
 from __future__ import annotations
@@ -276,41 +275,6 @@ def described(ui: dict, text: str) -> dict:
     return {**ui, "groups": [*ui["groups"], group], "extra": {**ui["extra"], "description": text}}
 
 
-# -------------------------------------------------------------------------------------------------- thumbnails
-def _shape_frames(story: Story, size: int = 128) -> list:
-    from lay2story_core.shapestory import render_story
-
-    return render_story(story, size, size)[0]
-
-
-def thumbnail(name: str):
-    """A 512 px wide picture of what the example makes, drawn by the pack's own preview/comic nodes."""
-    from PIL import Image
-
-    from lay2story_core.comic import ComicStyle, compose_comic
-    from nodes.preview import render_layout_preview
-    from nodes.story_nodes import L2S_Story
-
-    shape_story = L2S_Story().build(SHAPE_IDENTITY, "\n".join(SHAPE_PROMPTS), "", 64, 64)[0]
-    if name == "lay2story_drawn_layout":
-        story = shape_story.apply_layout(DRAWN_LAYOUT)
-        panels = render_layout_preview(story, _shape_frames(story))
-        return compose_comic(panels, None, "four_panel", ComicStyle(panel_width=248, margin=4, gutter=8))[0]
-    if name == "lay2story_detected_layout":
-        story = shape_story.apply_layout(DRAWN_LAYOUT)
-        drawn = render_layout_preview(story.with_layout(captions=False), _shape_frames(story))
-        return compose_comic(drawn, ["detected: " + s for s in SHAPE_PROMPTS], "four_panel",
-                             ComicStyle(panel_width=248, margin=4, gutter=8, font_size=16))[0]
-    if name == "comic_page":
-        story = TWO_CHARACTER_STORY
-        return compose_comic(_shape_frames(story), [f.prompt for f in story.frames], "classic",
-                             ComicStyle(panel_width=200, font_size=18))[0]
-    fox = L2S_Story().build(FOX_IDENTITY, "\n".join(FOX_PROMPTS[:4]), "", 512, 512)[0]
-    schematic = render_layout_preview(fox, [Image.new("RGB", (256, 256), (200, 214, 229))] * 4)
-    return compose_comic(schematic, list(FOX_PROMPTS[:4]), "four_panel",
-                         ComicStyle(panel_width=248, margin=4, gutter=8, font_size=16))[0]
-
-
 def write(out_dir: str = OUT_DIR, thumbnails: bool = True) -> list[str]:
     written = []
     os.makedirs(os.path.join(out_dir, "api"), exist_ok=True)
@@ -324,20 +288,18 @@ def write(out_dir: str = OUT_DIR, thumbnails: bool = True) -> list[str]:
                 f.write("\n")
             os.replace(tmp, path)
             written.append(path)
-        if thumbnails:
-            image = thumbnail(name).convert("RGB")
-            image.thumbnail((512, 512))
-            path = os.path.join(out_dir, f"{name}.jpg")
-            image.save(f"{path}.tmp", format="JPEG", quality=88)
-            os.replace(f"{path}.tmp", path)
-            written.append(path)
+        if thumbnails:  # from a real run of the example just written (render_thumbnails.py, beside this script)
+            from render_thumbnails import render
+
+            written.append(render(name, out_dir=out_dir))
     return written
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", default=OUT_DIR, help="output folder (default: example_workflows/)")
-    parser.add_argument("--no-thumbnails", action="store_true", help="write the JSON files only")
+    parser.add_argument("--no-thumbnails", action="store_true",
+                        help="write the JSON files only (thumbnails: tests/nodes/render_thumbnails.py)")
     args = parser.parse_args()
     for path in write(args.out, not args.no_thumbnails):
         print(os.path.relpath(path, ROOT))

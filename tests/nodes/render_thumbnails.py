@@ -170,7 +170,8 @@ def with_notes(image: Image.Image, notes: list[str]) -> Image.Image:
 
 
 def render(name: str, steps: int | None = None, out_dir: str = EXAMPLES) -> str:
-    with open(os.path.join(EXAMPLES, "api", f"{name}.json"), encoding="utf-8") as f:
+    api = os.path.join(out_dir, "api", f"{name}.json")
+    with open(api if os.path.isfile(api) else os.path.join(EXAMPLES, "api", f"{name}.json"), encoding="utf-8") as f:
         prompt, notes = adapt(name, json.load(f))
     start = time.monotonic()
     outputs, _, sinks = run(prompt, steps)
