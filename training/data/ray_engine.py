@@ -53,7 +53,7 @@ from .process import (
     write_stories,
 )
 
-__all__ = ["CaptionStage", "DetectStage", "ScreenStage", "VideoState", "build_pipeline", "ray_results",
+__all__ = ["CaptionStage", "DetectStage", "ScreenStage", "VideoState", "build_pipeline", "iter_results", "ray_results",
            "runtime_env", "start_ray"]
 
 logger = logging.getLogger(__name__)
@@ -71,10 +71,23 @@ class VideoState:
     chunks: list[list] = field(default_factory=list)
     kept: list[Candidate] = field(default_factory=list)
     plans: list = field(default_factory=list)
+    fatal: str = ""  # a fatal caption error, raised by the driver (worker exceptions lose their type on the way)
 
     @property
     def ok(self) -> bool:
-        return self.result.status == "ok"
+        return self.result.status == "ok" and not self.fatal
+
+    @contextlib.contextmanager
+    def stage(self) -> Iterator[bool]:
+        """Runs one stage's body if the video is still ok, with :func:`guard`'s error handling."""
+        if not self.ok:
+            yield False
+            return
+        try:
+            with guard(self.result, self.task.rel_path):
+                yield True
+        except CaptionError as err:  # guard lets only fatal ones through
+            self.fatal = str(err)
 
 
 def _pack(state: VideoState) -> dict:
@@ -96,8 +109,8 @@ def decode(row: dict, config: BuildConfig) -> dict:
 
 def select(row: dict, config: BuildConfig) -> dict:
     state = _unpack(row["payload"])
-    if state.ok:
-        with guard(state.result, state.task.rel_path):
+    with state.stage() as ok:
+        if ok:
             dedup = WindowDedup(config, video_seed(config.seed, state.task.video_id))
             for chunk in state.chunks:
                 dedup.add(chunk)
@@ -110,8 +123,8 @@ def select(row: dict, config: BuildConfig) -> dict:
 
 def caption_with_template(row: dict, config: BuildConfig) -> dict:
     state = _unpack(row["payload"])
-    if state.ok:
-        with guard(state.result, state.task.rel_path):
+    with state.stage() as ok:
+        if ok:
             state.plans = caption_sequences(state.kept, state.plans, build_captioner(config), state.result,
                                             state.task.rel_path)
     return _pack(state)
@@ -119,10 +132,10 @@ def caption_with_template(row: dict, config: BuildConfig) -> dict:
 
 def write(row: dict, config: BuildConfig) -> dict:
     state = _unpack(row["payload"])
-    if state.ok:
-        with guard(state.result, state.task.rel_path):
+    with state.stage() as ok:
+        if ok:
             write_stories(state.task.video_id, state.kept, state.plans, config, state.result)
-    return {"video_id": state.task.video_id, "result": pickle.dumps(state.result)}
+    return {"video_id": state.task.video_id, "result": pickle.dumps(state.result), "fatal": state.fatal}
 
 
 # ---------------------------------------------------------------------------------------------------- model actors
@@ -145,8 +158,8 @@ class _ModelStage:
         payloads = []
         for payload in batch["payload"]:
             state = _unpack(payload)
-            if state.ok:
-                with guard(state.result, state.task.rel_path):
+            with state.stage() as ok:
+                if ok:
                     self.run(state)
             payloads.append(_pack(state)["payload"])
         return {"video_id": list(batch["video_id"]), "payload": payloads}
@@ -222,17 +235,6 @@ def build_pipeline(tasks: Sequence[VideoTask], config: BuildConfig):
     return ds.map(write, **tasks_args)
 
 
-def _cause(err: BaseException) -> BaseException:
-    """The CaptionError inside a Ray error chain, if there is one."""
-    seen = set()
-    while err is not None and id(err) not in seen:
-        if isinstance(err, CaptionError):
-            return err
-        seen.add(id(err))
-        err = getattr(err, "cause", None) or err.__cause__
-    return None
-
-
 def ray_results(tasks: Sequence[VideoTask], config: BuildConfig) -> Iterator[VideoResult]:
     """Results of ``tasks`` from the Ray pipeline, in the order videos finish. A fatal caption error raises."""
     if not tasks:
@@ -246,11 +248,13 @@ def ray_results(tasks: Sequence[VideoTask], config: BuildConfig) -> Iterator[Vid
     context.enable_operator_progress_bars = config.progress
     with contextlib.suppress(AttributeError):
         context.print_on_execution_start = config.progress
-    try:
-        for row in build_pipeline(tasks, config).iter_rows():
-            yield pickle.loads(row["result"])
-    except Exception as err:
-        cause = _cause(err)
-        if cause is not None:
-            raise CaptionError(str(cause), fatal=cause.fatal) from err
-        raise
+    yield from iter_results(build_pipeline(tasks, config))
+
+
+def iter_results(ds) -> Iterator[VideoResult]:
+    """Streams the pipeline's results; a fatal caption error in a worker is raised here as a fatal
+    :class:`CaptionError` (the videos already yielded are kept by the caller)."""
+    for row in ds.iter_rows():
+        if row["fatal"]:
+            raise CaptionError(row["fatal"], fatal=True)
+        yield pickle.loads(row["result"])

@@ -28,3 +28,4 @@ def pause_once(flag: str, log: str, seconds: str = "300"):
         return [True] * len(images)
 
     return hook
+

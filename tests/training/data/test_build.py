@@ -350,3 +350,45 @@ def test_config_errors(base_config):
         base_config.replace(captioner="http")
     with pytest.raises(ValueError, match="probs: must sum to 1"):
         base_config.replace(length_probs=(0.5, 0.5, 0.5))
+
+
+def test_aesthetic_and_safety_settings_filter_and_count(base_config, models, tiny_models, tmp_path):
+    from diffusers.pipelines.stable_diffusion.safety_checker import StableDiffusionSafetyChecker
+    from safetensors.torch import save_file
+    from transformers import CLIPConfig, CLIPImageProcessorPil
+
+    _, clip_folder = tiny_models
+    # A head that scores the first embedding coordinate, and a threshold between two frames' scores near the median.
+    from training.data.video import sample_frames
+
+    scores = []
+    for name in ("a.mp4", "sub/b.mkv", "c.mp4", "short.mp4"):
+        frames, _ = sample_frames(os.path.join(base_config.videos, name), 0.25)
+        scores += models.clip.embed_images([f.image for f in frames]).numpy()[:, 0].tolist()
+    ordered = sorted(scores)
+    threshold = (ordered[len(ordered) // 2 - 1] + ordered[len(ordered) // 2]) / 2
+    weight = torch.zeros(1, 16)
+    weight[0, 0] = 1.0
+    save_file({"layers.0.weight": weight, "layers.0.bias": torch.zeros(1)}, str(tmp_path / "head.safetensors"))
+    config = base_config.replace(out=str(tmp_path / "aesthetic"), aesthetic_head=str(tmp_path / "head.safetensors"),
+                                 min_aesthetic=threshold, tar=False)
+    stats = build_dataset(config)["stats"]
+    dropped = stats["frames_dropped_by_filter"]["aesthetic"]
+    assert dropped == sum(s < threshold for s in scores) == len(scores) // 2
+    assert stats["frames"]["filtered"] == stats["frames"]["detected"] == stats["frames"]["size_filtered"] - dropped
+    with pytest.raises(ValueError, match=r"min_aesthetic: .* -> 0.5"):
+        build_dataset(config.replace(min_aesthetic=0.5))
+    with pytest.raises(ValueError, match=r"aesthetic_head: .* -> None"):
+        build_dataset(config.replace(aesthetic_head=None))
+    # A safety margin of +10 flags every frame: each video fails as "filtered", the frames are counted.
+    torch.manual_seed(0)
+    StableDiffusionSafetyChecker(CLIPConfig.from_pretrained(clip_folder)).save_pretrained(tmp_path / "safety")
+    CLIPImageProcessorPil.from_pretrained(clip_folder).save_pretrained(tmp_path / "safety")
+    config = base_config.replace(out=str(tmp_path / "safety_out"), safety_checker=str(tmp_path / "safety"),
+                                 safety_adjustment=10.0, tar=False)
+    stats = build_dataset(config)["stats"]
+    assert stats["frames_dropped_by_filter"] == {"safety": stats["frames"]["size_filtered"]} and stats["stories"] == 0
+    assert stats["videos"]["failed_by_reason"]["filtered"] == 4
+    with open(os.path.join(config.out, "manifest.json")) as handle:
+        settings = json.load(handle)["settings"]
+    assert settings["safety_adjustment"] == 10.0 and settings["min_aesthetic"] == 5.0

@@ -121,3 +121,56 @@ def test_safety_filter_with_tiny_checker(tiny_models, tmp_path):
         hook.checker.concept_embeds_weights.fill_(-10.0)
     assert hook(images) == [False, False, False]
     assert hook([]) == []
+
+
+def _tiny_checker(clip_folder, folder, seed=0):
+    from diffusers.pipelines.stable_diffusion.safety_checker import StableDiffusionSafetyChecker
+    from transformers import CLIPConfig, CLIPImageProcessorPil
+
+    config = CLIPConfig.from_pretrained(clip_folder)
+    torch.manual_seed(seed)
+    checker = StableDiffusionSafetyChecker(config)
+    checker.save_pretrained(folder)
+    CLIPImageProcessorPil.from_pretrained(clip_folder).save_pretrained(folder)
+    return checker
+
+
+def test_safety_flags_follow_the_checker_and_its_margin(tiny_models, tmp_path):
+    _, clip_folder = tiny_models
+    checker = _tiny_checker(clip_folder, tmp_path / "safety")
+    hook = SafetyFilter.from_options(str(tmp_path / "safety"))
+    rng = np.random.default_rng(1)
+    images = [Image.fromarray((rng.random((32, 32, 3)) * 255).astype(np.uint8)) for _ in range(12)]
+    pixels = hook.image_processor(images=images, return_tensors="pt").pixel_values
+    with torch.no_grad():
+        embeds = torch.nn.functional.normalize(checker.visual_projection(checker.vision_model(pixels)[1]), dim=-1)
+        sims = embeds @ torch.nn.functional.normalize(checker.concept_embeds, dim=-1).T
+        # Thresholds at the median similarity of each concept: some images flagged, some not.
+        hook.checker.concept_embeds_weights.copy_(sims.median(dim=0).values)
+        hook.checker.special_care_embeds_weights.fill_(1.0)
+        _, expected = hook.checker(clip_input=pixels, images=np.zeros((12, 1, 1, 3), np.float32))
+    flags = hook.flags(images).tolist()
+    assert flags == list(expected) and 0 < sum(flags) < 12  # adjustment 0 is the checker's own rule
+    hook.adjustment = 0.5  # a positive margin flags more, a negative one fewer
+    assert sum(hook.flags(images).tolist()) == 12
+    hook.adjustment = -0.5
+    assert sum(hook.flags(images).tolist()) == 0
+    assert hook(images) == [True] * 12
+
+
+def test_embedding_aesthetic_filter(tmp_path):
+    from safetensors.torch import save_file
+
+    from training.data.filters import EmbeddingAestheticFilter
+
+    state = _head_state([16, 8, 1], seed=2)
+    save_file(state, str(tmp_path / "head.safetensors"))
+    head = EmbeddingAestheticFilter.from_file(str(tmp_path / "head.safetensors"), min_score=0.0, dim=16)
+    x = torch.nn.functional.normalize(torch.randn(10, 16), dim=-1)
+    expected = (x @ state["layers.0.weight"].T + state["layers.0.bias"]) @ state["layers.2.weight"].T
+    expected = (expected + state["layers.2.bias"])[:, 0]
+    np.testing.assert_allclose(head.scores(x.numpy()), expected.numpy(), rtol=1e-5, atol=1e-6)
+    head.min_score = float(expected.median())
+    assert head.keep(x.numpy()) == [bool(s >= head.min_score) for s in head.scores(x.numpy())]
+    with pytest.raises(ValueError, match="expects 16-d CLIP embeddings, the CLIP model gives 32"):
+        EmbeddingAestheticFilter.from_file(str(tmp_path / "head.safetensors"), dim=32)
