@@ -1,7 +1,7 @@
 """Forward time, FLOPs and peak memory: plain PixArt vs the dual-branch Lay2StoryTransformer, measured in one run.
 
     python -m bench.model [--quick] [--json PATH] [--device cuda] [--full-size] [--sizes 512,1024]
-                          [--full-forward 512] [--dtype bf16]
+                          [--full-forward 512] [--dtype bf16] [--compile] [--no-medium]
 
 Medium CPU config: 8 blocks, hidden 384 (6 heads x 64), 256 px (32x32 latent, 256 tokens), 4 frames, T5 width
 4096 with 120 caption tokens, no CFG. Layout on = one box per frame covering 25% of the frame; layout off =
@@ -15,6 +15,8 @@ weights), 4 frames with CFG (batch 8, subject slots on the conditional half, as 
 (28 global + 14 subject blocks + the measured embed/final layers). For the sizes in ``--full-forward`` the whole
 step is also run end to end for plain / layout on / layout off / training-free, which checks the composition.
 Then the weights per component (bf16) and the predicted GPU memory at 1024 px (``bench/memory_model.py``).
+``--compile``: eager vs ``torch.compile`` per model call at the medium config with CFG, the compile time, and the
+graphs the next stories compile (``lay2story_core.attention.compiled``).
 Targets: layout on <= 1.25x plain, layout off <= 1.7x plain.
 """
 
@@ -40,7 +42,7 @@ from lay2story_core.consistency import ConsistencyConfig, StoryConsistencyContex
 from lay2story_core.models import Lay2StoryTransformer, SubjectBranch, SubjectInputs
 
 COLUMNS = ["config", "frames", "variant", "coverage", "how", "forward_s", "TFLOP", "TFLOP_analytic", "TFLOP/s",
-           "peak_MB", "time_ratio", "mem_ratio", "target"]
+           "peak_MB", "time_ratio", "mem_ratio", "graphs", "target"]
 MEDIUM = dict(num_layers=8, num_attention_heads=6, attention_head_dim=64, caption_channels=4096,
               cross_attention_dim=384)
 XL = dict(num_layers=28, num_attention_heads=16, attention_head_dim=72, caption_channels=4096,
@@ -256,11 +258,57 @@ def medium_rows(args, device) -> list[dict]:
     return rows + plan_rows(label, Case(model, 4, 32, cfg=False, device=device, dtype=dtype), repeats, device)
 
 
+def compile_rows(args, device) -> list[dict]:
+    """``torch.compile`` of the global blocks (static) and subject blocks (dynamic token counts, bucketed segment
+    lengths): eager vs compiled seconds per model call (4 frames + CFG, the fastest of ``repeats``), the first call's
+    compile time, and the graphs compiled by each next story (coverage 25%, then 22%, 30%, 100%)."""
+    from lay2story_core.attention.compiled import compile_blocks
+
+    dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
+    label = f"medium{'-quick' if args.quick else ''} 256px, compiled"
+    model = build({**MEDIUM, "num_layers": 4 if args.quick else 8}, 32, device, dtype)
+    case = Case(model, 4, 32, cfg=True, device=device, dtype=dtype)
+    repeats = 2 if args.quick else 5
+
+    def story(coverage):
+        subject = case.subject(coverage, once=False)
+        subject.packing = TokenPacking.build(subject.slots, case.batch, bucket=True)
+        with torch.no_grad():
+            subject.caption_states = model.transformer.caption_projection(case.captions)
+        return torch.no_grad()(lambda: model(case.x, case.text, case.t, case.added, case.mask,
+                                             subject=subject).sample)
+
+    eager = {cov: time_call(story(cov), repeats=repeats, device=device)["min_s"] for cov in (0.25,)}
+    eager_plain = time_call(case.forward(None), repeats=repeats, device=device)["min_s"]
+    stats = compile_blocks(model.transformer, model.subject_branch)
+    rows = []
+    for name, fn, base in (("plain PixArt", case.forward(None), eager_plain),
+                           ("Lay2Story 25%", story(0.25), eager[0.25])):
+        before = stats.graphs
+        first = time_call(fn, repeats=1, warmup=0, device=device)["min_s"]
+        compiled = time_call(fn, repeats=repeats, warmup=0, device=device)["min_s"]
+        rows.append({"config": label, "frames": 4, "variant": name, "how": "first call (compiles)",
+                     "forward_s": first, "graphs": stats.graphs - before})
+        rows.append({"config": label, "frames": 4, "variant": name, "how": "compiled", "forward_s": compiled,
+                     "time_ratio": ratio(compiled, base), "target": "< 1 to pay"})
+        rows.append({"config": label, "frames": 4, "variant": name, "how": "eager", "forward_s": base,
+                     "time_ratio": 1.0})
+    for coverage in (0.22, 0.30, 1.0):
+        before = stats.graphs
+        seconds = time_call(story(coverage), repeats=1, warmup=0, device=device)["min_s"]
+        rows.append({"config": label, "frames": 4, "variant": f"next story, coverage {int(coverage * 100)}%",
+                     "how": "first call", "forward_s": seconds, "graphs": stats.graphs - before,
+                     "target": "0 graphs at 22-30%"})
+    return rows
+
+
 def run(args) -> dict:
     device = prepare(args)
     rows: list[dict] = []
     if not args.no_medium:
         rows += medium_rows(args, device)
+    if args.compile:
+        rows += compile_rows(args, device)
     extra: dict = {}
     if args.full_size or (device.type == "cuda" and not args.quick):
         from bench.full_size import full_size_rows, gpu_memory_rows, weight_rows
@@ -287,6 +335,7 @@ def main(argv=None) -> dict:
     parser.add_argument("--sizes", default="512", help="full-size resolutions (px) to time, comma separated")
     parser.add_argument("--full-forward", default="512", help="sizes whose whole step is also run end to end")
     parser.add_argument("--frames", type=int, default=4, help="frames of the full-size story (CFG doubles)")
+    parser.add_argument("--compile", action="store_true", help="also torch.compile at the medium config (slow)")
     parser.add_argument("--no-medium", action="store_true", help="skip the medium CPU config")
     parser.add_argument("--dtype", choices=("bf16", "fp16", "fp32"), default="bf16", help="full-size dtype")
     payload = run_and_report(run, parser, argv)

@@ -105,7 +105,8 @@ class Segments:
         """Build the padded layout of packed tokens whose segment ids are ``ids`` (``(T,)`` long, any order).
 
         ``bucket``: pad the segment length up to :func:`bucket_length` (a few sizes per octave), so compiled code
-        sees few distinct shapes; the extra rows are padding like any other (masked keys, dropped queries)."""
+        sees few distinct shapes; the extra rows are padding like any other (masked keys, dropped queries), and the
+        layout always has a mask (one code path for every coverage)."""
         num_tokens = ids.shape[0]
         device = ids.device
         if num_tokens == 0:
@@ -128,7 +129,7 @@ class Segments:
         gather_index[flat] = order
         unpad_index = torch.empty(num_tokens, dtype=torch.long, device=device)
         unpad_index[order] = flat
-        equal = int(counts.min()) == max_len and longest == max_len
+        equal = int(counts.min()) == max_len and longest == max_len and not bucket  # bucketed: always a mask
         valid = None if equal else (gather_index != num_tokens).view(num_segments, max_len)
         is_sorted = bool((order == torch.arange(num_tokens, device=device)).all())
         offsets = torch.cat([starts, counts.sum().view(1)])
