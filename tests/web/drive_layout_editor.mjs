@@ -98,6 +98,11 @@ try {
   // Hand-edited JSON: the canvas reports the error, keeps the text, and recovers when the text is fixed.
   const good = (await state()).json;
   await page.click(".l2s-nav button[title^='Show / hide the layout JSON']");
+  result.checks.json_view = await page.evaluate(() => {
+    const area = document.querySelector(".l2s-json");
+    return { lines: area.value.split("\n").length, resize: area.style.resize, height: area.clientHeight,
+      text: area.value };
+  });
   await page.fill(".l2s-json", "{broken");
   await snap("bad_typed");
   result.checks.canvas_present_on_error = await page.locator(".l2s-box-editor canvas").isVisible();

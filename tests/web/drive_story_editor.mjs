@@ -134,7 +134,7 @@ try {
   await d.click([0.28, 0.65]); // select hero's box: handles and its full caption
   for (const [name, scale] of [["100", 1], ["200", 2]]) {
     await focusEditor(scale);
-    await page.waitForTimeout(300);
+    await page.waitForTimeout(600);
     result.checks[`sharpness_${name}`] = await d.sharpness();
     if (config.screenshot_dir) {
       const box = await page.locator(".l2s-box-editor").boundingBox();

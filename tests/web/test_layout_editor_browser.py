@@ -129,6 +129,11 @@ def test_layout_editor_in_the_real_frontend(drive):
     assert Layout.from_json(sent["inputs"]["layout_json"]) == final
     assert "layout_canvas" not in sent["inputs"]
 
+    # the JSON view: pretty-printed (one box per line), resizable, the same layout as the widget's compact text
+    view = result["checks"]["json_view"]
+    assert view["lines"] > 10 and view["resize"] == "vertical" and view["height"] >= 120
+    assert Layout.from_json(view["text"]) == final and '"box": [' in view["text"]
+
     # bad JSON: an error line naming the field, the text kept as typed, the canvas still there; then recovery
     assert steps["bad_typed"]["json"] == "{broken"
     assert steps["bad_typed"]["editor_state"] == "error"

@@ -16,6 +16,7 @@ const EDITOR_WIDGET = "layout_canvas";
 const EDITOR_MIN_HEIGHT = 500;
 const NODE_MIN_WIDTH = 540;
 const PREVIEW_MIN_SIZE = [420, 480];
+const SYNC_INTERVAL_MS = 250;
 
 /** Replaces obj[name] by a function that calls the previous one first, then `after`; returns the previous result. */
 function chain(obj, name, after) {
@@ -91,6 +92,11 @@ function attachEditor(node) {
       syncFromWidget();
       return result;
     })(jsonWidget.callback);
+  // Not every renderer calls onDraw (the Vue node renderer draws nodes itself): a slow poll keeps the story and
+  // the canvas's sharpness current there too (the work is skipped while the editor is not on the page).
+  node.l2sTimer = setInterval(() => {
+    if (container.isConnected) syncFromWidget();
+  }, SYNC_INTERVAL_MS);
   ensureMinSize(node, [NODE_MIN_WIDTH, EDITOR_MIN_HEIGHT]);
 }
 
@@ -135,6 +141,9 @@ app.registerExtension({
       const jsonWidget = this.widgets?.find((w) => w.name === JSON_WIDGET);
       if (this.l2sEditor && jsonWidget) this.l2sEditor.setLayoutText(String(jsonWidget.value ?? ""));
       ensureMinSize(this, [NODE_MIN_WIDTH, EDITOR_MIN_HEIGHT]);
+    });
+    chain(proto, "onRemoved", function () {
+      clearInterval(this.l2sTimer);
     });
     chain(proto, "onConnectionsChange", function () {
       this.l2sRunStory = null; // a run's story is stale once the inputs change
