@@ -263,7 +263,11 @@ def parse_args(argv: list[str] | None = None) -> BuildConfig:
     p.add_argument("--ray-address", help="ray: cluster to join ('auto' = the running one); none starts a local Ray")
     p.add_argument("--cpus-per-worker", type=float, default=1.0, help="ray: CPUs each task / actor reserves")
     p.add_argument("--gpus-per-worker", type=float, default=None,
-                   help="ray: GPUs each model actor reserves (default 1 with a CUDA --device, else 0)")
+                   help="ray: GPUs each model actor reserves (default: with a CUDA --device, one GPU shared by "
+                   "one actor of each model stage; else 0)")
+    p.add_argument("--decode-workers", type=int, default=None,
+                   help="ray: decoding tasks at once (default --workers; decoding every frame of a 720p video at "
+                   "0.25 fps sampling takes ~10 CPU cores per GPU)")
     p.add_argument("--threads", type=int, default=None, help="torch threads per worker (default cpus / workers)")
     p.add_argument("--fetcher", default="local", help="video-list: yt-dlp, local, or a dotted factory path")
     p.add_argument("--fetch-root", help="local fetcher: folder holding <id>.<ext> files")

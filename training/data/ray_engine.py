@@ -9,16 +9,19 @@ pipeline, one row per video.
                        -> map(write)                               CPU tasks: frame images under out/images/
     driver: iter_rows() -> the same manifest / shard / stats code as the local engine (training.data.build)
 
-Model actors take ``num_gpus`` (``--gpus-per-worker``, default 1 with a CUDA ``--device``), ``num_cpus``
-(``--cpus-per-worker``) and ``concurrency=--workers``; each batch is one video, whose frames the stage sends to its
+Model actors take ``num_gpus`` (``--gpus-per-worker``; with a CUDA ``--device`` the default shares each GPU between
+one actor of each model pool, so ``--workers`` is the number of GPUs), ``num_cpus`` (``--cpus-per-worker``) and
+``concurrency=--workers``; each batch is one video, whose frames the stage sends to its
 model in chunks of ``--batch-size`` (the same chunks as the local engine, so both give the same boxes). Ray Data
 streams with backpressure, so memory holds the videos in flight, not the dataset; a row holds one video's sampled
 frames until detection, its kept frames after de-duplication (cap long videos with ``--max-frames-per-video``).
 
-Fault tolerance: a killed actor is restarted by Ray and its video retried (Ray Data's actor defaults, max_restarts
-and max_task_retries -1); a killed task is retried up to 3 times. Finished videos are recorded by the driver as
-their shards are written, so a restarted job skips them. Images are written by the workers: on a cluster ``--out``
-must be a shared file system, and the nodes need this project on the same path (it is put on ``PYTHONPATH``).
+Fault tolerance (Ray Data's defaults): a killed actor is restarted and its video retried (max_restarts and
+max_task_retries -1), a killed task is retried (max_retries -1 for system failures). Stage code never raises: a bad
+video becomes its status, and a fatal caption error (a rejected API key) travels in the row to the driver, which
+stops the build there. Finished videos are recorded by the driver as their shards are written, so a restarted job
+skips them. Images are written by the workers: on a cluster ``--out`` must be a shared file system, and the nodes
+need this project on the same path (it is put on ``PYTHONPATH``).
 """
 
 from __future__ import annotations
@@ -57,9 +60,6 @@ __all__ = ["CaptionStage", "DetectStage", "ScreenStage", "VideoState", "build_pi
            "runtime_env", "start_ray"]
 
 logger = logging.getLogger(__name__)
-
-_TASK_RETRIES = 3
-
 
 @dataclass
 class VideoState:
@@ -209,9 +209,13 @@ def start_ray(address: str | None = None, num_cpus: float | None = None) -> None
 
 
 def _gpus(config: BuildConfig) -> float:
+    """GPUs per model actor: by default the model pools share the GPUs (``--workers`` = number of GPUs, each GPU
+    holding one CLIP, one Grounding DINO and, for a local captioning model, one captioner actor)."""
     if config.gpus_per_worker is not None:
         return config.gpus_per_worker
-    return 1.0 if (config.device or "cpu").startswith("cuda") else 0.0
+    if not (config.device or "cpu").startswith("cuda"):
+        return 0.0
+    return 1.0 / (3 if config.captioner == "transformers" else 2)
 
 
 def build_pipeline(tasks: Sequence[VideoTask], config: BuildConfig):
@@ -221,10 +225,10 @@ def build_pipeline(tasks: Sequence[VideoTask], config: BuildConfig):
     cpus, gpus, n = config.cpus_per_worker, _gpus(config), max(1, min(config.workers, len(tasks)))
     actors = {"batch_size": 1, "batch_format": "numpy", "concurrency": n, "num_cpus": cpus,
               "fn_constructor_kwargs": {"config": config}}
-    tasks_args = {"num_cpus": cpus, "max_retries": _TASK_RETRIES, "fn_kwargs": {"config": config}}
+    tasks_args = {"num_cpus": cpus, "fn_kwargs": {"config": config}}
     rows = [dataclasses.asdict(t) for t in tasks]
     ds = ray.data.from_items(rows, override_num_blocks=max(1, len(rows)))
-    ds = ds.map(decode, concurrency=n, **tasks_args)
+    ds = ds.map(decode, concurrency=max(1, min(config.decode_workers or n, len(rows))), **tasks_args)
     ds = ds.map_batches(ScreenStage, num_gpus=gpus, **actors)
     ds = ds.map_batches(DetectStage, num_gpus=gpus, **actors)
     ds = ds.map(select, **tasks_args)
@@ -241,7 +245,7 @@ def ray_results(tasks: Sequence[VideoTask], config: BuildConfig) -> Iterator[Vid
         return
     import ray.data
 
-    needed = config.cpus_per_worker * config.workers * 4
+    needed = config.cpus_per_worker * (config.workers * 3 + (config.decode_workers or config.workers))
     start_ray(config.ray_address, num_cpus=max(float(os.cpu_count() or 1), needed))
     context = ray.data.DataContext.get_current()
     context.enable_progress_bars = config.progress

@@ -218,3 +218,23 @@ def test_a_fatal_caption_error_in_a_worker_stops_the_build(config):
     with pytest.raises(CaptionError, match="API key was rejected") as info:
         next(results)
     assert info.value.fatal
+
+
+def test_cli_options_of_the_ray_engine(tiny_models, videos):
+    from training.data.build import parse_args
+    from training.data.ray_engine import _gpus
+
+    detector, clip = tiny_models
+    base = ["--videos", str(videos), "--out", "/tmp/unused", "--detector", detector, "--clip", clip]
+    config = parse_args([*base, "--engine", "ray", "--ray-address", "auto", "--workers", "8", "--device", "cuda",
+                         "--decode-workers", "64", "--batch-size", "16"])
+    assert (config.engine, config.ray_address, config.workers, config.decode_workers) == ("ray", "auto", 8, 64)
+    assert _gpus(config) == 0.5  # one CLIP and one Grounding DINO actor per GPU
+    assert _gpus(config.replace(captioner="transformers", caption_model="m")) == pytest.approx(1 / 3)
+    assert _gpus(config.replace(device=None)) == 0.0 and _gpus(config.replace(gpus_per_worker=1.0)) == 1.0
+    # Engine settings do not change the output, so a job may resume with another engine or cluster.
+    assert config.output_settings() == parse_args(base).output_settings()
+    with pytest.raises(ValueError, match="engine: expected one of"):
+        config.replace(engine="spark")
+    with pytest.raises(ValueError, match="cpus_per_worker: expected a positive number, got 0"):
+        config.replace(cpus_per_worker=0)
