@@ -1,7 +1,7 @@
 // Lay2Story box editor: a reusable canvas widget for per-frame subject boxes (ES module, no build step, no
 // dependencies, no ComfyUI import; web/js/lay2story.js wires it into ComfyUI). The pure layout functions live in
-// layout_state.js / layout_schema.js (re-exported here), the drawing in canvas_draw.js and the right-click menu in
-// editor_menu.js; this module is the editor's state, its DOM and its input handling.
+// layout_state.js / layout_schema.js (re-exported here), the drawing in canvas_draw.js, the DOM in editor_dom.js and
+// the right-click menu in editor_menu.js; this module is the editor's state, its edits and its input handling.
 
 import {
   MIN_BOX_SIZE,
@@ -32,38 +32,16 @@ import {
   boxPixels,
   storyProblems,
   pathLocation,
-  humanPath,
 } from "./layout_state.js";
-import { drawFrame, centerText, colourFor, ERROR_COLOUR } from "./canvas_draw.js";
+import { drawFrame, centerText, colourFor } from "./canvas_draw.js";
 import { EditorMenu } from "./editor_menu.js";
+import { NEW_CHARACTER, buildEditor, refreshPanel } from "./editor_dom.js";
 
 export * from "./layout_state.js";
+export { GESTURE_HINT } from "./editor_dom.js";
 
-const NEW_CHARACTER = "\u0000new";
 const NUDGE = 0.01;
 const SNAP_PX = 8;
-export const GESTURE_HINT = "drag: draw \u00B7 drag a box: move \u00B7 edges: resize \u00B7 Shift: snap \u00B7 " +
-  "right-click: menu \u00B7 PgUp/PgDn: frame \u00B7 Del: delete";
-
-function el(tag, props = {}, style = {}) {
-  const node = document.createElement(tag);
-  Object.assign(node, props);
-  Object.assign(node.style, style);
-  return node;
-}
-
-export function button(text, title, onClick) {
-  const b = el("button", { type: "button", textContent: text, title }, {
-    padding: "1px 6px", font: "inherit", cursor: "pointer", borderRadius: "4px", whiteSpace: "nowrap", flex: "none",
-    border: "1px solid var(--border-color, #555)", background: "var(--comfy-input-bg, #222)",
-    color: "var(--input-text, #ddd)",
-  });
-  b.addEventListener("click", (e) => {
-    e.stopPropagation();
-    onClick();
-  });
-  return b;
-}
 
 /**
  * A canvas editor for a Layout: per-frame boxes (draw on empty space, drag inside to move, drag an edge/corner to
@@ -235,74 +213,7 @@ export class BoxCanvasEditor {
 
   // ------------------------------------------------------------------------------------------------- building
   _build(container) {
-    const row = { display: "flex", gap: "4px", alignItems: "center", flexWrap: "nowrap", minWidth: "0" };
-    const small = { fontSize: "11px", color: "var(--descrip-text, #999)", overflow: "hidden", textOverflow: "ellipsis",
-      whiteSpace: "nowrap" };
-    this.root = el("div", { className: "l2s-box-editor", tabIndex: -1 }, {
-      display: "flex", flexDirection: "column", gap: "3px", width: "100%", height: "100%", boxSizing: "border-box",
-      font: "12px sans-serif", color: "var(--input-text, #ddd)", outline: "none", userSelect: "none",
-      position: "relative", overflow: "hidden",
-    });
-    const nav = el("div", { className: "l2s-nav" }, { ...row, overflow: "hidden" });
-    this.prevButton = button("\u25C0", "Previous frame (PgUp)", () => this.selectFrame(this.frame - 1));
-    this.frameLabel = el("span", { className: "l2s-frame-label" }, { minWidth: "74px", textAlign: "center", flex: "none" });
-    this.nextButton = button("\u25B6", "Next frame (PgDn)", () => this.selectFrame(this.frame + 1));
-    this.addFrameButton = button("+ frame", "Add an empty frame after this one", () => this._addFrame());
-    this.removeFrameButton = button("\u2212 frame", "Remove this frame", () => this._removeFrame());
-    this.copyPrevButton = button("\u21E4 copy prev", "Copy the previous frame's boxes into this frame", () => this._copyFromPrevious());
-    this.copyAllButton = button("copy to all", "Copy this frame's boxes to every other frame", () => this._copyToAll(-1));
-    this.jsonButton = button("{ }", "Show / hide the layout JSON", () => this._toggleJson());
-    nav.append(this.prevButton, this.frameLabel, this.nextButton, this.addFrameButton, this.removeFrameButton,
-      this.copyPrevButton, this.copyAllButton, el("span", {}, { flex: "1" }), this.jsonButton);
-    this.promptLine = el("div", { className: "l2s-frame-prompt" }, { ...small, fontSize: "12px", color: "var(--input-text, #ddd)", minHeight: "15px" });
-    this.strip = el("div", { className: "l2s-strip" }, { ...row, overflowX: "auto", overflowY: "hidden", minHeight: "20px" });
-
-    this.canvasWrap = el("div", { className: "l2s-canvas-wrap" }, { flex: "1", minHeight: "160px", position: "relative" });
-    this.canvas = el("canvas", { className: "l2s-canvas", tabIndex: 0 }, {
-      position: "absolute", inset: "0", width: "100%", height: "100%", outline: "none", cursor: "crosshair",
-      touchAction: "none",
-    });
-    this.canvasWrap.append(this.canvas);
-
-    const props = el("div", { className: "l2s-props" }, row);
-    this.pickerLabel = el("span", { className: "l2s-picker-label" }, { flex: "none" });
-    this.characterSelect = el("select", { className: "l2s-character" }, { flex: "none", maxWidth: "40%" });
-    this.newCharacterInput = el("input", { className: "l2s-new-character", placeholder: "new character id" },
-      { display: "none", width: "110px", flex: "none" });
-    this.captionInput = el("input", { className: "l2s-caption" }, { flex: "1", minWidth: "60px" });
-    this.readout = el("span", { className: "l2s-readout", title: "Position and size of the selected box" },
-      { ...small, flex: "none", fontFamily: "monospace" });
-    this.deleteButton = button("\u2715", "Delete the selected box (Delete / Backspace)", () => this._deleteSelected());
-    props.append(this.pickerLabel, this.characterSelect, this.newCharacterInput, this.captionInput, this.readout,
-      this.deleteButton);
-    this.hint = el("div", { className: "l2s-hint", textContent: GESTURE_HINT, title: GESTURE_HINT }, small);
-
-    this.jsonArea = el("textarea", { className: "l2s-json", spellcheck: false },
-      { display: "none", height: "160px", minHeight: "60px", resize: "vertical", font: "11px monospace", flex: "none",
-        whiteSpace: "pre", overflow: "auto" });
-    this.status = el("div", { className: "l2s-status" }, { minHeight: "14px", whiteSpace: "normal",
-      overflowWrap: "anywhere", flex: "none", userSelect: "text" });
-    this.root.append(nav, this.promptLine, this.strip, this.canvasWrap, props, this.hint, this.jsonArea, this.status);
-    container.append(this.root);
-
-    this.canvas.addEventListener("pointerdown", (e) => this._pointerDown(e));
-    this.canvas.addEventListener("pointermove", (e) => this._pointerMove(e));
-    this.canvas.addEventListener("pointerup", (e) => this._pointerUp(e, false));
-    this.canvas.addEventListener("pointercancel", (e) => this._pointerUp(e, true));
-    this.canvas.addEventListener("contextmenu", (e) => this._contextMenu(e));
-    this.root.addEventListener("keydown", (e) => this._keyDown(e));
-    this.characterSelect.addEventListener("change", () => this._pickCharacter(this.characterSelect.value));
-    this.newCharacterInput.addEventListener("keydown", (e) => {
-      if (e.key === "Enter") this._addCharacter(this.newCharacterInput.value);
-      if (e.key === "Escape") this._refresh();
-    });
-    this.newCharacterInput.addEventListener("blur", () => {
-      if (this.newCharacterInput.style.display !== "none" && this.newCharacterInput.value.trim()) {
-        this._addCharacter(this.newCharacterInput.value);
-      }
-    });
-    this.captionInput.addEventListener("input", () => this._setCaption(this.captionInput.value));
-    this.jsonArea.addEventListener("input", () => this._jsonTyped(this.jsonArea.value));
+    buildEditor(this, container);
   }
 
   // ---------------------------------------------------------------------------------------------- state edits
@@ -675,82 +586,8 @@ export class BoxCanvasEditor {
     return `${pc(box[2] - box[0])}% \u00D7 ${pc(box[3] - box[1])}%`;
   }
 
-  _refreshStrip(problems) {
-    const frames = this._frames();
-    const characters = this.layout?.characters ?? [];
-    const bad = new Set(problems.map((p) => p.frame));
-    const chips = frames.map((frame, i) => {
-      const subjects = Array.isArray(frame?.subjects) ? frame.subjects : [];
-      const chip = button(`${i + 1}`, this.story?.prompts?.[i] ?? `frame ${i + 1}`, () => this.selectFrame(i));
-      chip.className = "l2s-strip-frame";
-      chip.dataset.frame = String(i);
-      chip.style.padding = "0 4px";
-      chip.style.fontSize = "11px";
-      if (i === this.frame) chip.style.outline = "2px solid var(--p-primary-color, #4fc3f7)";
-      if (bad.has(i)) chip.style.borderColor = ERROR_COLOUR;
-      for (const s of subjects.slice(0, 6)) {
-        chip.append(el("span", { textContent: "\u25A0" }, { color: colourFor(characters, s?.character), marginLeft: "1px" }));
-      }
-      return chip;
-    });
-    this.strip.replaceChildren(...chips);
-  }
-
-  _refreshPicker(subject) {
-    const ok = this.layout !== null;
-    const used = new Set(this._subjects().map((s) => s.character));
-    this.pickerLabel.textContent = subject ? "box:" : "next box:";
-    this.characterSelect.title = subject ? "Character of the selected box" : "Character the next box you draw gets";
-    this.characterSelect.replaceChildren();
-    for (const id of ok ? this.layout.characters : []) {
-      const taken = used.has(id) && id !== subject?.character;
-      this.characterSelect.append(el("option", { value: id, disabled: taken,
-        textContent: taken ? `${id} (has a box here)` : id }));
-    }
-    let value = subject?.character ?? null;
-    if (ok && !subject) {
-      value = freeCharacter(this.layout, this.frame, this.preferred);
-      if (value === null) {
-        this.characterSelect.append(el("option", { value: "", disabled: true, textContent: "(every character has a box)" }));
-        value = "";
-      }
-    }
-    if (ok && !this.story) this.characterSelect.append(el("option", { value: NEW_CHARACTER, textContent: "+ new character\u2026" }));
-    this.characterSelect.value = value ?? "";
-    this.characterSelect.disabled = !ok;
-    this.newCharacterInput.style.display = "none";
-  }
-
   _refresh(status = "") {
-    const ok = this.layout !== null;
-    const n = this._frames().length;
-    this.frameLabel.textContent = n ? `frame ${this.frame + 1} / ${n}` : ok ? "no frames" : "frame - / -";
-    this.prevButton.disabled = this.frame <= 0;
-    this.nextButton.disabled = this.frame >= n - 1;
-    this.addFrameButton.disabled = !ok;
-    this.removeFrameButton.disabled = !ok || n <= 1;
-    this.copyPrevButton.disabled = !ok || this.frame === 0;
-    this.copyAllButton.disabled = !ok || !this._subjects().length;
-    const prompt = this.story?.prompts?.[this.frame];
-    this.promptLine.textContent = !this.story ? "" : prompt ? `\u201C${prompt}\u201D` : `(past the story's ${this.story.prompts?.length ?? 0} frames)`;
-    this.promptLine.title = this.promptLine.textContent;
-    this.promptLine.style.display = this.story ? "" : "none";
-    const subject = this._subjects()[this.selected];
-    this._refreshPicker(subject);
-    if (document.activeElement !== this.captionInput || !subject) this.captionInput.value = subject?.caption ?? "";
-    this.captionInput.disabled = !subject;
-    this.captionInput.placeholder = subject ? `caption of ${subject.character} here (optional)` : "select a box to caption it";
-    this.captionInput.title = subject?.caption ?? "How the character looks in this frame; empty = the frame's prompt";
-    this.deleteButton.disabled = !subject;
-    this._showReadout();
-    const problems = this._problems();
-    this._refreshStrip(problems);
-    const first = problems[0];
-    this.status.textContent = first ? `Layout error in ${humanPath(first.path)}: ${first.detail}` : status;
-    this.status.style.color = first ? "#ff6b6b" : "";
-    this.status.title = this.status.textContent;
-    this.root.dataset.state = first ? "error" : "ok";
-    this.redraw();
+    refreshPanel(this, status);
   }
 
   redraw() {
