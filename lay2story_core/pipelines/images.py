@@ -40,13 +40,19 @@ def to_pil(images: torch.Tensor) -> list[Image.Image]:
     return [Image.fromarray(a) for a in arr]
 
 
-def contact_sheet(images: list[Image.Image], columns: int | None = None, pad: int = 4) -> Image.Image:
-    """All frames on one sheet, row-major."""
+def contact_sheet(images: list[Image.Image], columns: int | None = None, pad: int = 4,
+                  min_side: int = 256) -> Image.Image:
+    """All frames on one sheet, row-major; frames smaller than ``min_side`` are enlarged with nearest-neighbour by
+    a whole factor (so the demo's 64 px frames stay crisp and readable; the frame PNGs keep their own size)."""
     if not images:
         raise ValueError("images: need at least one image for a contact sheet")
     cols = columns or min(len(images), 4)
     rows = (len(images) + cols - 1) // cols
     w, h = images[0].size
+    factor = max(1, -(-min_side // max(min(w, h), 1)))
+    if factor > 1:
+        images = [im.resize((im.width * factor, im.height * factor), Image.NEAREST) for im in images]
+        w, h = w * factor, h * factor
     sheet = Image.new("RGB", (cols * w + (cols + 1) * pad, rows * h + (rows + 1) * pad), "white")
     for i, im in enumerate(images):
         r, c = divmod(i, cols)
