@@ -159,9 +159,11 @@ class L2S_LayoutEditor:
     CATEGORY = CATEGORY
     DESCRIPTION = (
         "Draw where each character stands in each frame: drag on empty space to draw a box, drag inside to move, "
-        "drag an edge or corner to resize, Delete/Backspace to delete; pick the box's character and type its "
-        "subject caption; page through frames. Frames without boxes use the whole frame (layout is optional). "
-        "Connect a story to merge the layout into it; connect images to draw over them (shown after a run)."
+        "drag an edge or corner to resize (Shift snaps to a 1/8 grid and other boxes), right-click for delete, "
+        "duplicate, copy to other frames, full frame and character; Delete/Backspace deletes, PgUp/PgDn pages "
+        "frames. A new box takes the character chosen in the picker. With a story connected, its characters, frame "
+        "prompts and size are read while editing, and the last run's frames show behind the boxes. Frames without "
+        "boxes use the whole frame (layout is optional)."
     )
     FUNCTION = "edit"
     RETURN_TYPES = ("L2S_LAYOUT", "L2S_STORY")
@@ -186,11 +188,13 @@ class L2S_LayoutEditor:
             "optional": {
                 "story": ("L2S_STORY", {
                     "tooltip": "Optional story: frame i gets the layout's frame i subjects (later frames keep "
-                               "theirs). Its characters are offered in the canvas after a run.",
+                               "theirs). Its characters, frame prompts and size are read by the canvas while "
+                               "editing (Story and Story from JSON nodes; other sources after a run).",
                 }),
                 "background": ("IMAGE", {
                     "tooltip": "Optional images to draw over, one per frame (or one for all); shown on the canvas "
-                               "after a run, which also sets the frame's aspect ratio.",
+                               "after a run, which also sets the frame's aspect ratio. Without one, the frames of "
+                               "the last run of a sampler fed by this editor are shown.",
                 }),
             },
         }
