@@ -565,3 +565,69 @@ def install(monkeypatch, models_dir=None, low_vram: bool = False) -> ModelManage
         monkeypatch.setitem(sys.modules, name, module)
     monkeypatch.delitem(sys.modules, "latent_preview", raising=False)
     return mm
+
+
+# ------------------------------------------------------------------------------------- core loader nodes
+def core_nodes(mm: ModelManagement, models_dir) -> dict[str, type]:
+    """Stand-ins of ComfyUI's core nodes the example workflows use (``nodes.py``: ``UNETLoader``, ``CLIPLoader``,
+    ``VAELoader``, ``VAEDecode``), reading ``models_dir``'s folders. ``UNETLoader`` reads original-key PixArt
+    checkpoints (ComfyUI's keys) and infers the size from the tensors, as ``model_detection.py`` does."""
+    import os
+
+    from lay2story_core.loading import load_t5_encoder, load_t5_tokenizer, load_vae
+
+    def path(kind, name):
+        return os.path.join(str(models_dir), kind, name)
+
+    class UNETLoader:
+        FUNCTION, RETURN_TYPES = "load_unet", ("MODEL",)
+
+        @classmethod
+        def INPUT_TYPES(cls):
+            return {"required": {"unet_name": ("STRING", {}), "weight_dtype": ("STRING", {})}}
+
+        def load_unet(self, unet_name, weight_dtype):
+            sd = torch.load(path("diffusion_models", unet_name), weights_only=True)
+            hidden = sd["x_embedder.proj.weight"].shape[0]
+            depth = len({k.split(".")[1] for k in sd if k.startswith("blocks.")})
+            dm = PixArtMS(hidden_size=hidden, depth=depth, num_heads=hidden // 72,
+                          caption_channels=sd["y_embedder.y_proj.fc1.weight"].shape[1],
+                          micro_condition="csize_embedder.mlp.0.weight" in sd)
+            dm.load_state_dict(sd)
+            return (ModelPatcher(BaseModel(dm.eval()), mm.get_torch_device(), mm.unet_offload_device()),)
+
+    class CLIPLoader:
+        FUNCTION, RETURN_TYPES = "load_clip", ("CLIP",)
+
+        @classmethod
+        def INPUT_TYPES(cls):
+            return {"required": {"clip_name": ("STRING", {}), "type": ("STRING", {})},
+                    "optional": {"device": ("STRING", {})}}
+
+        def load_clip(self, clip_name, type="stable_diffusion", device="default"):
+            assert type == "pixart"
+            file = path("text_encoders", clip_name)
+            tokenizer = load_t5_tokenizer(os.path.splitext(file)[0] + "_tokenizer")
+            return (CLIP(load_t5_encoder(file).eval(), tokenizer, mm),)
+
+    class VAELoader:
+        FUNCTION, RETURN_TYPES = "load_vae", ("VAE",)
+
+        @classmethod
+        def INPUT_TYPES(cls):
+            return {"required": {"vae_name": ("STRING", {})}}
+
+        def load_vae(self, vae_name):
+            return (VAE(load_vae(path("vae", vae_name)).eval(), mm),)
+
+    class VAEDecode:
+        FUNCTION, RETURN_TYPES = "decode", ("IMAGE",)
+
+        @classmethod
+        def INPUT_TYPES(cls):
+            return {"required": {"samples": ("LATENT", {}), "vae": ("VAE", {})}}
+
+        def decode(self, vae, samples):
+            return (vae.decode(samples["samples"]),)
+
+    return {cls.__name__: cls for cls in (UNETLoader, CLIPLoader, VAELoader, VAEDecode)}

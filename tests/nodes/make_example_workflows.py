@@ -32,6 +32,11 @@ WIDGET_TYPES = ("INT", "FLOAT", "STRING", "BOOLEAN")
 CORE_NODES = {
     "SaveImage": {"sockets": [("images", "IMAGE")], "widgets": ["filename_prefix"], "outputs": []},
     "PreviewImage": {"sockets": [("images", "IMAGE")], "widgets": [], "outputs": []},
+    # the core loaders a user keeps PixArt, T5 and the VAE in (ComfyUI's nodes.py)
+    "UNETLoader": {"sockets": [], "widgets": ["unet_name", "weight_dtype"], "outputs": [("MODEL", "MODEL")]},
+    "CLIPLoader": {"sockets": [], "widgets": ["clip_name", "type", "device"], "outputs": [("CLIP", "CLIP")]},
+    "VAELoader": {"sockets": [], "widgets": ["vae_name"], "outputs": [("VAE", "VAE")]},
+    "VAEDecode": {"sockets": [("samples", "LATENT"), ("vae", "VAE")], "widgets": [], "outputs": [("IMAGE", "IMAGE")]},
 }
 SEED_CONTROL = "fixed"
 # Nodes that need more room than the default 320 px wide box (the layout editor's canvas, the preview's frames).
@@ -52,7 +57,8 @@ class Node:
 def node_spec(class_type: str) -> dict:
     """``sockets`` [(name, type)], ``widgets`` [names], ``outputs`` [(name, type)] and widget ``defaults``."""
     if class_type in CORE_NODES:
-        return {**CORE_NODES[class_type], "defaults": {"filename_prefix": "ComfyUI"}, "options": {}}
+        defaults = {name: None for name in CORE_NODES[class_type]["widgets"]} | {"filename_prefix": "ComfyUI"}
+        return {**CORE_NODES[class_type], "defaults": defaults, "options": {}}
     cls = NODE_CLASS_MAPPINGS[class_type]
     sockets, widgets, defaults, options = [], [], {}, {}
     spec = cls.INPUT_TYPES()
@@ -169,6 +175,24 @@ TWO_CHARACTER_STORY = Story.from_dict({
             {"character": "hero", "box": [0.5, 0.2, 0.9, 0.6]}, {"character": "friend", "box": [0.1, 0.5, 0.4, 0.8]}]},
     ],
 })
+THREE_CHARACTER_STORY = Story.from_dict({
+    "version": 1, "width": 512, "height": 512, "negative_prompt": "",
+    "characters": [{"id": "fox", "identity": "a small red fox wearing a blue scarf"},
+                   {"id": "owl", "identity": "a grey owl with round glasses"},
+                   {"id": "bear", "identity": "a big brown bear in a green coat"}],
+    "frames": [
+        {"prompt": "three friends at a picnic in a meadow", "subjects": [
+            {"character": "fox", "box": [0.05, 0.45, 0.35, 0.9], "caption": "the fox waving"},
+            {"character": "owl", "box": [0.4, 0.1, 0.6, 0.4]},
+            {"character": "bear", "box": [0.6, 0.35, 0.95, 0.95]}]},
+        {"prompt": "crossing a wooden bridge", "subjects": [
+            {"character": "bear", "box": [0.1, 0.3, 0.5, 0.9]}, {"character": "fox", "box": [0.55, 0.5, 0.8, 0.9]}]},
+        {"prompt": "reading under a tree at night", "subjects": [{"character": "owl", "box": [0.3, 0.2, 0.7, 0.7]}]},
+        {"prompt": "around a campfire", "subjects": [
+            {"character": "owl", "box": [0.05, 0.2, 0.3, 0.5]}, {"character": "fox", "box": [0.35, 0.5, 0.6, 0.9]},
+            {"character": "bear", "box": [0.65, 0.3, 0.95, 0.9]}]},
+    ],
+})
 FOX_IDENTITY = "a small red fox wearing a blue knitted scarf, cartoon style"
 FOX_PROMPTS = (
     "reading a book under a big oak tree on a sunny afternoon",
@@ -244,12 +268,55 @@ def example_comic_page() -> list[Node]:
     ]
 
 
+def _core_loaders(unet: str, vae: str) -> list[Node]:
+    """PixArt, T5 and the VAE from ComfyUI's own loaders, as users keep them (diffusion_models/, text_encoders/,
+    vae/); nodes 1 (MODEL), 2 (CLIP), 3 (VAE)."""
+    return [
+        Node(1, "UNETLoader", (40, 60), {"unet_name": unet, "weight_dtype": "default"}),
+        Node(2, "CLIPLoader", (40, 220), {"clip_name": "t5xxl_fp16.safetensors", "type": "pixart",
+                                          "device": "default"}),
+        Node(3, "VAELoader", (40, 400), {"vae_name": vae}),
+    ]
+
+
+def _native_sampler(node_id: int, pos, story_link, seed: int, branch_link=None, **widgets) -> Node:
+    links = {"story": story_link, "pixart": (1, 0), "clip": (2, 0), "vae": (3, 0)}
+    if branch_link is not None:
+        links["subject_branch"] = branch_link
+    return Node(node_id, "L2S_StorySampler", pos, {"seed": seed, **widgets}, links)
+
+
+def example_core_loaders() -> list[Node]:
+    return _core_loaders("PixArt-XL-2-512x512.pth", "vae-ft-mse-840000-ema-pruned.safetensors") + [
+        Node(4, "L2S_SubjectBranchLoader", (40, 520), {"subject_branch": "lay2story/tiny_branch"}),
+        Node(5, "L2S_StoryFromJSON", (40, 660), {"story_json": THREE_CHARACTER_STORY.to_json(indent=2)}),
+        _native_sampler(6, (440, 60), (5, 0), 5, branch_link=(4, 0), mode="lay2story", width=512, height=512),
+        Node(7, "VAEDecode", (860, 60), {}, {"samples": (6, 1), "vae": (3, 0)}),
+        Node(8, "SaveImage", (1100, 60), {"filename_prefix": "lay2story/core_loaders"}, {"images": (7, 0)}),
+    ]
+
+
+def example_core_loaders_training_free() -> list[Node]:
+    return _core_loaders("PixArt-XL-2-512x512.pth", "vae-ft-mse-840000-ema-pruned.safetensors") + [
+        Node(4, "L2S_Story", (40, 520), {"identity": FOX_IDENTITY, "frame_prompts": "\n".join(FOX_PROMPTS[:4]),
+                                         "width": 512, "height": 512}),
+        _native_sampler(5, (440, 60), (4, 0), 2025, mode="training_free"),
+        Node(6, "VAEDecode", (860, 60), {}, {"samples": (5, 1), "vae": (3, 0)}),
+        Node(7, "SaveImage", (1100, 60), {"filename_prefix": "lay2story/core_training_free"}, {"images": (6, 0)}),
+    ]
+
+
 EXAMPLES = {
     "lay2story_drawn_layout": example_drawn_layout,
     "lay2story_detected_layout": example_detected_layout,
     "training_free_story": example_training_free,
     "comic_page": example_comic_page,
+    "lay2story_core_loaders": example_core_loaders,
+    "training_free_core_loaders": example_core_loaders_training_free,
 }
+# Templates whose models only a real ComfyUI installation has (core loaders build full-size T5-XXL): their
+# thumbnail is a card of the graph, not a run (core_loader_card below).
+CORE_LOADER_EXAMPLES = ("lay2story_core_loaders", "training_free_core_loaders")
 
 
 # One line each: ComfyUI's template browser shows a custom-node template's file name as its title and description
@@ -262,6 +329,10 @@ DESCRIPTIONS = {
     "training_free_story": "One consistent character across six frames with plain PixArt-alpha, no training "
                            "(training-free mode)",
     "comic_page": "Two characters in six frames, typeset as a classic comic page and as 2 x 2 pages",
+    "lay2story_core_loaders": "PixArt, T5 and VAE from ComfyUI's core loaders with a Lay2Story subject branch: "
+                              "three characters, each in its own boxes; LATENT out to VAE Decode",
+    "training_free_core_loaders": "Plain PixArt-alpha from ComfyUI's core loaders, consistent across frames "
+                                  "without training; LATENT out to VAE Decode",
 }
 
 
@@ -288,11 +359,36 @@ def write(out_dir: str = OUT_DIR, thumbnails: bool = True) -> list[str]:
                 f.write("\n")
             os.replace(tmp, path)
             written.append(path)
-        if thumbnails:  # from a real run of the example just written (render_thumbnails.py, beside this script)
+        if thumbnails and name in CORE_LOADER_EXAMPLES:
+            written.append(core_loader_card(name, nodes, out_dir))
+        elif thumbnails:  # from a real run of the example just written (render_thumbnails.py, beside this script)
             from render_thumbnails import render
 
             written.append(render(name, out_dir=out_dir))
     return written
+
+
+def core_loader_card(name: str, nodes: list[Node], out_dir: str) -> str:
+    """The thumbnail of a core-loader template: its graph as a card (the models are the user's own)."""
+    from PIL import Image, ImageDraw
+
+    from lay2story_core.comic import load_font
+
+    image = Image.new("RGB", (512, 320), (32, 34, 40))
+    draw = ImageDraw.Draw(image)
+    font, small = load_font(22), load_font(15)
+    draw.text((20, 16), "ComfyUI core loaders + Lay2Story", font=font, fill=(235, 235, 235))
+    y = 60
+    for node in nodes:
+        draw.rounded_rectangle((20, y, 492, y + 26), radius=6, fill=(58, 62, 74))
+        label = node.type + ("  " + str(next(iter(node.widgets.values()))) if node.widgets else "")
+        draw.text((30, y + 5), label[:60], font=small, fill=(220, 220, 220))
+        y += 32
+    draw.text((20, 296), "(diagram of the graph, not a run: uses your own models)", font=small, fill=(160, 160, 160))
+    path = os.path.join(out_dir, f"{name}.jpg")
+    image.save(f"{path}.tmp.jpg", quality=90)
+    os.replace(f"{path}.tmp.jpg", path)
+    return path
 
 
 def main() -> None:

@@ -16,9 +16,11 @@ from nodes.registry import NODE_CLASS_MAPPINGS
 
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLES = ROOT / "example_workflows"
-NAMES = ("lay2story_drawn_layout", "lay2story_detected_layout", "training_free_story", "comic_page")
+NAMES = ("lay2story_drawn_layout", "lay2story_detected_layout", "training_free_story", "comic_page",
+         "lay2story_core_loaders", "training_free_core_loaders")
 WIDGET_TYPES = ("INT", "FLOAT", "STRING", "BOOLEAN")
-CORE_WIDGETS = {"SaveImage": ["filename_prefix"], "PreviewImage": []}
+CORE_WIDGETS = {"SaveImage": ["filename_prefix"], "PreviewImage": [], "UNETLoader": ["unet_name", "weight_dtype"],
+                "CLIPLoader": ["clip_name", "type", "device"], "VAELoader": ["vae_name"], "VAEDecode": []}
 SIZE = 16  # frames rendered at 16 x 16 px on the tiny models
 FAST = {"L2S_StorySampler": {"steps": 2, "width": SIZE, "height": SIZE}}
 
