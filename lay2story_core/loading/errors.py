@@ -7,6 +7,8 @@ care (nodes may, for example, suggest a different folder for a wrong-architectur
 
 from __future__ import annotations
 
+import re
+
 __all__ = [
     "CorruptFileError",
     "HubUnavailableError",
@@ -35,7 +37,8 @@ class ModelLoadError(ValueError):
             self.source, self.detail = str(source), detail
 
     def __str__(self) -> str:
-        return f"{self.source}: {self.detail}" if self.source else self.detail
+        text = f"{self.source}: {self.detail}" if self.source else self.detail
+        return re.sub(r"\s*\n\s*", " ", text.strip())  # one line, whatever a library's message looked like
 
 
 class ModelNotFoundError(ModelLoadError):

@@ -13,13 +13,14 @@ from typing import TypeVar
 import torch
 from torch import nn
 
-from .errors import ModelLoadError, ShapeMismatchError, StateDictKeysError
+from .errors import ModelLoadError, ShapeMismatchError, StateDictKeysError, WrongArchitectureError
 from .state_dict import cast_state_dict, preview_keys
 
-__all__ = ["check_state_dict", "empty_model", "load_strict", "resolve_dtype"]
+__all__ = ["check_state_dict", "empty_model", "infer_config", "load_strict", "resolve_dtype"]
 
 logger = logging.getLogger(__name__)
 M = TypeVar("M", bound=nn.Module)
+T = TypeVar("T")
 
 
 def resolve_dtype(torch_dtype: torch.dtype | str | None, field: str = "torch_dtype") -> torch.dtype:
@@ -41,6 +42,18 @@ def resolve_dtype(torch_dtype: torch.dtype | str | None, field: str = "torch_dty
     return names[key]
 
 
+def infer_config(fn: Callable[[], T], *, source: str, what: str) -> T:
+    """Run a shape-based config inference; a tensor of an unexpected rank or a missing key (a damaged or foreign
+    file) becomes a :class:`WrongArchitectureError` instead of an ``IndexError``/``KeyError``."""
+    try:
+        return fn()
+    except ModelLoadError:
+        raise
+    except (KeyError, IndexError, TypeError, ValueError, ArithmeticError) as err:
+        raise WrongArchitectureError(source, f"its tensors do not describe a {what} ({type(err).__name__}: {err})"
+                                     ) from err
+
+
 def empty_model(factory: Callable[[], M], *, source: str, what: str) -> M:
     """Call ``factory`` with parameters created on the meta device (buffers are real).
 
@@ -51,8 +64,10 @@ def empty_model(factory: Callable[[], M], *, source: str, what: str) -> M:
     try:
         with init_empty_weights(include_buffers=False):
             return factory()
-    except (ValueError, TypeError, RuntimeError, NotImplementedError) as err:
-        raise ModelLoadError(source, f"cannot build the {what} from the inferred/given config: {err}") from err
+    except (ValueError, TypeError, RuntimeError, NotImplementedError, ArithmeticError, LookupError, AttributeError,
+            AssertionError) as err:  # what model constructors raise for configs they cannot build
+        raise ModelLoadError(source, f"cannot build the {what} from the inferred/given config "
+                                     f"({type(err).__name__}: {err})") from err
 
 
 def check_state_dict(model: nn.Module, state_dict: dict[str, torch.Tensor], source: str, what: str) -> None:
@@ -75,6 +90,9 @@ def check_state_dict(model: nn.Module, state_dict: dict[str, torch.Tensor], sour
             source, f"the weights do not match the {what} they describe; " + "; ".join(parts), missing, unexpected
         )
     for key, ref in expected.items():
+        if ref.is_floating_point() and not state_dict[key].is_floating_point():
+            raise ModelLoadError(source, f"dtype mismatch for the {what} at {key!r}: the file has "
+                                         f"{state_dict[key].dtype}, the model expects floating point weights")
         found = tuple(state_dict[key].shape)
         if found != tuple(ref.shape):
             raise ShapeMismatchError(

@@ -22,7 +22,7 @@ import torch
 
 from .errors import ModelLoadError, UnsupportedFormatError, WrongArchitectureError
 from .folder import load_diffusers_folder
-from .modeling import empty_model, load_strict, resolve_dtype
+from .modeling import empty_model, infer_config, load_strict, resolve_dtype
 from .sniff import describe_architecture, sniff_architecture, sniff_components
 from .sources import Source, from_hub_repo, resolve_source
 from .state_dict import find_prefix, read_state_dict, select_prefix
@@ -431,7 +431,12 @@ def _load_single_file(path: Path, dtype, device, head_dim, sample_size, interpol
     found = sniff_components(raw)
     if "pixart" in found:
         prefix = find_prefix(raw, ("x_embedder.proj.weight",))
-        converted, extras = convert_pixart_original_to_diffusers(select_prefix(raw, prefix or ""), str(path))
+        selected = select_prefix(raw, prefix or "")
+        converted, extras = infer_config(
+            lambda: convert_pixart_original_to_diffusers(selected, str(path)),
+            source=str(path),
+            what="PixArt transformer",
+        )
         fmt = "original"
     elif "pixart_diffusers" in found:
         prefix = find_prefix(raw, ("pos_embed.proj.weight",))
@@ -442,14 +447,18 @@ def _load_single_file(path: Path, dtype, device, head_dim, sample_size, interpol
     del raw
     if prefix:
         logger.info("%s: using the keys under %r", path, prefix)
-    info = infer_pixart_config(
-        converted,
-        extras,
-        attention_head_dim=head_dim,
-        sample_size=sample_size,
-        interpolation_scale=interpolation_scale,
-        name_hint=str(path),
-        source_format=fmt,
+    info = infer_config(
+        lambda: infer_pixart_config(
+            converted,
+            extras,
+            attention_head_dim=head_dim,
+            sample_size=sample_size,
+            interpolation_scale=interpolation_scale,
+            name_hint=str(path),
+            source_format=fmt,
+        ),
+        source=str(path),
+        what="PixArt transformer",
     )
     model = empty_model(
         lambda: PixArtTransformer2DModel(**info.to_diffusers_config()), source=str(path), what="PixArt transformer"

@@ -19,7 +19,7 @@ import torch
 
 from .errors import ModelLoadError, UnsupportedFormatError, WrongArchitectureError
 from .folder import load_folder_strict
-from .modeling import empty_model, load_strict, resolve_dtype
+from .modeling import empty_model, infer_config, load_strict, resolve_dtype
 from .sniff import describe_architecture, sniff_architecture
 from .sources import from_hub_repo, resolve_source
 from .state_dict import cast_state_dict, find_prefix, preview_keys, read_state_dict, select_prefix
@@ -27,6 +27,11 @@ from .state_dict import cast_state_dict, find_prefix, preview_keys, read_state_d
 __all__ = ["infer_t5_config", "load_t5_encoder", "transformers_dtype_kwargs"]
 
 logger = logging.getLogger(__name__)
+
+try:  # transformers >= 5 validates config fields with huggingface_hub's strict dataclasses
+    from huggingface_hub.errors import StrictDataclassError as _CONFIG_ERRORS
+except ImportError:  # pragma: no cover - older huggingface_hub
+    _CONFIG_ERRORS = TypeError
 
 _ANCHOR = "encoder.block.0.layer.0.SelfAttention.q.weight"
 _DROPPED_PREFIXES = ("decoder.", "lm_head.")
@@ -149,7 +154,7 @@ def _load_folder(folder: Path, dtype: torch.dtype, device):
 
     try:
         config = T5Config.from_pretrained(folder, local_files_only=True)
-    except (OSError, ValueError, TypeError) as err:
+    except (OSError, ValueError, TypeError, _CONFIG_ERRORS) as err:
         raise ModelLoadError(folder / "config.json", f"unreadable T5 config ({type(err).__name__}: {err})") from err
     config.is_encoder_decoder, config.use_cache = False, False
     keep_fp32 = tuple(T5EncoderModel._keep_in_fp32_modules or ()) if dtype == torch.float16 else ()
@@ -186,7 +191,7 @@ def _load_single_file(path: Path, dtype: torch.dtype, device):
     if dropped:
         logger.info("%s: ignoring %d non-encoder keys (%s)", path, len(dropped), preview_keys(dropped, 3))
     _dequantize_fp8(sd, path)
-    config = infer_t5_config(sd, str(path))
+    config = infer_config(lambda: infer_t5_config(sd, str(path)), source=str(path), what="T5 encoder")
 
     keep_fp32 = tuple(T5EncoderModel._keep_in_fp32_modules or ()) if dtype == torch.float16 else ()
     cast_state_dict(sd, dtype, keep_fp32)

@@ -21,7 +21,7 @@ import torch
 
 from .errors import ModelLoadError, ModelNotFoundError, WrongArchitectureError
 from .folder import load_diffusers_folder
-from .modeling import empty_model, load_strict, resolve_dtype
+from .modeling import empty_model, infer_config, load_strict, resolve_dtype
 from .sniff import describe_architecture, sniff_architecture
 from .sources import from_hub_repo, resolve_source
 from .state_dict import find_prefix, preview_keys, read_state_dict, select_prefix
@@ -94,15 +94,19 @@ def infer_vae_config(
         conv_in = state_dict["encoder.conv_in.weight"]
         latent = int(state_dict["decoder.conv_in.weight"].shape[1])
         out_channels = int(state_dict["decoder.conv_out.weight"].shape[0])
+        levels = 1 + max(
+            (int(m[1]) for k in state_dict if (m := re.match(r"encoder\.down_blocks\.(\d+)\.", k))), default=-1
+        )
+        widths = [int(state_dict[f"encoder.down_blocks.{i}.resnets.0.conv1.weight"].shape[0])
+                  for i in range(levels)]
+        in_channels = int(conv_in.shape[1])
     except KeyError as err:
         raise WrongArchitectureError(source, f"is not a complete AutoencoderKL (no {err.args[0]})") from err
-    levels = 1 + max(
-        (int(m[1]) for k in state_dict if (m := re.match(r"encoder\.down_blocks\.(\d+)\.", k))), default=-1
-    )
-    widths = [int(state_dict[f"encoder.down_blocks.{i}.resnets.0.conv1.weight"].shape[0]) for i in range(levels)]
+    except IndexError as err:
+        raise WrongArchitectureError(source, "is not an AutoencoderKL (a convolution weight is not 4-d)") from err
     layers = len({m[1] for k in state_dict if (m := re.match(r"encoder\.down_blocks\.0\.resnets\.(\d+)\.", k))})
     config.update(
-        in_channels=int(conv_in.shape[1]),
+        in_channels=in_channels,
         out_channels=out_channels,
         latent_channels=latent,
         block_out_channels=widths,
@@ -235,7 +239,8 @@ def _load_single_file(path: Path, dtype: torch.dtype, device, config):
     if any(k.startswith("encoder.down.") for k in sd):
         sd = convert_ldm_vae_to_diffusers(sd)
     base, explicit = _user_config(config, path)
-    final = {**infer_vae_config(sd, base, str(path)), **{k: base[k] for k in explicit}}
+    inferred = infer_config(lambda: infer_vae_config(sd, base, str(path)), source=str(path), what="VAE")
+    final = {**inferred, **{k: base[k] for k in explicit}}
     accepted = inspect.signature(AutoencoderKL.__init__).parameters
     final = {k: v for k, v in final.items() if k in accepted and k != "self"}
     model = empty_model(lambda: AutoencoderKL(**final), source=str(path), what="VAE")
