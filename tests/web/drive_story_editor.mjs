@@ -50,6 +50,9 @@ try {
   await d.canvas().waitFor({ state: "visible" });
   await page.waitForTimeout(400);
   await snap("loaded");
+  result.checks.preview_node_size = await page.evaluate(() => [...app.graph.nodes.find((n) => n.type === "L2S_LayoutPreview").size]);
+  await page.mouse.move(...(await d.at([0.3, 0.7]))); // hover the hero box: its full caption as the tooltip
+  result.checks.hover_title = await page.evaluate(() => window.__l2sNode.l2sEditor.canvas.title);
 
   // 2. A second box on frame 1 of a one-character story: no box, no invented character, a clear status.
   await d.drag([0.55, 0.1], [0.9, 0.4]);

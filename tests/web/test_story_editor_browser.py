@@ -119,6 +119,8 @@ def test_story_aware_editor_in_the_real_frontend(story_drive, tmp_path, monkeypa
     assert loaded["picker_label"] == "next box:" and loaded["picker_value"] == ""
     assert loaded["caption_disabled"] and loaded["caption_placeholder"] == "select a box to caption it"
     assert "+ new character\u2026" not in loaded["picker_options"]  # the story decides the characters
+    assert checks["preview_node_size"][0] >= 420 and checks["preview_node_size"][1] >= 480
+    assert checks["hover_title"] == "hero: the red striped star, medium, at the bottom left"
 
     # a second box on a one-character story: refused with a reason, no phantom character, JSON unchanged
     refused = steps["second_box_refused"]

@@ -461,7 +461,10 @@ export class BoxCanvasEditor {
     if (!this.layout) return;
     const p = this._point(e);
     if (!this.drag) {
-      this.canvas.style.cursor = cursorForHandle(this._hit(p)?.handle);
+      const hit = this._hit(p);
+      this.canvas.style.cursor = cursorForHandle(hit?.handle);
+      const s = hit ? this._subjects()[hit.index] : null; // the full caption on hover (labels are cut to the box)
+      this.canvas.title = s ? (s.caption ? `${s.character}: ${s.caption}` : s.character) : "";
       return;
     }
     e.stopPropagation();
