@@ -5,9 +5,10 @@ from __future__ import annotations
 
 import logging
 
-from lay2story_core.story import Layout, LayoutError, Subject
+from lay2story_core.story import Layout, LayoutError
 from lay2story_core.story.fields import parse_caption, parse_id
 from lay2story_core.vision import GroundingDinoDetector, draw_boxes
+from lay2story_core.vision.layout import detections_to_layout
 
 from . import comfy_env, model_files
 from .image_utils import pil_to_image, to_pil_list
@@ -15,20 +16,6 @@ from .image_utils import pil_to_image, to_pil_list
 logger = logging.getLogger(__name__)
 
 __all__ = ["L2S_LayoutDetector", "detections_to_layout"]
-
-
-def detections_to_layout(detections: list, character_id: str, caption: str | None) -> Layout:
-    """Frame i gets one subject with detection i's box, or none when nothing was detected (layout off there)."""
-    frames = []
-    for i, found in enumerate(detections):
-        subjects = ()
-        if found is not None:
-            try:
-                subjects = (Subject(character_id, found.box, caption),)
-            except LayoutError as err:  # a degenerate box (zero width after rounding)
-                logger.warning("frame %d: detection %s dropped: %s", i, found.box, err)
-        frames.append(subjects)
-    return Layout(frames=tuple(frames), characters=(character_id,))
 
 
 class L2S_LayoutDetector:
