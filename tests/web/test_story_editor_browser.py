@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from lay2story_core.story import Layout
+from lay2story_core.story import Layout, Story
 from nodes.layout_editor import save_backgrounds
 
 HERE = Path(__file__).resolve().parent
@@ -51,15 +51,22 @@ def _close(box, expected, tol=TOL):
 
 
 @pytest.fixture
-def run_records(frontend_server, monkeypatch):
-    """Two 64x64 'sampled frames' (frame 1 blue, frame 2 green), written by the node's own code into /view."""
+def run_frames() -> list:
+    """The 'sampled frames' of a run: ShapeStory's ground-truth renders of the story with the example's layout."""
+    from lay2story_core.shapestory import render_story
+
+    prompt = json.loads((ROOT / "example_workflows" / "api" / "lay2story_drawn_layout.json").read_text())
+    text = next(v for v in prompt.values() if v["class_type"] == "L2S_LayoutEditor")["inputs"]["layout_json"]
+    return render_story(Story.from_dict(STORY).apply_layout(Layout.from_json(text)), 64, 64)[0]
+
+
+@pytest.fixture
+def run_records(frontend_server, run_frames, monkeypatch):
+    """The run's frames written by the node's own code into the server's /view folder."""
     module = types.ModuleType("folder_paths")
     module.get_temp_directory = lambda: str(frontend_server.view_dir)
     monkeypatch.setitem(sys.modules, "folder_paths", module)
-    images = np.zeros((2, 64, 64, 3), dtype=np.float32)
-    images[0, ..., 2] = 0.85
-    images[0, ..., 1] = 0.25
-    images[1, ..., 1] = 0.8
+    images = np.stack([np.asarray(f, dtype=np.float32) / 255.0 for f in run_frames])
     records, _ = save_backgrounds(images)
     return records
 
@@ -104,7 +111,7 @@ def _run_through_sampler(prompt: dict, tmp_path: Path, monkeypatch) -> dict:
     return outputs
 
 
-def test_story_aware_editor_in_the_real_frontend(story_drive, tmp_path, monkeypatch):
+def test_story_aware_editor_in_the_real_frontend(story_drive, run_frames, tmp_path, monkeypatch):
     result = story_drive
     steps, checks, px = result["steps"], result["checks"], result["pixels"]
     for error in result["other_errors"]:
@@ -172,8 +179,11 @@ def test_story_aware_editor_in_the_real_frontend(story_drive, tmp_path, monkeypa
     assert re.fullmatch(r"x \d+ y \d+ w \d+ h \d+ px", checks["readout_while_dragging"])
 
     # a run's frames behind the boxes, per frame
-    assert px["run_frame1"][2] > 180 and px["run_frame1"][1] < 100
-    assert px["run_frame2"][1] > 160 and px["run_frame2"][2] < 60
+    sources = [np.array(f.getpixel((62, 2)), dtype=int) for f in run_frames[:2]]
+    assert np.abs(sources[0] - sources[1]).sum() > 40  # the two frames differ there
+    for k, name in enumerate(("run_frame1", "run_frame2")):
+        shown = np.array(px[name][:3], dtype=int)
+        assert np.abs(shown - sources[k]).sum() < 15 < np.abs(shown - sources[1 - k]).sum(), (name, shown, sources)
 
     # sharp at any zoom: backing store = on-screen size x devicePixelRatio
     for name in ("100", "200"):
