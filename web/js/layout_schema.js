@@ -152,6 +152,11 @@ function checkObject(value, path) {
  */
 export function parseLayoutText(text) {
   const data = checkObject(parseJsonStrict(text), "layout");
+  // JSON.parse reads 1.0 as 1; Python reads a float and refuses it: look at the literal itself.
+  const literal = /"version"\s*:\s*(-?[0-9][0-9.eE+-]*)/.exec(text)?.[1];
+  if (data.version === LAYOUT_VERSION && literal !== undefined && !/^-?[0-9]+$/.test(literal)) {
+    throw new LayoutTextError("layout.version", `unsupported schema version float ${literal} (this code reads ${LAYOUT_VERSION})`);
+  }
   if ("version" in data && data.version !== LAYOUT_VERSION) {
     throw new LayoutTextError("layout.version", `unsupported schema version ${describe(data.version)} (this code reads ${LAYOUT_VERSION})`);
   }
