@@ -1,20 +1,23 @@
 """Where the tiny frozen ShapeStory components live, and loaders for them (local files only, no hub).
 
 Trained by ``training/shapestory/train_vae.py`` and ``training/shapestory/train_text.py``; see
-``training/shapestory/README.md`` for the commands and measured figures.
+``training/shapestory/README.md`` for the commands and measured figures (``assets/shapestory/reports/``). There is
+one copy of each: the embedded demo pipeline's subfolders (``PIPELINE_DIR``), which the demo recipe starts from.
 """
 
 from __future__ import annotations
 
 import os
 
-__all__ = ["ASSET_DIR", "TEXT_ENCODER_DIR", "TOKENIZER_DIR", "VAE_DIR", "load_text_encoder", "load_tokenizer",
+__all__ = ["ASSET_DIR", "PIPELINE_DIR", "REPORTS_DIR", "TEXT_ENCODER_DIR", "TOKENIZER_DIR", "VAE_DIR", "load_text_encoder", "load_tokenizer",
            "load_vae"]
 
 ASSET_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "assets", "shapestory")
-VAE_DIR = os.path.join(ASSET_DIR, "vae")
-TEXT_ENCODER_DIR = os.path.join(ASSET_DIR, "text_encoder")
-TOKENIZER_DIR = os.path.join(ASSET_DIR, "tokenizer")
+PIPELINE_DIR = os.path.join(ASSET_DIR, "pipeline")
+REPORTS_DIR = os.path.join(ASSET_DIR, "reports")
+VAE_DIR = os.path.join(PIPELINE_DIR, "vae")
+TEXT_ENCODER_DIR = os.path.join(PIPELINE_DIR, "text_encoder")
+TOKENIZER_DIR = os.path.join(PIPELINE_DIR, "tokenizer")
 
 
 def _folder(path: str | os.PathLike | None, default: str, what: str) -> str:

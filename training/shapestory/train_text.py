@@ -2,8 +2,8 @@
 tokenizer) and the tiny frozen T5 text encoder.
 
     nice -n 10 .venv/bin/python -m training.shapestory.train_text \
-        --tokenizer-out lay2story_core/assets/shapestory/tokenizer \
-        --encoder-out lay2story_core/assets/shapestory/text_encoder
+        --tokenizer-out lay2story_core/assets/shapestory/pipeline/tokenizer \
+        --encoder-out lay2story_core/assets/shapestory/pipeline/text_encoder
 
 Tokenizer: the corpus is every identity x scene global caption, every identity's subject captions over a grid of
 boxes, two-character captions, and one line of all ASCII letters, digits and punctuation (so any typed text

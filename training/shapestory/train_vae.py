@@ -1,6 +1,6 @@
 """Train the tiny ShapeStory VAE (a diffusers ``AutoencoderKL``) on ShapeStory frames, on one CPU core.
 
-    nice -n 10 .venv/bin/python -m training.shapestory.train_vae --out lay2story_core/assets/shapestory/vae
+    nice -n 10 .venv/bin/python -m training.shapestory.train_vae --out lay2story_core/assets/shapestory/pipeline/vae
 
 The VAE is fully convolutional (no mid-block attention), so it trains on random crops aligned to its latent grid and
 runs on whole frames of any size. Loss: MSE + ``--l1-weight`` L1 + ``--kl-weight`` KL (per latent element) on a
