@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import os
 
-__all__ = ["ASSET_DIR", "PIPELINE_DIR", "REPORTS_DIR", "TEXT_ENCODER_DIR", "TOKENIZER_DIR", "VAE_DIR", "load_text_encoder", "load_tokenizer",
+__all__ = ["ASSET_DIR", "PIPELINE_DIR", "REPORTS_DIR",
+           "TEXT_ENCODER_DIR", "TOKENIZER_DIR", "VAE_DIR", "load_text_encoder", "load_tokenizer",
            "load_vae"]
 
 ASSET_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "assets", "shapestory")

@@ -18,7 +18,7 @@ from training.shapestory.common import psnr, save_folder_atomic
 
 def test_train_vae_tiny_run_saves_a_loadable_vae(tmp_path):
     out = tmp_path / "vae"
-    report = train_vae.main(["--out", str(out), "--downsample", "4", "--channels", "8,8,8", "--steps", "2",
+    train_vae.main(["--out", str(out), "--downsample", "4", "--channels", "8,8,8", "--steps", "2",
                              "--batch", "2", "--crop", "16", "--train-stories", "2", "--eval-stories", "1",
                              "--metric-stories", "1", "--threads", "1"])
     vae = AutoencoderKL.from_pretrained(out)
