@@ -8,7 +8,7 @@ Part "stage": the stage functions of ``training/data/process.py`` timed one by o
 (decode = PyAV decode + 0.25 fps sampling + size filter; screen = CLIP embeddings; detect = Grounding DINO; finish =
 k-means, grouping, template captions, image writing). Models are tiny random ones (the pipeline's own cost), or with
 ``--real-size`` random weights at the real architectures (Grounding DINO-T: Swin-T + BERT-base, 800 px; CLIP
-ViT-L/14 at 224 px), which is what the per-frame cost of a real build is.
+ViT-L/14 at 224 px), which is what the per-frame cost of a real build is, with their GFLOP per frame.
 Part "engine": the whole build of the same videos with the local engine in this process (the baseline), then local
 Ray with 1 and 2 workers (each model stage an actor pool of that size); ``ratio`` is the baseline's time over the
 row's (> 1 = faster). Ray times include starting the actors.
@@ -123,20 +123,6 @@ def run_gpu(args) -> dict:
 
 
 # ---------------------------------------------------------------------------------------------------- part stage
-def model_gflops(detector, embedder, size=SIZE_720P) -> dict[str, float]:
-    """GFLOP per frame of one detection and one CLIP embedding of a ``size`` frame (torch's FLOP counter)."""
-    from torch.utils.flop_counter import FlopCounterMode
-
-    [image] = _frames(1, size)
-    found = {}
-    for stage, fn in (("detect", lambda: detector.detect([image], "the main character", 0.35, 0.25, 1)),
-                      ("screen", lambda: embedder.embed_images([image], batch_size=1))):
-        with FlopCounterMode(display=False) as counter:
-            fn()
-        found[stage] = counter.get_total_flops() / 1e9
-    return found
-
-
 def _make_videos(root: str, count: int, seconds: float, size: tuple[int, int]) -> None:
     from training.data.video import write_synthetic_video
 
@@ -145,7 +131,13 @@ def _make_videos(root: str, count: int, seconds: float, size: tuple[int, int]) -
                               colour=(40 * k % 255, 200, 90), seed=k)
 
 
-def _stage_rows(config, models) -> list[dict]:
+def _stage_rows(config, models, count_flops: bool = False) -> list[dict]:
+    """Per-stage frames/s (and, with ``count_flops``, GFLOP per frame of the model stages, counted by torch's FLOP
+    counter on the timed calls themselves)."""
+    import contextlib
+
+    from torch.utils.flop_counter import FlopCounterMode
+
     from training.data.build import list_tasks
     from training.data.process import (
         VideoResult,
@@ -161,6 +153,10 @@ def _stage_rows(config, models) -> list[dict]:
     from training.data.video import FrameSampler, VideoError
 
     totals = {s: [0, 0.0] for s in ("decode (frames decoded)", "decode + sample", "screen", "detect", "finish")}
+    flops = {"screen": 0, "detect": 0}
+
+    def counted(stage):
+        return FlopCounterMode(display=False) if count_flops else contextlib.nullcontext()
 
     def add(stage, frames, start):
         totals[stage][0] += frames
@@ -177,11 +173,15 @@ def _stage_rows(config, models) -> list[dict]:
         chunks = list(decode_chunks(task.path, config, result))
         add("decode + sample", result.frames["sampled"], start)
         start = time.perf_counter()
-        chunks = [screen_chunk(c, config, models, result) for c in chunks]
+        with counted("screen") as counter:
+            chunks = [screen_chunk(c, config, models, result) for c in chunks]
         add("screen", result.frames["size_filtered"], start)
+        flops["screen"] += counter.get_total_flops() if count_flops else 0
         start = time.perf_counter()
-        chunks = [detect_chunk(c, config, models, result) for c in chunks]
+        with counted("detect") as counter:
+            chunks = [detect_chunk(c, config, models, result) for c in chunks]
         add("detect", result.frames["filtered"], start)
+        flops["detect"] += counter.get_total_flops() if count_flops else 0
         start = time.perf_counter()
         dedup = WindowDedup(config, video_seed(config.seed, task.video_id))
         for chunk in chunks:
@@ -194,9 +194,13 @@ def _stage_rows(config, models) -> list[dict]:
         write_stories(task.video_id, kept, caption_sequences(kept, plans, models.captioner, result, task.rel_path),
                       config, result)
         add("finish", result.frames["detected"], start)
-    return [{"part": "stage", "stage": stage, "engine": "one process", "workers": 1, "frames": frames,
+    rows = [{"part": "stage", "stage": stage, "engine": "one process", "workers": 1, "frames": frames,
              "seconds": seconds, "frames_per_s": frames / seconds if seconds else float("nan")}
             for stage, (frames, seconds) in totals.items() if frames]
+    for row in rows:
+        if count_flops and row["stage"] in flops:
+            row["gflop_per_frame"] = flops[row["stage"]] / row["frames"] / 1e9
+    return rows
 
 
 def _engine_rows(config, models, with_ray: bool) -> list[dict]:
@@ -247,17 +251,13 @@ def run(args) -> dict:
         config = BuildConfig(videos=videos, out=os.path.join(root, "out"), detector=detector, clip=clip,
                              min_size=min(width, height), box_threshold=0.0, text_threshold=0.0, progress=False,
                              threads=max(1, torch.get_num_threads() // 2), cpus_per_worker=0.5)
-        if args.real_size:  # a few frames: ~2 minutes per frame on 2 CPU cores
+        if args.real_size:  # a few frames: minutes per frame on a CPU
             config = config.replace(max_frames_per_video=args.real_frames)
             real_detector, real_clip = real_size_models()
             models = Models(real_detector, real_clip, build_captioner(config))
         else:
             models = load_models(config)
-        rows = _stage_rows(config.replace(out=os.path.join(root, "stage")), models)
-        if args.real_size:
-            gflops = model_gflops(models.detector, models.clip, (width, height))
-            for row in rows:
-                row["gflop_per_frame"] = gflops.get(row["stage"])
+        rows = _stage_rows(config.replace(out=os.path.join(root, "stage")), models, count_flops=args.real_size)
         if not args.real_size:  # a real-size whole build would take hours on a CPU
             rows += _engine_rows(config, models, with_ray=not args.no_ray)
     finally:
@@ -273,7 +273,7 @@ def build_parser():
     parser.add_argument("--seconds", type=float, default=0.0, help="length of each (default 120; 24 with --quick)")
     parser.add_argument("--size", default="1280x720", help="frame size WxH (default 1280x720)")
     parser.add_argument("--real-size", action="store_true", help="per-stage part with real-size random models")
-    parser.add_argument("--real-frames", type=int, default=2, help="--real-size: frames per video (default 2)")
+    parser.add_argument("--real-frames", type=int, default=1, help="--real-size: frames per video (default 1)")
     parser.add_argument("--no-ray", action="store_true", help="skip the local Ray runs")
     parser.add_argument("--gpu", action="store_true", help="real-size models on CUDA, batch 16, bf16 (<= 5 min)")
     return parser
