@@ -101,7 +101,9 @@ def model_calls(device, dtype, quick: bool, peak: float | None) -> list[dict]:
     return rows
 
 
-def sampling(device, dtype, quick: bool, budget: Budget) -> list[dict]:
+def sampling(device, dtype, quick: bool, budget: Budget, call_flops: dict, peak: float | None) -> list[dict]:
+    """``call_flops``: FLOPs of one 4-frame + CFG model call per variant (the model-call section); a story's
+    transformer FLOPs are that x steps x passes (chunks of 4 frames), and TFLOP/s is over the whole story's time."""
     from bench.sampling import build_pipeline, story
 
     pipe = build_pipeline("quick" if quick else "xl", device, dtype)
@@ -121,9 +123,13 @@ def sampling(device, dtype, quick: bool, budget: Budget) -> list[dict]:
             pipe(story(frames, px), mode=mode, num_inference_steps=steps, seed=0, output_type="pt",
                  chunk_size=chunk, offload_text_encoder=device.type == "cuda")
             _sync(device)
-            rows.append({"section": "sampling", "case": label, "variant": name,
-                         "seconds": time.perf_counter() - start, "peak_GB": _peak_gb(device),
-                         "note": f"{steps} steps, CFG 4.5, T5 offloaded"})
+            seconds = time.perf_counter() - start
+            flops = call_flops.get(name, 0.0) * steps * (frames // 4)
+            tflops = flops / 1e12 / seconds if flops else None
+            rows.append({"section": "sampling", "case": label, "variant": name, "seconds": seconds,
+                         "peak_GB": _peak_gb(device), "TFLOP": flops / 1e12 if flops else None, "TFLOP/s": tflops,
+                         "pct_of_peak": None if peak is None or tflops is None else 100 * tflops / peak,
+                         "note": f"{steps} steps, CFG 4.5, T5 offloaded; TFLOP/s over the whole story"})
     del pipe
     return rows
 
@@ -189,8 +195,10 @@ def run(args) -> dict:
     rows = []
     if device.type == "cuda":
         rows += cuda_tests(args.quick)
-    sections = (("model call", lambda: model_calls(device, dtype, args.quick, peak)),
-                ("sampling", lambda: sampling(device, dtype, args.quick, budget)),
+    calls: list[dict] = []
+    sections = (("model call", lambda: calls.extend(model_calls(device, dtype, args.quick, peak)) or calls),
+                ("sampling", lambda: sampling(device, dtype, args.quick, budget,
+                                              {r["variant"]: r["TFLOP"] * 1e12 for r in calls}, peak)),
                 ("attention", lambda: attention(device, args.quick)),
                 ("trainer", lambda: trainer_step(device, dtype, args.quick)))
     for name, section in sections:
