@@ -105,6 +105,16 @@ def main(comfy_dir: str) -> dict:
                 key = f"{'ms' if micro else 'alpha'}_{h}x{w}"
                 out[f"denoiser_vs_comfyui_{key}"] = rel(mine[:, :4], theirs)
                 out[f"denoiser_vs_diffusers_{key}"] = rel(mine, diffusers)
+            # a LoRA-style weight patch applied by ComfyUI's ModelPatcher at load (it replaces the parameter)
+            lora = patcher.clone()
+            lora.add_patches({"diffusion_model.blocks.0.attn.qkv.weight": ("diff", (torch.randn(432, 144) * 0.3,))})
+            mm.load_models_gpu([lora])
+            patched = lora.model.diffusion_model
+            mine_lora = ComfyPixArt(patched, None, torch.float32, cpu)(x, ctx, t, added).sample[:, :4]
+            out[f"lora_vs_comfyui_{'ms' if micro else 'alpha'}"] = rel(mine_lora, patched(x, t, ctx, **kwargs))
+            out[f"lora_changed_{'ms' if micro else 'alpha'}"] = rel(patched(x, t, ctx, **kwargs), theirs)
+            mm.unload_all_models()
+            mm.load_models_gpu([patcher])
             # low VRAM on the real ModelPatcher: every module cast per call
             patcher.unpatch_model()
             patcher.load(cpu, lowvram_model_memory=1)
