@@ -11,10 +11,12 @@ pipeline, one row per video.
 
 Model actors take ``num_gpus`` (``--gpus-per-worker``; with a CUDA ``--device`` the default shares each GPU between
 one actor of each model pool, so ``--workers`` is the number of GPUs), ``num_cpus`` (``--cpus-per-worker``) and
-``concurrency=--workers``; each batch is one video, whose frames the stage sends to its
-model in chunks of ``--batch-size`` (the same chunks as the local engine, so both give the same boxes). Ray Data
-streams with backpressure, so memory holds the videos in flight, not the dataset; a row holds one video's sampled
-frames until detection, its kept frames after de-duplication (cap long videos with ``--max-frames-per-video``).
+``concurrency=--workers``. (Without GPUs, decoding and CLIP ask for the same resources and Ray Data may fuse them in
+one actor; with GPUs they stay apart, decoding on ``--decode-workers`` CPU tasks.) Each batch is one video, whose
+frames the stage sends to its model in chunks of ``--batch-size`` (the same chunks as the local engine, so both give
+the same boxes). Ray Data streams with backpressure, so memory holds the videos in flight, not the dataset; a row
+holds one video's sampled frames until detection, its kept frames after de-duplication (cap long videos with
+``--max-frames-per-video``).
 
 Fault tolerance (Ray Data's defaults): a killed actor is restarted and its video retried (max_restarts and
 max_task_retries -1), a killed task is retried (max_retries -1 for system failures). Stage code never raises: a bad
