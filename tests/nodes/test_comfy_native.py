@@ -312,3 +312,28 @@ def test_core_loader_examples_run(name, models_root, monkeypatch, tmp_path, run_
     assert saved["images"].shape == (frames, 128, 128, 3) and torch.isfinite(saved["images"]).all()
     loads = [c for c in mm.calls if c[0] == "load_models_gpu"]
     assert len(loads) >= 3  # CLIP, then MODEL (+ branch), then the VAE: all placed by model management
+
+
+def test_the_pack_loaders_hand_their_models_to_comfyui(models_root, monkeypatch):
+    """Inside ComfyUI the pack's own loaders keep no model: the models wait on the offload device as ModelPatchers,
+    the sampler asks ComfyUI to load them, and ComfyUI dropping them frees them."""
+    from nodes.loaders import L2S_ModelLoader, L2S_TextEncoderLoader
+
+    mm = install(monkeypatch, models_root)
+    loader, text_loader = L2S_ModelLoader(), L2S_TextEncoderLoader()
+    (model,) = loader.load("lay2story/tiny_pipeline", "auto", "auto", "fp32", "auto")
+    (text,) = text_loader.load("lay2story/tiny_pipeline", "auto", "fp32", "auto", True)
+    assert len(model.patchers) == 3 and len(text.patchers) == 1
+    assert loader._cache._slots == {} and text_loader._cache._slots == {}
+    story = Story.from_dict({"version": 1, "width": 16, "height": 16,
+                             "characters": [{"id": "hero", "identity": "a red fox"}],
+                             "frames": [{"prompt": "in the grass"}, {"prompt": "at night"}]})
+    images, latent = L2S_StorySampler().sample(model, text, story, **WIDGETS)
+    assert images.shape == (2, 16, 16, 3) and torch.isfinite(latent["samples"]).all()
+    (call,) = [c for c in mm.calls if c[0] == "load_models_gpu"]
+    assert set(call[1]) == {id(p) for p in (*text.patchers, *model.patchers)} and call[3] is True
+    ref = weakref.ref(model.transformer)
+    mm.unload_all_models()
+    del model, call
+    gc.collect()
+    assert ref() is None
