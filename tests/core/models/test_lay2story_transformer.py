@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 import torch
 from tiny_models import make_pixart
 
-from lay2story_core.attention import SubjectSlots
+from lay2story_core.attention import SubjectSlots, TokenPacking
 from lay2story_core.models import IdentityBank, Lay2StoryTransformer, SubjectBranch, SubjectInputs
+from lay2story_core.models.lay2story_transformer import subject_branch_input
 
 
 def _inputs(pixart, frames=2, h=8, w=8, seed=0):
@@ -199,3 +202,65 @@ def test_distinct_captions_with_index_equal_one_caption_per_slot(tiny_pixart):
         a = model(latents, text, t, added, mask, subject=per_slot).sample
         b = model(latents, text, t, added, mask, subject=distinct).sample
     torch.testing.assert_close(a, b)
+
+
+# -- SubjectBranch.forward: per-block residuals like diffusers' ControlNets, scaled per story or per slot ---------
+def _branch_call(model, subject, latents, t, scale=1.0):
+    pixart = model.transformer
+    temb = pixart.adaln_single(t, None, batch_size=latents.shape[0], hidden_dtype=latents.dtype)[0]
+    x, _, _ = subject_branch_input(latents, subject)
+    packing = TokenPacking.build(subject.slots, x.shape[0])
+    caption = pixart.caption_projection(subject.caption_embeds)
+    return model.subject_branch(x, temb, caption, subject.caption_mask.bool(), packing, subject_scale=scale)
+
+
+def test_one_residual_per_block_after_global_block_2k_plus_1_and_linear_in_the_scale():
+    pixart = make_pixart("alpha512")
+    branch = SubjectBranch.from_transformer(pixart)
+    _randomise_outputs(branch)
+    model = Lay2StoryTransformer(pixart, branch).eval()
+    latents, _, _, t, _ = _inputs(pixart)
+    subject = _subject(pixart, 2, 8, 8)
+    with torch.no_grad():
+        full = _branch_call(model, subject, latents, t)
+        half = _branch_call(model, subject, latents, t, scale=0.5)
+        off = _branch_call(model, subject, latents, t, scale=0.0)
+    assert full.injection_layers == (1, 3) and len(full.block_residuals) == 2
+    assert all(r.shape == (full.packing.num_tokens, branch.inner_dim) for r in full.block_residuals)
+    assert all(float(r.abs().max()) > 0 for r in full.block_residuals)
+    for a, b, z in zip(full.block_residuals, half.block_residuals, off.block_residuals):
+        torch.testing.assert_close(b, 0.5 * a)
+        assert float(z.abs().max()) == 0.0
+
+
+def test_per_slot_scale_scales_only_that_slots_tokens():
+    pixart = make_pixart("alpha512")
+    branch = SubjectBranch.from_transformer(pixart)
+    _randomise_outputs(branch)
+    model = Lay2StoryTransformer(pixart, branch).eval()
+    latents, _, _, t, _ = _inputs(pixart)
+    subject = _subject(pixart, 2, 8, 8)
+    with torch.no_grad():
+        full = _branch_call(model, subject, latents, t)
+        per_slot = _branch_call(model, subject, latents, t, scale=torch.tensor([0.0, 2.0]))
+    slot = full.packing.token_slot
+    for a, b in zip(full.block_residuals, per_slot.block_residuals):
+        assert float(b[slot == 0].abs().max()) == 0.0
+        torch.testing.assert_close(b[slot == 1], 2.0 * a[slot == 1])
+
+
+def test_prepared_packing_and_captions_give_the_same_output():
+    pixart = make_pixart("alpha1024ms")
+    branch = SubjectBranch.from_transformer(pixart)
+    _randomise_outputs(branch)
+    model = Lay2StoryTransformer(pixart, branch).eval()
+    latents, text, mask, t, added = _inputs(pixart)
+    subject = _subject(pixart, 2, 8, 8, refs=1)
+    prepared = dataclasses.replace(subject, packing=TokenPacking.build(subject.slots, 3),
+                                   caption_states=pixart.caption_projection(subject.caption_embeds))
+    with torch.no_grad():
+        a = model(latents, text, t, added, mask, subject=subject).sample
+        b = model(latents, text, t, added, mask, subject=prepared).sample
+        plain = model(latents, text, t, added, mask).sample
+    torch.testing.assert_close(a, b, rtol=0, atol=0)
+    assert float((a - plain).abs().max()) > 1e-4
