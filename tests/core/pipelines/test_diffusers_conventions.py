@@ -201,3 +201,24 @@ def test_sequential_cpu_offload_is_a_clear_error():
     pipe = make_pipeline()
     with pytest.raises(NotImplementedError, match="enable_sequential_cpu_offload: .* use enable_model_cpu_offload"):
         pipe.enable_sequential_cpu_offload(device="cpu")
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs an accelerator to see real moves")
+def test_model_cpu_offload_on_cuda_places_each_model_when_it_runs():
+    pipe = make_pipeline()
+    reference = pipe(STORY, **SIZE).images
+    pipe.enable_model_cpu_offload(device="cuda")
+    where: list[tuple[str, str, str]] = []
+
+    def record(kind):
+        return lambda m, a: where.append((kind, next(pipe.transformer.parameters()).device.type,
+                                          next(pipe.text_encoder.parameters()).device.type))
+
+    pipe.transformer.transformer_blocks[0].register_forward_pre_hook(record("global"))
+    pipe.subject_branch.blocks[0].register_forward_pre_hook(
+        lambda m, a: where.append(("subject", next(m.parameters()).device.type, "")))
+    out = pipe(STORY, **SIZE).images
+    assert {w for w in where if w[0] == "global"} == {("global", "cuda", "cpu")}
+    assert {w for w in where if w[0] == "subject"} == {("subject", "cuda", "")}
+    assert next(pipe.transformer.parameters()).device.type == "cpu"  # offloaded after the call
+    assert torch.allclose(out, reference, atol=1e-3)
