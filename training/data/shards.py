@@ -34,7 +34,9 @@ __all__ = ["FORMAT", "FORMAT_VERSION", "aggregate_stats", "drop_videos", "load_m
 logger = logging.getLogger(__name__)
 
 FORMAT = "lay2story-dataset"
-FORMAT_VERSION = 1
+# 2: CLIP embeddings per --batch-size chunk before detection (shared by the local and Ray engines), so a version-1
+# build is not resumed with this code.
+FORMAT_VERSION = 2
 _SHARD_RE = re.compile(r"^shard-(\d{5,})\.(jsonl|tar)$")
 
 

@@ -392,3 +392,12 @@ def test_aesthetic_and_safety_settings_filter_and_count(base_config, models, tin
     with open(os.path.join(config.out, "manifest.json")) as handle:
         settings = json.load(handle)["settings"]
     assert settings["safety_adjustment"] == 10.0 and settings["min_aesthetic"] == 5.0
+
+
+def test_a_build_of_an_older_format_is_not_resumed(base_config, models, tmp_path):
+    out = tmp_path / "old"
+    out.mkdir()
+    (out / "manifest.json").write_text(json.dumps({"format": "lay2story-dataset", "version": 1, "seed": 0,
+                                                   "settings": {}, "videos": {}, "shards": []}))
+    with pytest.raises(ValueError, match="version 1, this code writes 2"):
+        build_dataset(base_config.replace(out=str(out)), models=models)
