@@ -44,6 +44,21 @@ try {
   await snap("drawn");
   await drag([0.25, 0.3], [0.45, 0.4]); // grab inside: move by (+0.2, +0.1)
   await snap("moved");
+  // ComfyUI's own undo (focus on the graph, outside the editor): back to before the move, then redo it by hand.
+  await page.mouse.click(1300, 900);
+  await page.waitForTimeout(150);
+  await page.keyboard.press("Control+z");
+  await page.waitForTimeout(400);
+  await page.evaluate(() => { // undo may reload the graph (new node objects) and its view
+    window.__l2sNode = app.graph.nodes.find((n) => n.type === "L2S_LayoutEditor");
+    app.canvas.ds.scale = 1;
+    app.canvas.ds.offset = [0, 0];
+    app.canvas.setDirty(true, true);
+  });
+  await page.waitForTimeout(300);
+  await snap("undone");
+  await drag([0.25, 0.3], [0.45, 0.4]);
+  await snap("moved_again");
   await drag([0.6, 0.6], [0.8, 0.9]); // grab the bottom-right corner: resize
   await snap("resized");
 

@@ -87,6 +87,9 @@ def test_layout_editor_in_the_real_frontend(drive):
     _close(_boxes(_layout(steps["drawn"]), 0)["hero"], [0.1, 0.1, 0.4, 0.5])
     _close(_boxes(_layout(steps["moved"]), 0)["hero"], [0.3, 0.2, 0.6, 0.6])
     _close(_boxes(_layout(steps["resized"]), 0)["hero"], [0.3, 0.2, 0.8, 0.9])
+    assert steps["undone"]["json"] == steps["drawn"]["json"]  # Ctrl+Z on the graph undoes the move
+    assert steps["undone"]["editor_text"] == steps["drawn"]["json"]  # ... and the canvas follows
+    assert steps["moved_again"]["json"] == steps["moved"]["json"]
 
     # a new character, picked before drawing, goes to the next box
     assert _layout(steps["character_added"]).characters == ("hero", "villain")
