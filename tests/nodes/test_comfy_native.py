@@ -199,6 +199,9 @@ def test_comfyui_places_every_model_and_keeps_nothing(host):
     story_load = ids.index({id(host.model), id(bundle.patcher)})
     assert clip_load < story_load  # T5 first, then PixArt + branch (once per story), then the VAE to decode
     assert ids[-1] == {id(host.comfy_vae.patcher)}
+    # every caption went through ComfyUI's CLIP: global (identity + prompt), negative, subject captions
+    texts = [STORY.global_caption(0), STORY.global_caption(1), "", "the fox sitting", "the villain standing"]
+    assert {host.tok.decode(host.tok(t)["input_ids"]) for t in texts} <= set(host.clip.encoded)
     # the branch is ComfyUI's: unloaded and dropped by ComfyUI, nothing of the pack keeps it alive
     ref = weakref.ref(host.branch)
     host.mm.unload_all_models()
