@@ -192,10 +192,10 @@ class CaptionStage(_ModelStage):
 
 # ------------------------------------------------------------------------------------------------------- pipeline
 def runtime_env() -> dict:
-    """Workers import this project from the driver's source paths (not its site-packages)."""
+    """Workers import this project from the driver's source paths (not its interpreter's own paths)."""
     prefixes = tuple({sys.prefix, sys.base_prefix})
     paths = [os.path.abspath(p) for p in sys.path if p and os.path.isdir(p)]
-    paths = [p for p in dict.fromkeys(paths) if not p.startswith(prefixes) or "site-packages" not in p]
+    paths = [p for p in dict.fromkeys(paths) if not p.startswith(prefixes)]
     return {"env_vars": {"PYTHONPATH": os.pathsep.join(paths)}}
 
 
