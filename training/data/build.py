@@ -268,6 +268,8 @@ def parse_args(argv: list[str] | None = None) -> BuildConfig:
     p.add_argument("--decode-workers", type=int, default=None,
                    help="ray: decoding tasks at once (default --workers; decoding every frame of a 720p video at "
                    "0.25 fps sampling takes ~10 CPU cores per GPU)")
+    p.add_argument("--detect-workers", type=int, default=None,
+                   help="ray: Grounding DINO actors (default --workers; ~5x CLIP's FLOPs, so more per GPU pays)")
     p.add_argument("--threads", type=int, default=None, help="torch threads per worker (default cpus / workers)")
     p.add_argument("--fetcher", default="local", help="video-list: yt-dlp, local, or a dotted factory path")
     p.add_argument("--fetch-root", help="local fetcher: folder holding <id>.<ext> files")

@@ -22,8 +22,9 @@ START_METHODS = ("spawn", "forkserver", "fork")
 # checked either: a video's id, not its source, identifies it.
 _RUNTIME_FIELDS = ("videos", "out", "workers", "start_method", "batch_size", "progress", "device", "shard_size",
                    "retry_failed", "caption_retries", "caption_timeout", "api_key_env", "engine", "ray_address",
-                   "cpus_per_worker", "gpus_per_worker", "decode_workers", "threads", "video_list", "fetcher",
-                   "fetch_root", "download_dir", "keep_downloads", "fetch_retries", "rate_limit", "sleep_interval")
+                   "cpus_per_worker", "gpus_per_worker", "decode_workers", "detect_workers", "threads", "video_list",
+                   "fetcher", "fetch_root", "download_dir", "keep_downloads", "fetch_retries", "rate_limit",
+                   "sleep_interval")
 
 
 def _positive(value: object, name: str, *, integer: bool = False, zero: bool = False) -> None:
@@ -80,6 +81,7 @@ class BuildConfig:
     cpus_per_worker: float = 1.0
     gpus_per_worker: float | None = None
     decode_workers: int | None = None
+    detect_workers: int | None = None
     threads: int | None = None
     video_list: str | None = None
     fetcher: str = "local"
@@ -148,7 +150,7 @@ class BuildConfig:
         _positive(self.cpus_per_worker, "cpus_per_worker")
         if self.gpus_per_worker is not None:
             _positive(self.gpus_per_worker, "gpus_per_worker", zero=True)
-        for name in ("threads", "decode_workers"):
+        for name in ("threads", "decode_workers", "detect_workers"):
             if getattr(self, name) is not None:
                 _positive(getattr(self, name), name, integer=True)
         _positive(self.fetch_retries, "fetch_retries", integer=True, zero=True)

@@ -9,14 +9,15 @@ pipeline, one row per video.
                        -> map(write)                               CPU tasks: frame images under out/images/
     driver: iter_rows() -> the same manifest / shard / stats code as the local engine (training.data.build)
 
-Model actors take ``num_gpus`` (``--gpus-per-worker``; with a CUDA ``--device`` the default shares each GPU between
-one actor of each model pool, so ``--workers`` is the number of GPUs), ``num_cpus`` (``--cpus-per-worker``) and
-``concurrency=--workers``. (Without GPUs, decoding and CLIP ask for the same resources and Ray Data may fuse them in
-one actor; with GPUs they stay apart, decoding on ``--decode-workers`` CPU tasks.) Each batch is one video, whose
-frames the stage sends to its model in chunks of ``--batch-size`` (the same chunks as the local engine, so both give
-the same boxes). Ray Data streams with backpressure, so memory holds the videos in flight, not the dataset; a row
-holds one video's sampled frames until detection, its kept frames after de-duplication (cap long videos with
-``--max-frames-per-video``).
+Model actors take ``num_gpus`` (``--gpus-per-worker``; with a CUDA ``--device`` the default shares the GPUs between
+the pools, ``--workers`` being the number of GPUs), ``num_cpus`` (``--cpus-per-worker``) and a pool size
+(``--workers``; ``--detect-workers`` for Grounding DINO, the costliest stage, whose image processor also runs on the
+actor's CPU, so several DINO actors per GPU keep it busy). (Without GPUs, decoding and CLIP ask for the same
+resources and Ray Data may fuse them in one actor; with GPUs they stay apart, decoding on ``--decode-workers`` CPU
+tasks.) Each batch is one video, whose frames the stage sends to its model in chunks of ``--batch-size`` (the same
+chunks as the local engine, so both give the same boxes). Ray Data streams with backpressure, so memory holds the
+videos in flight, not the dataset; a row holds one video's sampled frames until detection, its kept frames after
+de-duplication (cap long videos with ``--max-frames-per-video``).
 
 Fault tolerance (Ray Data's defaults): a killed actor is restarted and its video retried (max_restarts and
 max_task_retries -1), a killed task is retried (max_retries -1 for system failures). Stage code never raises: a bad
@@ -210,14 +211,25 @@ def start_ray(address: str | None = None, num_cpus: float | None = None) -> None
              configure_logging=False, **kwargs)
 
 
+def _pool_sizes(config: BuildConfig, videos: int) -> dict[str, int]:
+    """Actors per model pool (never more than there are videos)."""
+    sizes = {"screen": config.workers, "detect": config.detect_workers or config.workers}
+    if config.captioner != "template":
+        sizes["caption"] = config.workers
+    return {k: max(1, min(v, videos)) for k, v in sizes.items()}
+
+
 def _gpus(config: BuildConfig) -> float:
-    """GPUs per model actor: by default the model pools share the GPUs (``--workers`` = number of GPUs, each GPU
-    holding one CLIP, one Grounding DINO and, for a local captioning model, one captioner actor)."""
+    """GPUs per model actor: by default the model pools share the GPUs, ``--workers`` being the number of GPUs (one
+    CLIP, one captioning-model and ``--detect-workers / --workers`` Grounding DINO actors per GPU)."""
     if config.gpus_per_worker is not None:
         return config.gpus_per_worker
     if not (config.device or "cpu").startswith("cuda"):
         return 0.0
-    return 1.0 / (3 if config.captioner == "transformers" else 2)
+    sizes = _pool_sizes(config, videos=2**31)
+    if config.captioner == "http":  # a CPU actor
+        sizes.pop("caption")
+    return config.workers / sum(sizes.values())
 
 
 def build_pipeline(tasks: Sequence[VideoTask], config: BuildConfig):
@@ -225,19 +237,20 @@ def build_pipeline(tasks: Sequence[VideoTask], config: BuildConfig):
     import ray.data
 
     cpus, gpus, n = config.cpus_per_worker, _gpus(config), max(1, min(config.workers, len(tasks)))
-    actors = {"batch_size": 1, "batch_format": "numpy", "concurrency": n, "num_cpus": cpus,
-              "fn_constructor_kwargs": {"config": config}}
+    sizes = _pool_sizes(config, len(tasks))
+    actors = {"batch_size": 1, "batch_format": "numpy", "num_cpus": cpus, "fn_constructor_kwargs": {"config": config}}
     tasks_args = {"num_cpus": cpus, "fn_kwargs": {"config": config}}
     rows = [dataclasses.asdict(t) for t in tasks]
     ds = ray.data.from_items(rows, override_num_blocks=max(1, len(rows)))
     ds = ds.map(decode, concurrency=max(1, min(config.decode_workers or n, len(rows))), **tasks_args)
-    ds = ds.map_batches(ScreenStage, num_gpus=gpus, **actors)
-    ds = ds.map_batches(DetectStage, num_gpus=gpus, **actors)
+    ds = ds.map_batches(ScreenStage, num_gpus=gpus, concurrency=sizes["screen"], **actors)
+    ds = ds.map_batches(DetectStage, num_gpus=gpus, concurrency=sizes["detect"], **actors)
     ds = ds.map(select, **tasks_args)
     if config.captioner == "template":
         ds = ds.map(caption_with_template, **tasks_args)
     else:
-        ds = ds.map_batches(CaptionStage, num_gpus=gpus if config.captioner == "transformers" else 0.0, **actors)
+        ds = ds.map_batches(CaptionStage, num_gpus=gpus if config.captioner == "transformers" else 0.0,
+                            concurrency=sizes["caption"], **actors)
     return ds.map(write, **tasks_args)
 
 
@@ -247,7 +260,8 @@ def ray_results(tasks: Sequence[VideoTask], config: BuildConfig) -> Iterator[Vid
         return
     import ray.data
 
-    needed = config.cpus_per_worker * (config.workers * 3 + (config.decode_workers or config.workers))
+    needed = config.cpus_per_worker * (sum(_pool_sizes(config, len(tasks)).values()) + config.workers
+                                       + (config.decode_workers or config.workers))
     start_ray(config.ray_address, num_cpus=max(float(os.cpu_count() or 1), needed))
     context = ray.data.DataContext.get_current()
     context.enable_progress_bars = config.progress

@@ -26,6 +26,8 @@ from training.data.fetch import make_video_id  # noqa: E402
 from training.data.process import load_models  # noqa: E402
 from training.data.ray_engine import start_ray  # noqa: E402
 
+# Actor start-up (each imports torch and transformers) dominates; on a loaded 2-core machine a run took up to 200 s.
+pytestmark = pytest.mark.timeout(1200)
 HOOKS_DIR = os.path.dirname(os.path.abspath(__file__))
 # name -> (seconds, size); 2 fps videos, 0.25 fps sampling -> ceil(seconds / 4) samples.
 VIDEOS = {"a.mp4": (64, (64, 48)), "sub/b.mkv": (40, (48, 64)), "c.mp4": (36, (64, 48)), "short.mp4": (8, (64, 48))}
@@ -231,6 +233,8 @@ def test_cli_options_of_the_ray_engine(tiny_models, videos):
     assert (config.engine, config.ray_address, config.workers, config.decode_workers) == ("ray", "auto", 8, 64)
     assert _gpus(config) == 0.5  # one CLIP and one Grounding DINO actor per GPU
     assert _gpus(config.replace(captioner="transformers", caption_model="m")) == pytest.approx(1 / 3)
+    assert _gpus(config.replace(detect_workers=24)) == pytest.approx(8 / 32)  # 1 CLIP + 3 DINO actors per GPU
+    assert _gpus(config.replace(captioner="http", caption_url="http://x")) == 0.5  # an HTTP captioner needs no GPU
     assert _gpus(config.replace(device=None)) == 0.0 and _gpus(config.replace(gpus_per_worker=1.0)) == 1.0
     # Engine settings do not change the output, so a job may resume with another engine or cluster.
     assert config.output_settings() == parse_args(base).output_settings()
