@@ -174,6 +174,10 @@ class StoryPipeline(DiffusionPipeline):
                 raise ValueError(f"{name}: must be a positive multiple of {multiple}, got {value!r}")
         if not isinstance(num_inference_steps, int) or num_inference_steps < 1:
             raise ValueError(f"num_inference_steps: must be an integer >= 1, got {num_inference_steps!r}")
+        limit = int(self.scheduler.config.get("num_train_timesteps", 1000))  # more steps than that fail mid-way
+        if num_inference_steps > limit:
+            raise ValueError(f"num_inference_steps: must be in 1..{limit} (the scheduler's training timesteps), got "
+                             f"{num_inference_steps}")
         if not isinstance(guidance_scale, (int, float)) or guidance_scale != guidance_scale or guidance_scale < 0:
             raise ValueError(f"guidance_scale: must be a number >= 0, got {guidance_scale!r}")
         if chunk_size is not None and (not isinstance(chunk_size, int) or chunk_size < 1):

@@ -222,3 +222,11 @@ def test_model_cpu_offload_on_cuda_places_each_model_when_it_runs():
     assert {w for w in where if w[0] == "subject"} == {("subject", "cuda", "")}
     assert next(pipe.transformer.parameters()).device.type == "cpu"  # offloaded after the call
     assert torch.allclose(out, reference, atol=1e-3)
+
+
+@pytest.mark.parametrize("steps", [1001, 3000])
+def test_steps_beyond_the_schedule_fail_before_sampling(pipe, steps, monkeypatch):
+    monkeypatch.setattr(pipe, "encode_prompt", lambda *a, **k: pytest.fail("encoded before the error"))
+    with pytest.raises(ValueError, match=rf"num_inference_steps: must be in 1\.\.1000 \(the scheduler's training "
+                                         rf"timesteps\), got {steps}"):
+        pipe(STORY, **{**SIZE, "num_inference_steps": steps})
