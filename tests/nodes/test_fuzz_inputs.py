@@ -17,7 +17,7 @@ from nodes.layout_editor import L2S_LayoutEditor, L2S_LayoutFromJSON
 from nodes.reference import L2S_ReferenceImage
 from nodes.story_nodes import DEFAULT_STORY_JSON, L2S_Story, L2S_StoryFromJSON
 
-SETTINGS = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+SETTINGS = settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
 scalars = st.none() | st.booleans() | st.integers(-5, 5) | st.floats(allow_nan=True) | st.text(max_size=6)
 json_values = st.recursive(scalars, lambda inner: st.lists(inner, max_size=3) | st.dictionaries(
