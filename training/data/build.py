@@ -35,7 +35,7 @@ from tqdm.auto import tqdm
 
 from .config import BuildConfig
 from .fetch import build_fetcher, discover_videos, make_video_id, read_video_list
-from .process import STAGES, Models, VideoResult, VideoTask, load_models, process_video
+from .process import STAGES, Models, VideoResult, VideoTask, check_model_paths, load_models, process_video
 from .shards import (
     drop_videos,
     load_manifest,
@@ -131,6 +131,8 @@ def build_dataset(config: BuildConfig, models: Models | None = None) -> dict:
     """Runs (or resumes) a build; returns ``{"processed", "skipped", "stats"}``. ``models`` (already loaded) is
     used instead of loading them when ``workers == 1``."""
     out = config.out
+    if models is None:
+        check_model_paths(config)
     os.makedirs(os.path.join(out, "shards"), exist_ok=True)
     os.makedirs(os.path.join(out, "images"), exist_ok=True)
     manifest = load_manifest(out)
@@ -297,7 +299,11 @@ def parse_args(argv: list[str] | None = None) -> BuildConfig:
 
 def main(argv: list[str] | None = None) -> int:
     config = parse_args(argv)
-    summary = build_dataset(config)
+    try:
+        summary = build_dataset(config)
+    except (FileNotFoundError, ValueError) as err:  # a bad path, list or resumed --out: one line, exit status 2
+        print(f"error: {err}", file=sys.stderr)  # noqa: T201
+        return 2
     stats = summary["stats"]
     print(f"processed {summary['processed']} videos, skipped {summary['skipped']} already done; "  # noqa: T201
           f"{stats['videos']['ok']} ok, {stats['videos']['failed']} failed {stats['videos']['failed_by_reason']}; "

@@ -39,8 +39,9 @@ from .kmeans import dedup_windows
 from .video import FrameSampler, SampledFrame, VideoError
 
 __all__ = ["CHARACTER_ID", "STAGES", "Candidate", "Models", "VideoResult", "VideoTask", "WindowDedup",
-           "build_captioner", "caption_sequences", "check_screened", "decode_chunks", "detect_chunk", "guard",
-           "load_models", "plan_sequences", "process_video", "screen_chunk", "video_seed", "write_stories"]
+           "build_captioner", "caption_sequences", "check_model_paths", "check_screened", "decode_chunks",
+           "detect_chunk", "guard", "load_models", "plan_sequences", "process_video", "screen_chunk", "video_seed",
+           "write_stories"]
 
 logger = logging.getLogger(__name__)
 
@@ -151,6 +152,19 @@ def load_models(config: BuildConfig, parts: Iterable[str] = ("screen", "detect",
     if "caption" in parts:
         models.captioner = build_captioner(config)
     return models
+
+
+def check_model_paths(config: BuildConfig) -> None:
+    """Raises ``FileNotFoundError`` naming the field when a model path of ``config`` is missing: checked before a
+    build starts (a Ray actor that cannot load its model would otherwise keep failing to start)."""
+    from lay2story_core.vision._common import check_model_folder
+
+    check_model_folder(config.detector, "detector")
+    check_model_folder(config.clip, "clip")
+    for name in ("aesthetic_head", "safety_checker"):
+        path = getattr(config, name)
+        if path and not os.path.exists(path):
+            raise FileNotFoundError(f"{name}: {path!r} does not exist")
 
 
 def video_seed(seed: int, video_id: str) -> int:

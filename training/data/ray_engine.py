@@ -64,6 +64,7 @@ __all__ = ["CaptionStage", "DetectStage", "ScreenStage", "VideoState", "build_pi
 
 logger = logging.getLogger(__name__)
 
+
 @dataclass
 class VideoState:
     """One video between stages: its task and result so far, then its frames (chunks after decoding, candidates

@@ -175,3 +175,8 @@ def test_cli_with_a_video_list_and_yt_dlp(fake_yt_dlp, tiny_models, tmp_path, ca
     with pytest.raises(SystemExit):
         main([*args, "--rate-limit", "lots"])
     assert "rate_limit: expected bytes per second" in capsys.readouterr().err
+    assert main([*args, "--detector", str(tmp_path / "none"), "--out", str(tmp_path / "out2")]) == 2
+    assert "error: detector: model folder" in capsys.readouterr().err
+    missing = [a if a != str(listing) else str(tmp_path / "none.txt") for a in args]
+    assert main([*missing, "--out", str(tmp_path / "out3")]) == 2
+    assert "video_list: " in capsys.readouterr().err

@@ -242,3 +242,11 @@ def test_cli_options_of_the_ray_engine(tiny_models, videos):
         config.replace(engine="spark")
     with pytest.raises(ValueError, match="cpus_per_worker: expected a positive number, got 0"):
         config.replace(cpus_per_worker=0)
+
+
+def test_missing_model_folders_fail_before_ray_starts(config, tmp_path):
+    with pytest.raises(FileNotFoundError, match="detector: model folder"):
+        build_dataset(config.replace(detector=str(tmp_path / "nope"), engine="ray", out=str(tmp_path / "a")))
+    with pytest.raises(FileNotFoundError, match="aesthetic_head: .* does not exist"):
+        build_dataset(config.replace(aesthetic_head=str(tmp_path / "h.st"), engine="ray", out=str(tmp_path / "b")))
+    assert not os.path.exists(tmp_path / "a") and not os.path.exists(tmp_path / "b")  # nothing written
