@@ -188,7 +188,7 @@ def _bar(summary: dict) -> dict:
 
 def run(args) -> dict:
     device = prepare(args)
-    count = args.stories or (2 if args.quick else 8)
+    count = args.stories or (2 if args.quick else 4)
     steps = args.steps or (8 if args.quick else 16)
     if args.grid:
         Path(args.grid).parent.mkdir(parents=True, exist_ok=True)
@@ -208,7 +208,7 @@ def run(args) -> dict:
 def main(argv=None) -> dict:
     parser = bench_parser(__doc__.splitlines()[0])
     parser.add_argument("--model", default=str(EMBEDDED_MODEL), help="pipeline folder (default: embedded demo)")
-    parser.add_argument("--stories", type=int, default=None, help="stories per character count (default 8; quick 2)")
+    parser.add_argument("--stories", type=int, default=None, help="stories per character count (default 4; quick 2)")
     parser.add_argument("--steps", type=int, default=None, help="denoising steps (default 16; quick 8)")
     parser.add_argument("--cfg", type=float, default=3.0, help="guidance scale (default 3)")
     parser.add_argument("--seed", type=int, default=1000, help="first story seed and sampling seed")

@@ -1,23 +1,29 @@
-"""The shipped ShapeStory demo model: it loads, and layout control works on held-out stories.
+"""The shipped ShapeStory demo model works: layout puts characters in their boxes with the identity the text names,
+and the story mechanism (the subject branch's 3D attention and the reference) gives what the text leaves out.
 
-Thresholds come from measurements of the shipped weights on exactly these 8 held-out stories (49 subjects), seeds
-1000.., 12 steps, CFG 3: mean box hit (share of the character's pixels inside its requested box) 0.31 with layout on
-vs 0.11 with layout off (box success at 80%: 0.18 vs 0.04). The test asserts margins well inside those figures.
+The checks run on a few held-out stories (characters never seen in training) at 12 steps, CFG 3; the thresholds sit
+below what the shipped weights measure on exactly these stories (``MEASURED``) and far above what a model without
+the mechanism gets, and two tests show the checks fail when the subject branch is zeroed (``subject_scale=0``) or
+its masked 3D attention is cut (``attention_3d=False``). The full figures are ``python -m bench.shapestory``'s.
 """
 
 from __future__ import annotations
 
 import pytest
 
-from bench.shapestory import held_out_stories, references
+from bench.shapestory import references
 from lay2story_core.cli import EMBEDDED_MODEL
 from lay2story_core.pipelines.loading import load_story_pipeline
 from lay2story_core.shapestory import score_story, summarize
+from lay2story_core.shapestory.protocol import attribute_agreement, partial_stories, stories_with_characters
 
-STORIES, STEPS, CFG, SEED = 8, 12, 3.0, 1000
-MIN_BOX_HIT_ON = 0.22  # measured 0.31
-MIN_MARGIN = 0.10  # layout on minus layout off, in mean box hit (measured 0.20)
-MIN_RATIO = 1.8  # layout on / layout off, in mean box hit (measured 2.7)
+STEPS, CFG, SEED = 12, 3.0, 2000
+# measured on the shipped weights with exactly these stories and seeds: layout on box success 0.90 and colour
+# 1.00 (subject branch zeroed: box success 0.10); agreement of unnamed attributes without a reference 0.64 (3D
+# attention cut: 0.25)
+MIN_BOX_SUCCESS = 0.75
+MIN_COLOUR = 0.75
+MIN_AGREEMENT = 0.45  # unnamed attributes across frames, without a reference
 
 
 @pytest.fixture(scope="module")
@@ -26,18 +32,51 @@ def demo():
     return load_story_pipeline(EMBEDDED_MODEL)
 
 
-def _box_hit(pipe, stories, layout: bool) -> float:
+def layout_scores(pipe, **kwargs) -> dict:
+    stories = stories_with_characters(2, 1, SEED, "test") + stories_with_characters(1, 2, SEED + 50, "test")
     scores = []
     for i, story in enumerate(stories):
-        images = pipe(story, mode="lay2story", layout=layout, subject_captions=layout, references=references(story),
-                      num_inference_steps=STEPS, guidance_scale=CFG, seed=SEED + i).images
+        images = pipe(story, mode="lay2story", references=references(story), num_inference_steps=STEPS,
+                      guidance_scale=CFG, seed=SEED + i, **kwargs).images
         scores.append(score_story(images, story))
-    return summarize(scores)["box_hit"]
+    return summarize(scores)
 
 
-def test_demo_model_layout_on_beats_layout_off(demo):
-    stories = held_out_stories(STORIES, SEED)
-    on = _box_hit(demo, stories, layout=True)
-    off = _box_hit(demo, stories, layout=False)
-    assert on >= MIN_BOX_HIT_ON, (on, off)
-    assert on - off >= MIN_MARGIN and on >= MIN_RATIO * off, (on, off)
+def agreement(pipe, **kwargs) -> float:
+    """Agreement of the attributes the identity text leaves out, across a story's frames, with no reference: only
+    the subject branch's 3D attention connects the frames."""
+    values = []
+    for i, item in enumerate(partial_stories(2, SEED + 500, "test")):
+        images = pipe(item.prompt, mode="lay2story", references=None, num_inference_steps=STEPS,
+                      guidance_scale=CFG, seed=SEED + 100 + i, **kwargs).images
+        values.append(attribute_agreement(images, item)["agreement"])
+    return sum(values) / len(values)
+
+
+def check_layout(pipe, **kwargs) -> None:
+    result = layout_scores(pipe, **kwargs)
+    assert result["box_success"] >= MIN_BOX_SUCCESS, result
+    assert result["colour_accuracy"] >= MIN_COLOUR, result
+
+
+def check_consistency(pipe, **kwargs) -> None:
+    value = agreement(pipe, **kwargs)
+    assert value >= MIN_AGREEMENT, value
+
+
+def test_demo_model_puts_characters_in_their_boxes_with_their_identity(demo):
+    check_layout(demo)
+
+
+def test_layout_check_fails_when_the_subject_branch_is_zeroed(demo):
+    with pytest.raises(AssertionError):
+        check_layout(demo, subject_scale=0.0)
+
+
+def test_demo_model_gives_unnamed_attributes_consistently(demo):
+    check_consistency(demo)
+
+
+def test_consistency_check_fails_when_3d_attention_is_cut(demo):
+    with pytest.raises(AssertionError):
+        check_consistency(demo, attention_3d=False)
