@@ -12,6 +12,7 @@ import sys
 import tempfile
 from pathlib import Path
 
+from .pipelines.modes import AUTO, MODE_NAMES, resolve_mode
 from .pipelines.schedulers import SCHEDULERS
 from .story import LayoutError, load_story
 
@@ -45,9 +46,12 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("--vae", default=None, help="VAE folder or single file (when --model is not a pipeline folder)")
     gen.add_argument("--text-encoder", default=None, help="T5 encoder folder or single file")
     gen.add_argument("--tokenizer", default=None, help="T5 tokenizer folder or file")
-    gen.add_argument("--mode", choices=("lay2story", "training_free", "none"), default=None,
+    gen.add_argument("--mode", choices=(AUTO, *MODE_NAMES), default=AUTO,
                      help="consistency: trained subject branch, training-free attention, or plain PixArt "
-                          "(default: lay2story when a subject branch is loaded, else training_free)")
+                          "(default auto: lay2story when a subject branch is loaded, else training_free)")
+    gen.add_argument("--subject-scale", action="append", default=[], metavar="SCALE|CHARACTER=SCALE",
+                     help="layout strength of the subject branch (lay2story mode): one number for the story, or "
+                          "per character (repeatable); 0 = the global branch alone, 1 = as trained (default 1)")
     gen.add_argument("--no-layout", action="store_true", help="ignore the story's boxes (layout off)")
     gen.add_argument("--no-subject-captions", action="store_true", help="ignore the subject captions")
     gen.add_argument("--reference", action="append", default=[], metavar="CHARACTER=IMAGE",
@@ -151,15 +155,36 @@ class OutputFolder:
         self.made = []
 
 
+def _subject_scale(items: list[str]) -> float | dict[str, float]:
+    """``--subject-scale`` values: one number, or ``CHARACTER=NUMBER`` items (not both)."""
+    if not items:
+        return 1.0
+    per_character: dict[str, float] = {}
+    story_scale = None
+    for item in items:
+        name, sep, value = item.rpartition("=")
+        try:
+            number = float(value)
+        except ValueError:
+            raise UserError(f"--subject-scale: expected a number or CHARACTER=NUMBER, got {item!r}") from None
+        if sep:
+            per_character[name] = number
+        else:
+            story_scale = number
+    if story_scale is not None and (per_character or len(items) > 1):
+        raise UserError(f"--subject-scale: give one number or CHARACTER=NUMBER items, not both: {items!r}")
+    return per_character if per_character else story_scale
+
+
 def check_steps(steps: int, limit: int = MAX_STEPS) -> None:
     if not 1 <= steps <= limit:
         raise UserError(f"--steps: expected 1..{limit}, got {steps}")
 
 
 def generate(args: argparse.Namespace) -> Path:
-    import torch
     from tqdm.auto import tqdm
 
+    from .devices import pick_device, pick_dtype
     from .pipelines import make_scheduler
     from .pipelines.loading import load_story_pipeline
 
@@ -167,10 +192,9 @@ def generate(args: argparse.Namespace) -> Path:
     story = load_story(args.story)
     check_steps(args.steps)
     references = _references(args.reference) or None
-    device = torch.device("cuda" if args.device == "auto" and torch.cuda.is_available() else
-                          "cpu" if args.device == "auto" else args.device)
-    dtype = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}.get(
-        args.dtype, torch.bfloat16 if device.type == "cuda" else torch.float32)
+    subject_scale = _subject_scale(args.subject_scale)
+    device = pick_device(args.device, field="--device")
+    dtype = pick_dtype(args.dtype, device, field="--dtype")
     model = args.model
     if model is None:
         if not (EMBEDDED_MODEL / "transformer").is_dir():
@@ -185,11 +209,11 @@ def generate(args: argparse.Namespace) -> Path:
         check_steps(args.steps, min(MAX_STEPS, int(pipe.scheduler.config.num_train_timesteps)))
         pipe.to(device)
         pipe.scheduler = make_scheduler(args.scheduler, pipe.scheduler.config)
-        mode = args.mode or ("lay2story" if pipe.subject_branch is not None else "training_free")
+        mode = resolve_mode(args.mode, pipe.subject_branch is not None, field="--mode").name
         settings = {"mode": mode, "seed": args.seed, "steps": args.steps, "cfg": args.cfg,
                     "scheduler": args.scheduler, "layout": not args.no_layout,
                     "subject_captions": not args.no_subject_captions, "model": os.fspath(model),
-                    "chunk_size": args.chunk_size}
+                    "chunk_size": args.chunk_size, "subject_scale": subject_scale}
         bar = tqdm(total=None, desc="sampling", unit="step", disable=args.quiet)
 
         def progress(step: int, total: int, _latents) -> None:
@@ -202,7 +226,7 @@ def generate(args: argparse.Namespace) -> Path:
                           subject_captions=not args.no_subject_captions, num_inference_steps=args.steps,
                           guidance_scale=args.cfg, height=args.height, width=args.width,
                           negative_prompt=args.negative_prompt, seed=args.seed, chunk_size=args.chunk_size,
-                          identity_frames=args.identity_frames, callback=progress)
+                          identity_frames=args.identity_frames, callback=progress, subject_scale=subject_scale)
         finally:
             bar.close()
         # 3. Write into the staging folder, then swap it in whole

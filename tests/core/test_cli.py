@@ -216,3 +216,28 @@ def test_ema_keys_in_configs_print_nothing(tmp_path, model_dir, capsys):
     assert _run(folder, tmp_path / "o", "--height", "17") == 2
     line = _one_error_line(capsys)
     assert "height" in line and "decay" not in line
+
+
+def test_subject_scale_option_reaches_the_pipeline_and_bad_values_are_one_line(tmp_path, capsys):
+    from lay2story_core.cli import UserError, _subject_scale
+
+    assert _subject_scale([]) == 1.0
+    assert _subject_scale(["0.5"]) == 0.5
+    assert _subject_scale(["c0=0", "c1=2"]) == {"c0": 0.0, "c1": 2.0}
+    for bad in (["x"], ["0.5", "c0=1"], ["c0=abc"]):
+        with pytest.raises(UserError, match="--subject-scale"):
+            _subject_scale(bad)
+    rc = main(["generate", "--story", "stories/shapestory.json", "--out", str(tmp_path / "o"),
+               "--subject-scale", "c0=oops"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert rc == 2 and err == [err[0]] and "--subject-scale" in err[0]
+
+
+def test_device_choice_uses_the_one_device_rule(tmp_path, capsys):
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("needs a machine without CUDA")
+    rc = main(["generate", "--story", "stories/shapestory.json", "--out", str(tmp_path / "o"), "--device", "cuda"])
+    err = capsys.readouterr().err
+    assert rc == 2 and "--device" in err and "no CUDA" in err
