@@ -22,6 +22,7 @@ from diffusers import DiffusionPipeline, DPMSolverMultistepScheduler
 from diffusers.utils import BaseOutput
 
 from ..attention import SubjectSlots, TokenPacking
+from ..attention.backends import BackendChooser
 from ..conditioning import REFERENCE_CAPTION, FrameSpec, build_subject_inputs, plan_subject_slots
 from ..consistency import ConsistencyConfig, StoryConsistencyContext, story_consistency_processors
 from ..latents import LatentNormalization
@@ -121,6 +122,25 @@ class StoryPipeline(DiffusionPipeline):
             "enable_sequential_cpu_offload: not supported (the story model reads the transformer's parameters "
             "outside its submodules' forwards, so per-submodule hooks cannot place them); use "
             "enable_model_cpu_offload")
+
+    # "auto": padded SDPA on CPU; on CUDA the fastest of padded / nested / flex, measured once per pipeline by a
+    # BackendChooser (lay2story_core.attention.backends); or one of those names
+    attention_backend: str = "auto"
+
+    def attention_settings(self, joint: bool = True) -> dict:
+        """``TokenPacking.build`` arguments for the subject branch's packed attention. The write/read passes of long
+        stories add identity-bank keys, which only the padded backend takes."""
+        if not joint:
+            return {"backend": "padded"}
+        chooser = None
+        if self.attention_backend == "auto" and self._execution_device.type == "cuda":
+            chooser = self.__dict__.get("_backend_chooser")
+            if chooser is None:
+                cfg = self.transformer.config
+                chooser = BackendChooser(heads=int(cfg.num_attention_heads), head_dim=int(cfg.attention_head_dim),
+                                         dtype=self.transformer.dtype)
+                self.__dict__["_backend_chooser"] = chooser  # per pipeline, measured on first use
+        return {"backend": self.attention_backend, "chooser": chooser}
 
     def _onload(self, module: torch.nn.Module | None) -> None:
         """Under model CPU offload, move ``module`` to the execution device (offloading the previous model of the
@@ -546,7 +566,8 @@ class _Job:
         if self.mode.subject_branch:
             num_refs = 0 if subject.reference_images is None else subject.reference_images.shape[0]
             subject = dataclasses.replace(
-                subject, packing=TokenPacking.build(subject.slots, batch + num_refs),
+                subject, packing=TokenPacking.build(subject.slots, batch + num_refs,
+                                                    **self.pipe.attention_settings(joint=kind == "joint")),
                 caption_states=self.pipe.project_captions(subject.caption_embeds), scale=self._slot_scales(plan))
         else:
             subject = None
