@@ -8,6 +8,7 @@ and encoded captions/latents into :class:`~lay2story_core.models.SubjectInputs`.
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
@@ -78,12 +79,11 @@ def plan_subject_slots(
             frames through the branch's concatenated input).
     """
     groups: dict[CharacterKey, int] = dict(group_of_key or {})
-    next_free = [max(groups.values(), default=-1) + 1]
+    fresh = itertools.count(max(groups.values(), default=-1) + 1)
 
     def group(key: CharacterKey) -> int:
-        if not attention_3d:  # a fresh group per slot
-            next_free[0] += 1
-            return next_free[0] - 1
+        if not attention_3d:  # a group of its own for every slot
+            return next(fresh)
         if key not in groups:
             groups[key] = max(groups.values(), default=-1) + 1
         return groups[key]

@@ -33,10 +33,6 @@ if __package__ in (None, ""):
 
 logger = logging.getLogger("training.shapestory_demo")
 
-# what diffusers' EMAModel.save_pretrained adds to a model config (not model hyper-parameters)
-EMA_CONFIG_KEYS = ("decay", "inv_gamma", "min_decay", "optimization_step", "power", "update_after_step",
-                   "use_ema_warmup")
-
 DEMO_TRANSFORMER = dict(
     num_layers=8, num_attention_heads=4, attention_head_dim=48, in_channels=4, out_channels=8, patch_size=2,
     sample_size=16, cross_attention_dim=192, caption_channels=128, use_additional_conditions=False,
@@ -83,6 +79,9 @@ def write_data(out: Path, train: int, val: int, seed: int, identity_dropout: flo
 
 def assemble(model: Path, stage1: Path, stage2: Path, out: Path, ema: bool = True) -> Path:
     """The demo pipeline folder: stage-1 global branch + stage-2 subject branch + the frozen components."""
+    from lay2story_core.loading.folder import EMA_CONFIG_KEYS
+    from lay2story_core.pipelines.loading import load_story_pipeline
+
     staging = out.with_name(out.name + ".tmp")
     if staging.exists():
         shutil.rmtree(staging)
@@ -100,20 +99,12 @@ def assemble(model: Path, stage1: Path, stage2: Path, out: Path, ema: bool = Tru
             extra.unlink()
     for name in ("transformer", "subject_branch"):  # EMA exports carry the EMA's own settings in their config
         config_path = staging / name / "config.json"
-        config = json.loads(config_path.read_text())
-        for key in EMA_CONFIG_KEYS:
-            config.pop(key, None)
+        config = {k: v for k, v in json.loads(config_path.read_text()).items() if k not in EMA_CONFIG_KEYS}
         config_path.write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
     (staging / "lay2story.json").write_text(json.dumps({"format": "lay2story-pipeline", "version": 1,
                                                         "name": "ShapeStory demo"}, indent=2) + "\n")
-    import diffusers
-
-    index = {"_class_name": "StoryPipeline", "_diffusers_version": diffusers.__version__,
-             "scheduler": ["diffusers", "DPMSolverMultistepScheduler"],
-             "subject_branch": ["lay2story_core.models.subject_branch", "SubjectBranch"],
-             "text_encoder": ["transformers", "T5EncoderModel"], "tokenizer": ["transformers", "T5Tokenizer"],
-             "transformer": ["diffusers", "PixArtTransformer2DModel"], "vae": ["diffusers", "AutoencoderKL"]}
-    (staging / "model_index.json").write_text(json.dumps(index, indent=2) + "\n")  # diffusers' from_pretrained
+    # model_index.json as diffusers writes it (DiffusionPipeline.save_config), from the pipeline the folder loads as
+    load_story_pipeline(staging).save_config(staging)
     if out.exists():
         shutil.rmtree(out)
     os.replace(staging, out)
