@@ -193,6 +193,11 @@ def generate(args: argparse.Namespace) -> Path:
     check_steps(args.steps)
     references = _references(args.reference) or None
     subject_scale = _subject_scale(args.subject_scale)
+    if isinstance(subject_scale, dict):  # the sampler node's rule: unnamed characters keep 1, ids must exist
+        from .pipelines.scales import story_scales
+
+        subject_scale = story_scales(story, 1.0, ", ".join(f"{k}={v}" for k, v in subject_scale.items()),
+                                     field="--subject-scale", characters_field="--subject-scale")
     device = pick_device(args.device, field="--device")
     dtype = pick_dtype(args.dtype, device, field="--dtype")
     model = args.model
