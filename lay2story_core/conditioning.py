@@ -116,6 +116,7 @@ def plan_subject_slots(
         masks.to(device) if device is not None else masks,
         torch.tensor(images, dtype=torch.long, device=device),
         torch.tensor(group_ids, dtype=torch.long, device=device),
+        torch.tensor([tuple(map(float, b)) for b in boxes], dtype=torch.float32, device=device).reshape(-1, 4),
     )
     return SlotPlan(slots, tuple(captions), tuple(keys), len(frames), reference_keys, tuple(frame_reference), groups)
 

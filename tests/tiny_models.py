@@ -78,3 +78,52 @@ def make_pipeline(kind: str = "alpha512", subject_branch: bool = True, trained: 
                     block.proj_out.weight.copy_(torch.randn(block.proj_out.weight.shape, generator=gen) * 0.3)
     return StoryPipeline(tokenizer=make_tokenizer(), text_encoder=make_t5(pixart.config.caption_channels),
                          vae=make_vae(seed), transformer=pixart, subject_branch=branch)
+
+
+def pixart_inputs(pixart, frames=2, h=8, w=8, seed=0):
+    gen = torch.Generator().manual_seed(seed)
+    cfg = pixart.config
+    latents = torch.randn(frames, cfg.in_channels, h, w, generator=gen)
+    text = torch.randn(frames, 5, cfg.caption_channels, generator=gen)
+    mask = torch.ones(frames, 5)
+    mask[:, 4] = 0
+    t = torch.randint(0, 1000, (frames,), generator=gen)
+    added = None
+    if pixart.use_additional_conditions:
+        added = {"resolution": torch.tensor([[h * 8.0, w * 8.0]] * frames),
+                 "aspect_ratio": torch.tensor([[h / w]] * frames)}
+    return latents, text, mask, t, added
+
+
+def subject_inputs(pixart, frames, h, w, coverage="box", refs=0, seed=1):
+    """One-slot-per-image :class:`SubjectInputs` (a half-size box, or the whole image) with random captions."""
+    from lay2story_core.attention import SubjectSlots
+    from lay2story_core.models import SubjectInputs
+
+    gen = torch.Generator().manual_seed(seed)
+    p = pixart.config.patch_size
+    gh, gw = h // p, w // p
+    masks = torch.zeros(frames + refs, gh, gw, dtype=torch.bool)
+    if coverage == "full":
+        masks[:] = True
+    else:
+        for i in range(frames + refs):
+            masks[i, i % gh: i % gh + max(1, gh // 2), : max(1, gw // 2)] = True
+    slots = SubjectSlots.one_per_image(masks.view(frames + refs, -1))
+    captions = torch.randn(frames + refs, 4, pixart.config.caption_channels, generator=gen)
+    ref_kwargs = {}
+    if refs:
+        ref_kwargs = dict(reference_images=torch.randn(refs, 4, h, w, generator=gen),
+                          reference_image_masks=torch.ones(refs, 1, h, w))
+    return SubjectInputs(
+        slots=slots, caption_embeds=captions, caption_mask=torch.ones(frames + refs, 4),
+        reference_latents=torch.randn(frames, 4, h, w, generator=gen), reference_masks=torch.ones(frames, 1, h, w),
+        **ref_kwargs,
+    )
+
+
+def randomise_branch_outputs(branch):
+    """Give a zero-initialised subject branch non-zero outputs (an untrained branch changes nothing)."""
+    with torch.no_grad():
+        for block in branch.blocks:
+            block.proj_out.weight.normal_(std=0.2)

@@ -47,6 +47,8 @@ def build_parser(description: str = "Train Lay2Story (stage 1: global branch, st
                         "the global branch)")
     g.add_argument("--subject_branch_layers", type=int, default=None,
                    help="stage 2: subject blocks (default: half the global depth, one per two global blocks)")
+    _bool_flag(g, "box_embedding", False, "stage 2: give the subject branch a box embedding (where each token sits in "
+               "its box; added zero-initialised to a --subject_branch_path branch that has none)")
     g = p.add_argument_group("data")
     g.add_argument("--train_data", nargs="+", default=None,
                    help="story JSONL files, tar shards, folders of them or glob patterns")
@@ -237,6 +239,7 @@ def validate_args(args: argparse.Namespace) -> argparse.Namespace:
     if args.stage == 1:
         for key in ("subject_branch_path", "subject_branch_layers"):
             _check(getattr(args, key) is None, key, getattr(args, key), "only used by stage 2")
+        _check(not args.box_embedding, "box_embedding", args.box_embedding, "only used by stage 2")
     must_exist = ["subject_branch_path"] + ([] if getattr(args, "_writes_cache", False) else ["feature_cache"])
     for key in must_exist:
         value = getattr(args, key)

@@ -151,8 +151,11 @@ def build_model(args, fsdp: bool = False, frozen_dtype: torch.dtype = torch.floa
         if args.subject_branch_layers is not None and branch.config.num_layers != args.subject_branch_layers:
             raise ValueError(f"subject_branch_layers: {args.subject_branch_layers} but {args.subject_branch_path!r} "
                              f"has {branch.config.num_layers}")
+        if args.box_embedding:
+            branch = branch.with_box_embedding()
     else:
-        branch = SubjectBranch.from_transformer(pixart, num_layers=args.subject_branch_layers)
+        branch = SubjectBranch.from_transformer(pixart, num_layers=args.subject_branch_layers,
+                                                box_embedding=args.box_embedding)
     model = Lay2StoryTransformer(pixart, branch)
     model.requires_grad_(False)
     pixart.eval()

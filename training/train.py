@@ -10,6 +10,9 @@ Run (options can live in a YAML file whose keys are the option names; the comman
     accelerate launch training/train.py --config training/configs/stage1.yaml
     accelerate launch --multi_gpu --num_processes 8 training/train.py --config training/configs/stage2.yaml
 
+    # several processes on a CPU-only machine (gloo data parallel, e.g. one per core)
+    OMP_NUM_THREADS=1 torchrun --standalone --nproc_per_node 2 training/train.py --config <config>
+
     # several nodes (run on each node; output_dir on a shared filesystem)
     accelerate launch --multi_gpu --num_machines 2 --machine_rank $RANK --main_process_ip $MASTER \\
         --main_process_port 29500 --num_processes 16 training/train.py --config training/configs/stage2.yaml
@@ -80,6 +83,15 @@ def parse_args(argv: Sequence[str] | None = None):
     return _parse_args(argv)
 
 
+def _launched_without_accelerator_device() -> bool:
+    """True when a launcher (torchrun, ``accelerate launch``, mpirun) started several processes on a machine
+    without a GPU: accelerate then needs ``cpu=True`` to join them with gloo, otherwise every process would train
+    alone and all of them write the same output_dir."""
+    world = max(int(os.environ.get(name, "1") or 1) for name in ("WORLD_SIZE", "PMI_SIZE", "OMPI_COMM_WORLD_SIZE"))
+    has_device = torch.accelerator.is_available() if hasattr(torch, "accelerator") else torch.cuda.is_available()
+    return world > 1 and not has_device
+
+
 def _accelerator(args):
     from accelerate import Accelerator
     from accelerate.utils import DistributedDataParallelKwargs, ProjectConfiguration
@@ -92,6 +104,7 @@ def _accelerator(args):
         mixed_precision=args.mixed_precision,
         log_with=report_to,
         project_config=project,
+        cpu=_launched_without_accelerator_device(),  # multi-process CPU training (gloo): data parallel on cores
         # stage 2: a batch whose stories are all unconditional does not use the subject branch
         kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=args.stage == 2)],
     )
@@ -343,7 +356,8 @@ def main(args, *, on_step: StepCallback | None = None) -> dict:
     logger.info("done: %d steps, %d stories skipped on this process; exported %s", state.global_step, state.skipped,
                 output)
     return {"global_step": state.global_step, "loss_history": history, "skipped": state.skipped, "output": output,
-            "checkpoint": checkpoint, "read": read, "skipped_total": skipped}
+            "checkpoint": checkpoint, "read": read, "skipped_total": skipped,
+            "main_process": accelerator.is_main_process}
 
 
 def _totals(accelerator, skips: SkipTracker) -> tuple[int, int]:
@@ -423,6 +437,8 @@ def cli(argv: Sequence[str] | None = None) -> int:
         print(f"error: {err}", file=sys.stderr)  # noqa: T201 - CLI output
         return 2
     read, skipped = summary["read"], summary["skipped_total"]
+    if not summary["main_process"]:  # one summary line per run, not one per process
+        return 0
     print(f"trained {summary['global_step']} steps, skipped {skipped} of {read} stories "  # noqa: T201 - CLI output
           f"({100 * skipped / max(read, 1):.0f}%); exported {summary['output']}")
     return 0

@@ -29,11 +29,15 @@ class SubjectSlots:
         masks: ``(S, N)`` bool, slot ``s`` covers token ``n`` of its image. An empty row is allowed (ignored).
         image_index: ``(S,)`` long, the image (batch element) each slot lives on.
         group_index: ``(S,)`` long, the 3D-attention group of each slot (story x character x CFG half).
+        boxes: ``(S, 4)`` float, the normalised xyxy box each slot was rasterised from, or ``None`` (slots drawn
+            as free masks): the subject branch's box embedding reads it; without it the branch uses the bounding
+            box of the slot's tokens.
     """
 
     masks: torch.Tensor
     image_index: torch.Tensor
     group_index: torch.Tensor
+    boxes: torch.Tensor | None = None
 
     def __post_init__(self) -> None:
         if self.masks.ndim != 2 or self.masks.dtype != torch.bool:
@@ -44,6 +48,9 @@ class SubjectSlots:
             value = getattr(self, name)
             if value.shape != (num_slots,):
                 raise ValueError(f"SubjectSlots.{name}: expected shape ({num_slots},), got {tuple(value.shape)}")
+        if self.boxes is not None and (self.boxes.shape != (num_slots, 4) or not self.boxes.is_floating_point()):
+            raise ValueError(f"SubjectSlots.boxes: expected a ({num_slots}, 4) float tensor, got "
+                             f"{tuple(self.boxes.shape)} {self.boxes.dtype}")
 
     @property
     def num_slots(self) -> int:
@@ -62,7 +69,8 @@ class SubjectSlots:
         return cls(masks.bool(), torch.arange(num, device=device), groups.to(device=device, dtype=torch.long))
 
     def to(self, device: torch.device | str) -> SubjectSlots:
-        return SubjectSlots(self.masks.to(device), self.image_index.to(device), self.group_index.to(device))
+        boxes = None if self.boxes is None else self.boxes.to(device)
+        return SubjectSlots(self.masks.to(device), self.image_index.to(device), self.group_index.to(device), boxes)
 
 
 def bucket_length(length: int, per_octave: int = 4) -> int:
@@ -191,6 +199,7 @@ class TokenPacking:
     slot_segments: Segments  # segments = slots (masked self- and cross-attention)
     group_segments: Segments  # segments = groups (masked 3D self-attention)
     prefix: bool = False  # the packed tokens are the first T full tokens, in order (whole images): no gathers
+    token_box: torch.Tensor | None = None  # (T, 4) the box of each packed token's slot (None: slots had no boxes)
 
     @classmethod
     def build(cls, slots: SubjectSlots, num_images: int, backend: str = "auto", chooser=None,
@@ -227,11 +236,37 @@ class TokenPacking:
             slot_segments=Segments.from_ids(slot_of, backend, bucket),
             group_segments=Segments.from_ids(token_group, backend, bucket),
             prefix=prefix,
+            token_box=None if slots.boxes is None else slots.boxes.index_select(0, slot_of),
         )
 
     @property
     def num_tokens(self) -> int:
         return self.token_index.shape[0]
+
+    def box_positions(self, grid_height: int, grid_width: int) -> torch.Tensor:
+        """``(T, 4)``: where each packed token sits in its slot's box, ``(u, v, box width, box height)``.
+
+        ``u, v`` are the token centre's coordinates relative to the box (0 at its left/top edge, 1 at its
+        right/bottom edge); width and height are the box's, normalised to the image. The box is the slot's own
+        (:attr:`SubjectSlots.boxes`) or, for free masks, the bounding box of its tokens' cells.
+        """
+        token = self.token_index - self.token_image * self.tokens_per_image
+        col = (token % grid_width).to(torch.float32)
+        row = torch.div(token, grid_width, rounding_mode="floor").to(torch.float32)
+        x, y = (col + 0.5) / grid_width, (row + 0.5) / grid_height
+        if self.token_box is not None:
+            box = self.token_box.to(torch.float32)
+        else:  # the cells' bounding box, per slot
+            num_slots = int(self.token_slot.max()) + 1 if self.num_tokens else 0
+            box = x.new_empty(num_slots, 4)
+            cells = torch.stack([col / grid_width, row / grid_height, (col + 1) / grid_width,
+                                 (row + 1) / grid_height], dim=1)
+            for k, reduce in enumerate(("amin", "amin", "amax", "amax")):
+                box[:, k] = box[:, k].scatter_reduce(0, self.token_slot, cells[:, k], reduce, include_self=False)
+            box = box.index_select(0, self.token_slot)
+        size = (box[:, 2:] - box[:, :2]).clamp(min=1e-6)
+        relative = (torch.stack([x, y], dim=1) - box[:, :2]) / size
+        return torch.cat([relative, size], dim=1)
 
     def gather(self, x: torch.Tensor) -> torch.Tensor:
         """``(I, N, ...) -> (T, ...)``: the subject tokens (a token covered by k slots appears k times)."""

@@ -78,6 +78,33 @@ class SubjectBlock(nn.Module):
         return x, self.proj_out(x)
 
 
+class BoxEmbedding(nn.Module):
+    """Where a subject token sits in its box, as an embedding added to the token (GLIGEN-style Fourier features of
+    box coordinates, here per token): ``(u, v, box width, box height)`` -> ``(T, D)``. The last linear is
+    zero-initialised, so adding it to a trained branch changes nothing until it is trained.
+
+    Without it a token only knows its absolute position; drawing a shape that fills the box then needs the
+    token to work out the box's extent from the other tokens of its slot."""
+
+    def __init__(self, dim: int, num_frequencies: int = 8) -> None:
+        super().__init__()
+        self.register_buffer("frequencies", torch.pi * 2.0 ** torch.arange(num_frequencies), persistent=False)
+        features = 4 * (1 + 2 * num_frequencies)
+        self.linear_1 = nn.Linear(features, dim)
+        self.act = nn.SiLU()
+        self.linear_2 = nn.Linear(dim, dim)
+        nn.init.zeros_(self.linear_2.weight)
+        nn.init.zeros_(self.linear_2.bias)
+
+    def forward(self, positions: torch.Tensor) -> torch.Tensor:
+        """``positions (T, 4)`` from :meth:`TokenPacking.box_positions` -> ``(T, D)``."""
+        # 1. Fourier features (T, 4 * (1 + 2F))
+        angles = positions[:, :, None] * self.frequencies.to(positions)  # (T, 4, F)
+        features = torch.cat([positions[:, :, None], angles.sin(), angles.cos()], dim=2).flatten(1)
+        # 2. MLP to the branch width (T, D)
+        return self.linear_2(self.act(self.linear_1(features.to(self.linear_1.weight.dtype))))
+
+
 @dataclass
 class SubjectBranchOutput(BaseOutput):
     """Per-block residuals of the subject branch, like diffusers' ``ControlNetOutput``, on packed subject tokens.
@@ -126,6 +153,8 @@ class SubjectBranch(ModelMixin, ConfigMixin):
         global_num_layers: depth of the global branch this branch is attached to; block ``k`` is added after global
             block ``inject_every * k + inject_every - 1``.
         inject_every: global blocks per subject block (2).
+        box_embedding: add a :class:`BoxEmbedding` of each token's place in its box to the branch's tokens (off in
+            branches saved before it existed; :meth:`with_box_embedding` adds it to a trained branch).
     """
 
     _supports_gradient_checkpointing = True
@@ -145,6 +174,7 @@ class SubjectBranch(ModelMixin, ConfigMixin):
         norm_eps: float = 1e-6,
         global_num_layers: int = 28,
         inject_every: int = 2,
+        box_embedding: bool = False,
     ) -> None:
         super().__init__()
         if num_layers * inject_every > global_num_layers:
@@ -165,6 +195,7 @@ class SubjectBranch(ModelMixin, ConfigMixin):
             height=sample_size, width=sample_size, patch_size=patch_size, in_channels=in_channels,
             embed_dim=dim, interpolation_scale=scale,
         )
+        self.box_embed = BoxEmbedding(dim) if box_embedding else None
         self.blocks = nn.ModuleList(
             [
                 SubjectBlock(dim, num_attention_heads, attention_head_dim, ff_inner_dim, norm_eps)
@@ -224,6 +255,20 @@ class SubjectBranch(ModelMixin, ConfigMixin):
             branch = branch.to(device=transformer.device, dtype=transformer.dtype)
         return branch
 
+    def with_box_embedding(self) -> SubjectBranch:
+        """This branch with a (zero-initialised, so output-preserving) box embedding: a warm start for training it."""
+        if self.config.box_embedding:
+            return self
+        config = {k: v for k, v in self.config.items() if not k.startswith("_")}
+        branch = type(self).from_config({**config, "box_embedding": True})
+        missing, unexpected = branch.load_state_dict(self.state_dict(), strict=False)
+        if unexpected or any(not key.startswith("box_embed.") for key in missing):
+            raise ValueError(f"subject_branch: cannot add a box embedding (missing {missing}, unexpected "
+                             f"{unexpected})")
+        if branch.dtype != self.dtype or branch.device != self.device:
+            branch = branch.to(device=self.device, dtype=self.dtype)
+        return branch
+
     def embed(self, subject_input: torch.Tensor) -> torch.Tensor:
         """``(I, 9, H, W)`` -> ``(I, N, D)`` tokens."""
         buffer = getattr(self.pos_embed, "pos_embed", None)
@@ -262,8 +307,12 @@ class SubjectBranch(ModelMixin, ConfigMixin):
             subject_scale: layout strength: a number, or ``(S,)`` one per slot (per character); 0 turns the
                 branch's effect off, 1 is the trained strength.
         """
-        # 1. tokens (I, N, D) -> packed subject tokens (T, D); per-token modulation (T, 6D)
+        # 1. tokens (I, N, D) -> packed subject tokens (T, D), plus where each sits in its box; modulation (T, 6D)
         x = packing.gather(self.embed(subject_input))
+        if self.box_embed is not None:
+            patch = self.config.patch_size
+            grid = (subject_input.shape[-2] // patch, subject_input.shape[-1] // patch)
+            x = x + self.box_embed(packing.box_positions(*grid)).to(x.dtype)
         temb_tok = temb.index_select(0, packing.token_image)
         # 2. per-token scale (T, 1)
         if isinstance(subject_scale, torch.Tensor):

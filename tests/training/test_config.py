@@ -58,6 +58,7 @@ def test_bad_values_fail_naming_the_key(tmp_path, text, match):
     (["--mask_dropout", "1.5"], "mask_dropout: expected a probability"),
     (["--resolution", "500"], "resolution: expected a multiple of 16"),
     (["--stage", "1", "--subject_branch_layers", "2"], "subject_branch_layers: only used by stage 2"),
+    (["--stage", "1", "--box_embedding"], "box_embedding: only used by stage 2"),
     (["--feature_cache", "/nonexistent/cache"], "feature_cache: expected an existing folder"),
     (["--validation_steps", "10"], "validation_steps: needs validation_data"),
     (["--resume_from_checkpoint", "/nonexistent/ckpt"], "resume_from_checkpoint"),

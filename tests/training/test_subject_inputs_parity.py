@@ -184,7 +184,7 @@ def _canonical(plan, subject, num_frames: int):
         mask = subject.caption_mask[c] if subject.caption_mask is not None else None
         rows.append({"image": label, "character": character, "caption": plan.captions[s], "group": group,
                      "embeds": subject.caption_embeds[c].float(), "caption_mask": mask,
-                     "tokens": slots.masks[s].bool()})
+                     "tokens": slots.masks[s].bool(), "box": slots.boxes[s].float()})
     references = {key[1]: (subject.reference_images[r].float(), subject.reference_image_masks[r].float())
                   for r, key in enumerate(plan.reference_keys)}
     return rows, references
@@ -214,6 +214,7 @@ def test_trainer_and_pipeline_build_the_same_subject_inputs(story_set, trainer_s
         where = f"slot {t['image']} {t['character']!r}"
         # 3. token masks: boxes rasterised identically (full frame where there is no box)
         assert torch.equal(t["tokens"].cpu(), p["tokens"].cpu()), f"{where}: token masks differ"
+        assert torch.equal(t["box"].cpu(), p["box"].cpu()), f"{where}: boxes (the box embedding's input) differ"
         # 4. the caption each slot attends: its T5 states and padding mask
         torch.testing.assert_close(t["embeds"], p["embeds"], atol=ATOL, rtol=0, msg=f"{where}: caption embeds")
         assert torch.equal(t["caption_mask"].bool(), p["caption_mask"].bool()), f"{where}: caption masks differ"

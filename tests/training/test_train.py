@@ -70,6 +70,11 @@ def test_stage2_trains_the_subject_branch_validates_and_logs(make_args, tiny_ass
     assert main(again)["global_step"] == 1
     with pytest.raises(ValueError, match="subject_branch_layers: 1 but"):
         main(make_args(subject_branch_path=summary["output"], subject_branch_layers=1))
+    # ... and add a box embedding to it (zero-initialised: the first step starts from the exported branch's output)
+    boxed = make_args(subject_branch_path=summary["output"], output_dir=args.output_dir + "-boxed", max_train_steps=1,
+                      box_embedding=True)
+    result = load_subject_branch(main(boxed)["output"])
+    assert result.config.box_embedding and result.box_embed.linear_2.weight.abs().sum() > 0  # trained
 
 
 def test_tiny_model_overfits_two_stories(make_args, tiny_assets):

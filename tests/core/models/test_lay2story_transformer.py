@@ -6,66 +6,22 @@ import dataclasses
 
 import pytest
 import torch
-from tiny_models import make_pixart
+from tiny_models import make_pixart, pixart_inputs, randomise_branch_outputs, subject_inputs
 
 from lay2story_core.attention import SubjectSlots, TokenPacking
 from lay2story_core.models import IdentityBank, Lay2StoryTransformer, SubjectBranch, SubjectInputs
 from lay2story_core.models.lay2story_transformer import subject_branch_input
 
 
-def _inputs(pixart, frames=2, h=8, w=8, seed=0):
-    gen = torch.Generator().manual_seed(seed)
-    cfg = pixart.config
-    latents = torch.randn(frames, cfg.in_channels, h, w, generator=gen)
-    text = torch.randn(frames, 5, cfg.caption_channels, generator=gen)
-    mask = torch.ones(frames, 5)
-    mask[:, 4] = 0
-    t = torch.randint(0, 1000, (frames,), generator=gen)
-    added = None
-    if pixart.use_additional_conditions:
-        added = {"resolution": torch.tensor([[h * 8.0, w * 8.0]] * frames),
-                 "aspect_ratio": torch.tensor([[h / w]] * frames)}
-    return latents, text, mask, t, added
-
-
-def _subject(pixart, frames, h, w, coverage="box", refs=0, seed=1):
-    gen = torch.Generator().manual_seed(seed)
-    p = pixart.config.patch_size
-    gh, gw = h // p, w // p
-    masks = torch.zeros(frames + refs, gh, gw, dtype=torch.bool)
-    if coverage == "full":
-        masks[:] = True
-    else:
-        for i in range(frames + refs):
-            masks[i, i % gh: i % gh + max(1, gh // 2), : max(1, gw // 2)] = True
-    slots = SubjectSlots.one_per_image(masks.view(frames + refs, -1))
-    captions = torch.randn(frames + refs, 4, pixart.config.caption_channels, generator=gen)
-    ref_kwargs = {}
-    if refs:
-        ref_kwargs = dict(reference_images=torch.randn(refs, 4, h, w, generator=gen),
-                          reference_image_masks=torch.ones(refs, 1, h, w))
-    return SubjectInputs(
-        slots=slots, caption_embeds=captions, caption_mask=torch.ones(frames + refs, 4),
-        reference_latents=torch.randn(frames, 4, h, w, generator=gen), reference_masks=torch.ones(frames, 1, h, w),
-        **ref_kwargs,
-    )
-
-
-def _randomise_outputs(branch):
-    with torch.no_grad():
-        for block in branch.blocks:
-            block.proj_out.weight.normal_(std=0.2)
-
-
 @pytest.mark.parametrize("kind", ["alpha512", "alpha1024ms", "sigma"])
 def test_untrained_branch_equals_plain_pixart_exactly(kind):
     pixart = make_pixart(kind)
     model = Lay2StoryTransformer(pixart, SubjectBranch.from_transformer(pixart))
-    latents, text, mask, t, added = _inputs(pixart, frames=3, h=8, w=12)
+    latents, text, mask, t, added = pixart_inputs(pixart, frames=3, h=8, w=12)
     with torch.no_grad():
         ref = pixart(latents, encoder_hidden_states=text, timestep=t, added_cond_kwargs=added,
                      encoder_attention_mask=mask).sample
-        out = model(latents, text, t, added, mask, subject=_subject(pixart, 3, 8, 12, refs=1)).sample
+        out = model(latents, text, t, added, mask, subject=subject_inputs(pixart, 3, 8, 12, refs=1)).sample
         bare = model(latents, text, t, added, mask).sample
     assert torch.equal(out, ref)
     assert torch.equal(bare, ref)
@@ -73,24 +29,25 @@ def test_untrained_branch_equals_plain_pixart_exactly(kind):
 
 def test_trained_branch_changes_output_and_layout_off_runs(tiny_pixart):
     branch = SubjectBranch.from_transformer(tiny_pixart)
-    _randomise_outputs(branch)
+    randomise_branch_outputs(branch)
     model = Lay2StoryTransformer(tiny_pixart, branch)
-    latents, text, mask, t, added = _inputs(tiny_pixart, frames=4)
+    latents, text, mask, t, added = pixart_inputs(tiny_pixart, frames=4)
     with torch.no_grad():
         ref = tiny_pixart(latents, encoder_hidden_states=text, timestep=t, encoder_attention_mask=mask).sample
-        box = model(latents, text, t, added, mask, subject=_subject(tiny_pixart, 4, 8, 8)).sample
-        full = model(latents, text, t, added, mask, subject=_subject(tiny_pixart, 4, 8, 8, coverage="full")).sample
+        box = model(latents, text, t, added, mask, subject=subject_inputs(tiny_pixart, 4, 8, 8)).sample
+        whole = subject_inputs(tiny_pixart, 4, 8, 8, coverage="full")
+        full = model(latents, text, t, added, mask, subject=whole).sample
     assert not torch.allclose(box, ref) and not torch.allclose(full, box)
     assert torch.isfinite(full).all()
 
 
 def test_3d_attention_couples_frames_of_a_story_only(tiny_pixart):
     branch = SubjectBranch.from_transformer(tiny_pixart)
-    _randomise_outputs(branch)
+    randomise_branch_outputs(branch)
     model = Lay2StoryTransformer(tiny_pixart, branch).eval()
-    latents, text, mask, t, added = _inputs(tiny_pixart, frames=2)
+    latents, text, mask, t, added = pixart_inputs(tiny_pixart, frames=2)
     t = torch.full_like(t, 500)
-    subj = _subject(tiny_pixart, 2, 8, 8, coverage="full")
+    subj = subject_inputs(tiny_pixart, 2, 8, 8, coverage="full")
     other = latents.clone()
     other[1] += 1.0
     with torch.no_grad():
@@ -105,13 +62,13 @@ def test_3d_attention_couples_frames_of_a_story_only(tiny_pixart):
 
 def test_save_and_load_round_trip(tmp_path, tiny_pixart):
     branch = SubjectBranch.from_transformer(tiny_pixart)
-    _randomise_outputs(branch)
+    randomise_branch_outputs(branch)
     model = Lay2StoryTransformer(tiny_pixart, branch)
     model.save_pretrained(tmp_path)
     assert (tmp_path / "subject_branch" / "config.json").exists()
     loaded = Lay2StoryTransformer.from_pretrained(tmp_path)
-    latents, text, mask, t, added = _inputs(tiny_pixart)
-    subj = _subject(tiny_pixart, 2, 8, 8)
+    latents, text, mask, t, added = pixart_inputs(tiny_pixart)
+    subj = subject_inputs(tiny_pixart, 2, 8, 8)
     with torch.no_grad():
         torch.testing.assert_close(loaded(latents, text, t, added, mask, subject=subj).sample,
                                    model(latents, text, t, added, mask, subject=subj).sample)
@@ -120,10 +77,10 @@ def test_save_and_load_round_trip(tmp_path, tiny_pixart):
 
 def test_gradient_checkpointing_gives_same_gradients(tiny_pixart):
     branch = SubjectBranch.from_transformer(tiny_pixart)
-    _randomise_outputs(branch)
+    randomise_branch_outputs(branch)
     model = Lay2StoryTransformer(tiny_pixart, branch).train()
-    latents, text, mask, t, added = _inputs(tiny_pixart, frames=2)
-    subj = _subject(tiny_pixart, 2, 8, 8, refs=1)
+    latents, text, mask, t, added = pixart_inputs(tiny_pixart, frames=2)
+    subj = subject_inputs(tiny_pixart, 2, 8, 8, refs=1)
 
     def grads():
         model.zero_grad()
@@ -143,25 +100,25 @@ def test_gradient_checkpointing_gives_same_gradients(tiny_pixart):
 @pytest.mark.parametrize("size", [(8, 8), (8, 16), (12, 8)])
 def test_any_frame_count_and_non_square(tiny_pixart, frames, size):
     branch = SubjectBranch.from_transformer(tiny_pixart)
-    _randomise_outputs(branch)
+    randomise_branch_outputs(branch)
     model = Lay2StoryTransformer(tiny_pixart, branch)
-    latents, text, mask, t, added = _inputs(tiny_pixart, frames=frames, h=size[0], w=size[1])
+    latents, text, mask, t, added = pixart_inputs(tiny_pixart, frames=frames, h=size[0], w=size[1])
     with torch.no_grad():
-        out = model(latents, text, t, added, mask, subject=_subject(tiny_pixart, frames, *size, refs=1)).sample
+        out = model(latents, text, t, added, mask, subject=subject_inputs(tiny_pixart, frames, *size, refs=1)).sample
     assert out.shape == (frames, 8, *size) and torch.isfinite(out).all()
 
 
 def test_identity_bank_read_equals_joint_generation(tiny_pixart):
     """Frames generated later that read the stored identity keys/values see the identity frames' subject tokens."""
     branch = SubjectBranch.from_transformer(tiny_pixart)
-    _randomise_outputs(branch)
+    randomise_branch_outputs(branch)
     model = Lay2StoryTransformer(tiny_pixart, branch).eval()
-    latents, text, mask, t, added = _inputs(tiny_pixart, frames=3)
+    latents, text, mask, t, added = pixart_inputs(tiny_pixart, frames=3)
     t = torch.full_like(t, 300)
-    subj = _subject(tiny_pixart, 3, 8, 8)
+    subj = subject_inputs(tiny_pixart, 3, 8, 8)
     with torch.no_grad():
         bank = IdentityBank(mode="write")
-        ident = _subject(tiny_pixart, 3, 8, 8)
+        ident = subject_inputs(tiny_pixart, 3, 8, 8)
         ident.slots = SubjectSlots(subj.slots.masks[:2], subj.slots.image_index[:2], subj.slots.group_index[:2])
         ident.caption_embeds, ident.caption_mask = subj.caption_embeds[:2], subj.caption_mask[:2]
         ident.reference_latents, ident.reference_masks = subj.reference_latents[:2], subj.reference_masks[:2]
@@ -188,13 +145,13 @@ def test_mismatched_branch_is_rejected(tiny_pixart):
 
 def test_distinct_captions_with_index_equal_one_caption_per_slot(tiny_pixart):
     branch = SubjectBranch.from_transformer(tiny_pixart)
-    _randomise_outputs(branch)
+    randomise_branch_outputs(branch)
     model = Lay2StoryTransformer(tiny_pixart, branch).eval()
-    latents, text, mask, t, added = _inputs(tiny_pixart, frames=3)
-    per_slot = _subject(tiny_pixart, 3, 8, 8)
+    latents, text, mask, t, added = pixart_inputs(tiny_pixart, frames=3)
+    per_slot = subject_inputs(tiny_pixart, 3, 8, 8)
     per_slot.caption_embeds = per_slot.caption_embeds[[0, 1, 0]]
     per_slot.caption_mask = torch.tensor([[1, 1, 1, 0], [1, 1, 0, 0], [1, 1, 1, 0]])
-    distinct = _subject(tiny_pixart, 3, 8, 8)
+    distinct = subject_inputs(tiny_pixart, 3, 8, 8)
     distinct.caption_embeds = per_slot.caption_embeds[:2]
     distinct.caption_mask = per_slot.caption_mask[:2]
     distinct.caption_index = torch.tensor([0, 1, 0])
@@ -217,10 +174,10 @@ def _branch_call(model, subject, latents, t, scale=1.0):
 def test_one_residual_per_block_after_global_block_2k_plus_1_and_linear_in_the_scale():
     pixart = make_pixart("alpha512")
     branch = SubjectBranch.from_transformer(pixart)
-    _randomise_outputs(branch)
+    randomise_branch_outputs(branch)
     model = Lay2StoryTransformer(pixart, branch).eval()
-    latents, _, _, t, _ = _inputs(pixart)
-    subject = _subject(pixart, 2, 8, 8)
+    latents, _, _, t, _ = pixart_inputs(pixart)
+    subject = subject_inputs(pixart, 2, 8, 8)
     with torch.no_grad():
         full = _branch_call(model, subject, latents, t)
         half = _branch_call(model, subject, latents, t, scale=0.5)
@@ -236,10 +193,10 @@ def test_one_residual_per_block_after_global_block_2k_plus_1_and_linear_in_the_s
 def test_per_slot_scale_scales_only_that_slots_tokens():
     pixart = make_pixart("alpha512")
     branch = SubjectBranch.from_transformer(pixart)
-    _randomise_outputs(branch)
+    randomise_branch_outputs(branch)
     model = Lay2StoryTransformer(pixart, branch).eval()
-    latents, _, _, t, _ = _inputs(pixart)
-    subject = _subject(pixart, 2, 8, 8)
+    latents, _, _, t, _ = pixart_inputs(pixart)
+    subject = subject_inputs(pixart, 2, 8, 8)
     with torch.no_grad():
         full = _branch_call(model, subject, latents, t)
         per_slot = _branch_call(model, subject, latents, t, scale=torch.tensor([0.0, 2.0]))
@@ -252,10 +209,10 @@ def test_per_slot_scale_scales_only_that_slots_tokens():
 def test_prepared_packing_and_captions_give_the_same_output():
     pixart = make_pixart("alpha1024ms")
     branch = SubjectBranch.from_transformer(pixart)
-    _randomise_outputs(branch)
+    randomise_branch_outputs(branch)
     model = Lay2StoryTransformer(pixart, branch).eval()
-    latents, text, mask, t, added = _inputs(pixart)
-    subject = _subject(pixart, 2, 8, 8, refs=1)
+    latents, text, mask, t, added = pixart_inputs(pixart)
+    subject = subject_inputs(pixart, 2, 8, 8, refs=1)
     prepared = dataclasses.replace(subject, packing=TokenPacking.build(subject.slots, 3),
                                    caption_states=pixart.caption_projection(subject.caption_embeds))
     with torch.no_grad():
