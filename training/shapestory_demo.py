@@ -1,4 +1,4 @@
-"""Build the embedded ShapeStory demo model with the project's own trainer (reproducible, CPU, about 75 minutes).
+"""Build the embedded ShapeStory demo model with the project's own trainer (reproducible, 2 CPU cores, ~2.3 hours).
 
     # 0. the frozen tiny VAE / T5 / tokenizer: training/shapestory/train_vae.py and train_text.py (shipped assets)
     python -m training.shapestory_demo init --out runs/shapestory/model           # PixArt init + shipped assets
@@ -7,15 +7,18 @@
     python -m training.shapestory_demo data --out runs/shapestory/data2 --train 4000 --val 32 --seed 7  # stage 2
     python training/cache.py --config training/configs/shapestory_stage1.yaml      # VAE/T5 features (45 s each)
     python training/cache.py --config training/configs/shapestory_stage2.yaml
-    python training/train.py --config training/configs/shapestory_stage1.yaml     # global branch, ~40 min
-    python training/train.py --config training/configs/shapestory_stage2.yaml     # subject branch, ~30 min
+    # both stages: one process per core (gloo data parallel), 1 thread each
+    OMP_NUM_THREADS=1 torchrun --standalone --nproc_per_node 2 training/train.py \
+        --config training/configs/shapestory_stage1.yaml                           # global branch
+    OMP_NUM_THREADS=1 torchrun --standalone --nproc_per_node 2 training/train.py \
+        --config training/configs/shapestory_stage2.yaml                           # subject branch (box embedding)
     python -m training.shapestory_demo assemble --model runs/shapestory/model \
         --stage1 runs/shapestory/stage1 --stage2 runs/shapestory/stage2 --out lay2story_core/assets/shapestory/pipeline
     python -m bench.shapestory --grid docs/shapestory_grid.png                    # does it work? (ablations, bars)
 
-Times are for one CPU core (``OMP_NUM_THREADS=1``; 0.78 s per stage-1 step, batch 8 stories). The demo
-transformer is PixArt's architecture at toy size (``DEMO_TRANSFORMER``): 64 px frames, a 4x VAE (16x16 latents),
-patch 2 (64 tokens per frame), predicting v (see training/shapestory/README.md for why).
+Times and curves: training/shapestory/README.md. The demo transformer is PixArt's architecture at toy size
+(``DEMO_TRANSFORMER``): 64 px frames, a 4x VAE (16x16 latents), patch 2 (64 tokens per frame), predicting v; the
+subject branch adds a box embedding (where each token sits in its box), without which it did not learn shapes.
 """
 
 from __future__ import annotations
