@@ -34,7 +34,7 @@ class ConsistencyConfig:
     Args:
         rate: share of each identity frame's (candidate) tokens added to the other frames' keys (StoryDiffusion: 0.5).
         blocks: indices of the global blocks that use consistent self-attention (``None``: the second half, as
-            StoryDiffusion uses the decoder half of the UNet).
+            StoryDiffusion uses the decoder half of the UNet; ``"all"``: every block, which a shallow model needs).
         start_step: steps before this one use plain attention (StoryDiffusion: the first step is plain).
         plain_share: share of later (step, block) calls that still use plain attention, drawn deterministically.
         subject_only: when boxes are given, share only the identity frames' subject tokens.
@@ -43,7 +43,7 @@ class ConsistencyConfig:
     """
 
     rate: float = 0.5
-    blocks: tuple[int, ...] | None = None
+    blocks: tuple[int, ...] | str | None = None
     start_step: int = 1
     plain_share: float = 0.0
     subject_only: bool = True
@@ -55,10 +55,14 @@ class ConsistencyConfig:
             raise ValueError(f"rate: expected a value in [0, 1], got {self.rate!r}")
         if not 0.0 <= self.plain_share <= 1.0:
             raise ValueError(f"plain_share: expected a value in [0, 1], got {self.plain_share!r}")
+        if isinstance(self.blocks, str) and self.blocks != "all":
+            raise ValueError(f"blocks: expected block indices, None or 'all', got {self.blocks!r}")
 
     def active_blocks(self, num_blocks: int) -> tuple[int, ...]:
         if self.blocks is None:
             return tuple(range(num_blocks // 2, num_blocks))
+        if self.blocks == "all":
+            return tuple(range(num_blocks))
         bad = [b for b in self.blocks if not 0 <= b < num_blocks]
         if bad:
             raise ValueError(f"blocks: {bad} out of range for a transformer with {num_blocks} blocks")

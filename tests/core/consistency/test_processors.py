@@ -114,3 +114,11 @@ def test_bad_config_values_are_named():
         ConsistencyConfig(rate=1.5)
     with pytest.raises(ValueError, match="blocks"):
         ConsistencyConfig(blocks=(9,)).active_blocks(4)
+    with pytest.raises(ValueError, match="blocks: expected block indices, None or 'all', got 'some'"):
+        ConsistencyConfig(blocks="some")
+
+
+def test_block_choices():
+    assert ConsistencyConfig().active_blocks(8) == (4, 5, 6, 7)  # StoryDiffusion: the second half
+    assert ConsistencyConfig(blocks="all").active_blocks(8) == tuple(range(8))
+    assert ConsistencyConfig(blocks=(0, 3)).active_blocks(8) == (0, 3)
