@@ -8,6 +8,10 @@ reference), then a feed-forward; block ``k``'s output goes through a zero-initia
 global hidden state after global block ``2k+1``. The zero-initialised output projections follow ControlNet and
 PixArt's ControlNet-Transformer (PixArt-alpha repository, ``diffusion/model/nets/pixart_controlnet.py``).
 
+Optionally (``box_embedding=True``, not in the paper) each subject token also gets an embedding of where it sits in
+its box (:class:`BoxEmbedding`, after GLIGEN's Fourier box features): with absolute positions alone the ShapeStory
+demo's branch learned layout and colour but no shapes (``training/shapestory/README.md``).
+
 Everything runs on *packed* subject tokens (:class:`~lay2story_core.attention.TokenPacking`): the cost follows the
 subject area, and tokens outside every subject are never computed.
 """
