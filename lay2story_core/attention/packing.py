@@ -236,7 +236,7 @@ class TokenPacking:
             slot_segments=Segments.from_ids(slot_of, backend, bucket),
             group_segments=Segments.from_ids(token_group, backend, bucket),
             prefix=prefix,
-            token_box=None if slots.boxes is None else slots.boxes.index_select(0, slot_of),
+            token_box=None if slots.boxes is None else slots.boxes.to(slot_of.device).index_select(0, slot_of),
         )
 
     @property
@@ -264,8 +264,13 @@ class TokenPacking:
             for k, reduce in enumerate(("amin", "amin", "amax", "amax")):
                 box[:, k] = box[:, k].scatter_reduce(0, self.token_slot, cells[:, k], reduce, include_self=False)
             box = box.index_select(0, self.token_slot)
-        size = (box[:, 2:] - box[:, :2]).clamp(min=1e-6)
-        relative = (torch.stack([x, y], dim=1) - box[:, :2]) / size
+        size = box[:, 2:] - box[:, :2]
+        # a box smaller than a cell still gets its centre's cell (the rasteriser's rule): measure it as one cell,
+        # so its token sits inside it instead of hundreds of box widths away
+        cell = size.new_tensor([1.0 / grid_width, 1.0 / grid_height])
+        low = torch.minimum(box[:, :2], (box[:, :2] + box[:, 2:]) / 2 - cell / 2)
+        size = torch.maximum(size, cell)
+        relative = (torch.stack([x, y], dim=1) - low) / size
         return torch.cat([relative, size], dim=1)
 
     def gather(self, x: torch.Tensor) -> torch.Tensor:

@@ -92,7 +92,8 @@ class BoxEmbedding(nn.Module):
 
     def __init__(self, dim: int, num_frequencies: int = 8) -> None:
         super().__init__()
-        self.register_buffer("frequencies", torch.pi * 2.0 ** torch.arange(num_frequencies), persistent=False)
+        self.num_frequencies = num_frequencies  # the frequencies are built in fp32 per call: a half-precision
+        # buffer would round pi * 2^k (402.0 for 402.1) and shift the phases from what training saw
         features = 4 * (1 + 2 * num_frequencies)
         self.linear_1 = nn.Linear(features, dim)
         self.act = nn.SiLU()
@@ -103,7 +104,10 @@ class BoxEmbedding(nn.Module):
     def forward(self, positions: torch.Tensor) -> torch.Tensor:
         """``positions (T, 4)`` from :meth:`TokenPacking.box_positions` -> ``(T, D)``."""
         # 1. Fourier features (T, 4 * (1 + 2F))
-        angles = positions[:, :, None] * self.frequencies.to(positions)  # (T, 4, F)
+        positions = positions.float()
+        frequencies = torch.pi * 2.0 ** torch.arange(self.num_frequencies, device=positions.device,
+                                                     dtype=torch.float32)
+        angles = positions[:, :, None] * frequencies  # (T, 4, F)
         features = torch.cat([positions[:, :, None], angles.sin(), angles.cos()], dim=2).flatten(1)
         # 2. MLP to the branch width (T, D)
         return self.linear_2(self.act(self.linear_1(features.to(self.linear_1.weight.dtype))))

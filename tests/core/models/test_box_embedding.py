@@ -80,3 +80,24 @@ def test_box_embedding_is_trained_and_saved(tmp_path, tiny_pixart):
     assert loaded.config.box_embedding
     torch.testing.assert_close(_call(Lay2StoryTransformer(tiny_pixart, loaded), subject),
                                _call(Lay2StoryTransformer(tiny_pixart, branch), subject))
+
+
+def test_a_box_smaller_than_a_cell_counts_as_one_cell():
+    box = (0.30, 0.30, 0.3001, 0.3002)  # inside cell (1, 1) of a 4x4 grid, far narrower than it
+    plan = plan_subject_slots([FrameSpec(0, (ResolvedSubject("a", 0, box, "the a", True, True),))], 8, 8, 2)
+    packing = TokenPacking.build(plan.slots, 1)
+    pos = packing.box_positions(4, 4)
+    assert packing.num_tokens == 1 and ((pos[:, :2] >= 0) & (pos[:, :2] <= 1)).all()
+    torch.testing.assert_close(pos[:, 2:], torch.tensor([[0.25, 0.25]]))
+
+
+def test_box_embedding_in_half_precision_keeps_its_frequencies():
+    from lay2story_core.models.subject_branch import BoxEmbedding
+
+    embed = BoxEmbedding(16)
+    with torch.no_grad():
+        embed.linear_2.weight.normal_(std=0.5)
+    positions = torch.rand(32, 4)
+    reference = embed(positions)
+    half = embed.to(torch.bfloat16)(positions).float()  # box_positions are fp32 whatever the model dtype
+    torch.testing.assert_close(half, reference, atol=0.05, rtol=0.05)  # bf16 rounding only, no phase drift
