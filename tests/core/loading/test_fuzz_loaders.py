@@ -77,18 +77,28 @@ def _mutate(state: dict[str, torch.Tensor], edits) -> dict[str, torch.Tensor]:
     return state
 
 
-@pytest.mark.parametrize("name", list(LOADERS))
-@SETTINGS
-@given(data=st.data())
-def test_fuzzed_folders_load_or_raise_model_load_errors(folders, name, data):
+def _load_mutated(folders, name, data, single_file: bool) -> None:
+    """Mutate the weights of ``name``'s folder as hypothesis draws, save them (into a copy of the folder, or as one
+    file) and load them: a clean load or a ModelLoadError."""
     folder, weights = folders[name]
     state = load_file(folder / weights)
     edits = data.draw(mutations(sorted(state)))
     with tempfile.TemporaryDirectory() as tmp:
-        copy = Path(tmp) / name
-        shutil.copytree(folder, copy)
-        save_file({k: v.contiguous() for k, v in _mutate(state, edits).items()}, copy / weights)
-        _load(name, copy)
+        if single_file:
+            target = path = Path(tmp) / f"{name}.safetensors"
+        else:
+            target = Path(tmp) / name
+            shutil.copytree(folder, target)
+            path = target / weights
+        save_file({k: v.contiguous() for k, v in _mutate(state, edits).items()}, path)
+        _load(name, target)
+
+
+@pytest.mark.parametrize("name", list(LOADERS))
+@SETTINGS
+@given(data=st.data())
+def test_fuzzed_folders_load_or_raise_model_load_errors(folders, name, data):
+    _load_mutated(folders, name, data, single_file=False)
 
 
 @pytest.mark.parametrize("name", list(LOADERS))
@@ -109,13 +119,7 @@ def test_truncated_weight_files_raise_model_load_errors(folders, name, fraction,
 @SETTINGS
 @given(data=st.data())
 def test_fuzzed_single_files_load_or_raise_model_load_errors(folders, name, data):
-    folder, weights = folders[name]
-    state = load_file(folder / weights)
-    edits = data.draw(mutations(sorted(state)))
-    with tempfile.TemporaryDirectory() as tmp:
-        path = Path(tmp) / f"{name}.safetensors"
-        save_file({k: v.contiguous() for k, v in _mutate(state, edits).items()}, path)
-        _load(name, path)
+    _load_mutated(folders, name, data, single_file=True)
 
 
 @pytest.mark.parametrize("name", list(LOADERS))

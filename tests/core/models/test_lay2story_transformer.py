@@ -171,13 +171,17 @@ def _branch_call(model, subject, latents, t, scale=1.0):
     return model.subject_branch(x, temb, caption, subject.caption_mask.bool(), packing, subject_scale=scale)
 
 
-def test_one_residual_per_block_after_global_block_2k_plus_1_and_linear_in_the_scale():
+def _randomised_model():
+    """An alpha-512 dual-branch model whose branch has non-zero outputs, with inputs for a 2-frame call."""
     pixart = make_pixart("alpha512")
     branch = SubjectBranch.from_transformer(pixart)
     randomise_branch_outputs(branch)
-    model = Lay2StoryTransformer(pixart, branch).eval()
     latents, _, _, t, _ = pixart_inputs(pixart)
-    subject = subject_inputs(pixart, 2, 8, 8)
+    return Lay2StoryTransformer(pixart, branch).eval(), branch, latents, t, subject_inputs(pixart, 2, 8, 8)
+
+
+def test_one_residual_per_block_after_global_block_2k_plus_1_and_linear_in_the_scale():
+    model, branch, latents, t, subject = _randomised_model()
     with torch.no_grad():
         full = _branch_call(model, subject, latents, t)
         half = _branch_call(model, subject, latents, t, scale=0.5)
@@ -191,12 +195,7 @@ def test_one_residual_per_block_after_global_block_2k_plus_1_and_linear_in_the_s
 
 
 def test_per_slot_scale_scales_only_that_slots_tokens():
-    pixart = make_pixart("alpha512")
-    branch = SubjectBranch.from_transformer(pixart)
-    randomise_branch_outputs(branch)
-    model = Lay2StoryTransformer(pixart, branch).eval()
-    latents, _, _, t, _ = pixart_inputs(pixart)
-    subject = subject_inputs(pixart, 2, 8, 8)
+    model, branch, latents, t, subject = _randomised_model()
     with torch.no_grad():
         full = _branch_call(model, subject, latents, t)
         per_slot = _branch_call(model, subject, latents, t, scale=torch.tensor([0.0, 2.0]))
