@@ -12,6 +12,7 @@ import sys
 import tempfile
 from pathlib import Path
 
+from .consistency import SECOND_HALF, ConsistencyConfig
 from .pipelines.modes import AUTO, MODE_NAMES, resolve_mode
 from .pipelines.schedulers import SCHEDULERS
 from .story import LayoutError, load_story
@@ -68,6 +69,12 @@ def build_parser() -> argparse.ArgumentParser:
                      help="frames per denoising pass for long stories (default: all frames jointly)")
     gen.add_argument("--identity-frames", type=int, default=None,
                      help="frames generated first that later chunks attend to (default: min(chunk, 4))")
+    gen.add_argument("--consistency-rate", type=float, default=0.5,
+                     help="training_free mode: share of the identity frames' tokens each frame attends to, 0..1 "
+                          "(default 0.5, StoryDiffusion's)")
+    gen.add_argument("--consistency-blocks", default=SECOND_HALF,
+                     help="training_free mode: blocks with consistent self-attention: second_half (default, "
+                          "StoryDiffusion's), all (a shallow model needs it), or indices like 0,2,5")
     gen.add_argument("--device", default="auto", help="cpu, cuda, cuda:1, ... (default: cuda if available)")
     gen.add_argument("--dtype", choices=("auto", "float32", "bfloat16", "float16"), default="auto",
                      help="weights dtype (default: bfloat16 on CUDA, float32 on CPU)")
@@ -198,6 +205,8 @@ def generate(args: argparse.Namespace) -> Path:
 
         subject_scale = story_scales(story, 1.0, ", ".join(f"{k}={v}" for k, v in subject_scale.items()),
                                      field="--subject-scale", characters_field="--subject-scale")
+    consistency = ConsistencyConfig.from_user(args.consistency_rate, args.consistency_blocks,
+                                              rate_field="--consistency-rate", blocks_field="--consistency-blocks")
     device = pick_device(args.device, field="--device")
     dtype = pick_dtype(args.dtype, device, field="--dtype")
     model = args.model
@@ -215,10 +224,13 @@ def generate(args: argparse.Namespace) -> Path:
         pipe.to(device)
         pipe.scheduler = make_scheduler(args.scheduler, pipe.scheduler.config)
         mode = resolve_mode(args.mode, pipe.subject_branch is not None, field="--mode").name
+        consistency.active_blocks(len(pipe.transformer.transformer_blocks), field="--consistency-blocks")
         settings = {"mode": mode, "seed": args.seed, "steps": args.steps, "cfg": args.cfg,
                     "scheduler": args.scheduler, "layout": not args.no_layout,
                     "subject_captions": not args.no_subject_captions, "model": os.fspath(model),
                     "chunk_size": args.chunk_size, "subject_scale": subject_scale}
+        if mode == "training_free":
+            settings["consistency"] = {"rate": consistency.rate, "blocks": args.consistency_blocks}
         bar = tqdm(total=None, desc="sampling", unit="step", disable=args.quiet)
 
         def progress(step: int, total: int, _latents) -> None:
@@ -231,7 +243,8 @@ def generate(args: argparse.Namespace) -> Path:
                           subject_captions=not args.no_subject_captions, num_inference_steps=args.steps,
                           guidance_scale=args.cfg, height=args.height, width=args.width,
                           negative_prompt=args.negative_prompt, seed=args.seed, chunk_size=args.chunk_size,
-                          identity_frames=args.identity_frames, callback=progress, subject_scale=subject_scale)
+                          identity_frames=args.identity_frames, callback=progress, subject_scale=subject_scale,
+                          consistency=consistency)
         finally:
             bar.close()
         # 3. Write into the staging folder, then swap it in whole

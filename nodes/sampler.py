@@ -13,6 +13,7 @@ import logging
 
 import torch
 
+from lay2story_core.consistency import SECOND_HALF, ConsistencyConfig
 from lay2story_core.latents import LatentNormalization
 from lay2story_core.pipelines import SCHEDULERS, StoryPipeline, make_scheduler
 from lay2story_core.pipelines.modes import AUTO, MODE_NAMES, resolve_mode
@@ -97,6 +98,14 @@ class L2S_StorySampler:
                 "character_scales": ("STRING", {"default": "", "multiline": False,
                                                 "tooltip": "Per-character layout strength on top of subject_scale, "
                                                            "e.g. 'hero=1.2, cat=0.8'; characters not named: 1."}),
+                "consistency_rate": ("FLOAT", {"default": 0.5, "min": 0.0, "max": 1.0, "step": 0.05,
+                                               "tooltip": "training_free mode: share of the identity frames' "
+                                                          "tokens each frame also attends to (StoryDiffusion: "
+                                                          "0.5; higher: more consistent, less varied)."}),
+                "consistency_blocks": ("STRING", {"default": SECOND_HALF, "multiline": False,
+                                                  "tooltip": "training_free mode: blocks with consistent "
+                                                             "self-attention: second_half (StoryDiffusion), all "
+                                                             "(small models need it), or indices like '0,2,5'."}),
             },
             "optional": {
                 "model": ("L2S_MODEL", {"tooltip": "From Lay2Story Model Loader (diffusers or pipeline folders, the "
@@ -119,8 +128,9 @@ class L2S_StorySampler:
     def sample(self, model: StoryModel | None = None, text_encoder: TextEncoderBundle | None = None, story=None,
                seed: int = 0, steps: int = 25, cfg: float = 4.5, scheduler: str = "dpmsolver++", mode: str = AUTO,
                width: int = 0, height: int = 0, chunk_size: int = 0, identity_frames: int = 0,
-               subject_scale: float = 1.0, character_scales: str = "", layout: Layout | None = None,
-               reference=None, pixart=None, clip=None, vae=None, subject_branch=None) -> tuple[torch.Tensor, dict]:
+               subject_scale: float = 1.0, character_scales: str = "", consistency_rate: float = 0.5,
+               consistency_blocks: str = SECOND_HALF, layout: Layout | None = None, reference=None, pixart=None,
+               clip=None, vae=None, subject_branch=None) -> tuple[torch.Tensor, dict]:
         native = pixart is not None or clip is not None or vae is not None
         if native and (model is not None or text_encoder is not None):
             raise ValueError("model: connect either a Lay2Story model + text_encoder or a pixart MODEL + clip + vae, "
@@ -153,6 +163,8 @@ class L2S_StorySampler:
                 raise ValueError(f"layout: expected an L2S_LAYOUT, got {type(layout).__name__}")
             story = apply_layout_to_story(story, layout, field="layout")
         scales = story_scales(story, subject_scale, character_scales)
+        consistency = ConsistencyConfig.from_user(consistency_rate, consistency_blocks,
+                                                  rate_field="consistency_rate", blocks_field="consistency_blocks")
         references = None if reference is None else check_references(reference)
         if identity_frames and not chunk_size:
             logger.info("identity_frames is used with chunk_size only; all frames are denoised together")
@@ -160,6 +172,7 @@ class L2S_StorySampler:
             "references": references, "num_inference_steps": steps, "guidance_scale": float(cfg),
             "height": height or None, "width": width or None, "seed": seed, "chunk_size": chunk_size or None,
             "identity_frames": (identity_frames or None) if chunk_size else None, "subject_scale": scales,
+            "consistency": consistency,
         }
         if native:
             return self._sample_native(pixart, clip, vae, subject_branch, story, mode, scheduler, settings)
@@ -180,6 +193,7 @@ class L2S_StorySampler:
                     scheduler: str, settings: dict):
         run_mode = resolve_mode(mode, model.has_subject_branch)
         pipe = build_pipeline(model, text_encoder, scheduler)
+        settings["consistency"].active_blocks(pipe.num_blocks, field="consistency_blocks")
         encode_device = text_encoder.device or model.device
         on_step = self._progress(settings["num_inference_steps"], comfy_env.latent_previewer(model.device))
         managed = bool(model.patchers or text_encoder.patchers)
@@ -213,6 +227,7 @@ class L2S_StorySampler:
         pipe = ComfyStoryPipeline(pixart, host.check_clip(clip), host.check_vae(vae), make_scheduler(scheduler, None),
                                   subject_branch=None if bundle is None else bundle.branch,
                                   branch_patcher=None if bundle is None else bundle.patcher)
+        settings["consistency"].active_blocks(pipe.num_blocks, field="consistency_blocks")
         height, width = settings["height"] or story.height, settings["width"] or story.width
         frames = min(settings["chunk_size"] or story.num_frames, story.num_frames)
         batch = frames * (2 if settings["guidance_scale"] > 1.0 else 1)

@@ -1,6 +1,7 @@
 """Training-free story consistency (StoryDiffusion-style) for the PixArt global branch."""
 
 from .processors import (
+    SECOND_HALF,
     ConsistencyConfig,
     ConsistentSelfAttnProcessor,
     RegionalCrossAttnProcessor,
@@ -10,6 +11,7 @@ from .processors import (
 )
 
 __all__ = [
+    "SECOND_HALF",
     "ConsistencyConfig",
     "ConsistentSelfAttnProcessor",
     "RegionalCrossAttnProcessor",

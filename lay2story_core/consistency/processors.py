@@ -26,6 +26,8 @@ import torch.nn.functional as F
 
 from ..attention import TokenPacking, segment_cross_attention
 
+SECOND_HALF = "second_half"  # the user's name for blocks=None (StoryDiffusion's decoder half)
+
 
 @dataclass(frozen=True)
 class ConsistencyConfig:
@@ -58,14 +60,38 @@ class ConsistencyConfig:
         if isinstance(self.blocks, str) and self.blocks != "all":
             raise ValueError(f"blocks: expected block indices, None or 'all', got {self.blocks!r}")
 
-    def active_blocks(self, num_blocks: int) -> tuple[int, ...]:
+    @classmethod
+    def from_user(cls, rate: float = 0.5, blocks: str = SECOND_HALF, *, rate_field: str = "rate",
+                  blocks_field: str = "blocks") -> ConsistencyConfig:
+        """The settings a user types (CLI, node): ``rate`` in [0, 1] and ``blocks`` as ``"second_half"``
+        (StoryDiffusion), ``"all"`` or block indices ``"0,2,5"``. Errors name the user's field."""
+        if isinstance(rate, bool) or not isinstance(rate, (int, float)) or not 0.0 <= rate <= 1.0:
+            raise ValueError(f"{rate_field}: expected a number in [0, 1], got {rate!r}")
+        return cls(rate=float(rate), blocks=cls.parse_blocks(blocks, field=blocks_field))
+
+    @staticmethod
+    def parse_blocks(text: str, field: str = "blocks") -> tuple[int, ...] | str | None:
+        """``"second_half"`` -> ``None``, ``"all"`` -> ``"all"``, ``"0, 2,5"`` -> ``(0, 2, 5)``."""
+        if not isinstance(text, str):
+            raise ValueError(f"{field}: expected 'second_half', 'all' or block indices like '0,2,5', got {text!r}")
+        value = text.strip().lower()
+        if value in ("", SECOND_HALF):
+            return None
+        if value == "all":
+            return "all"
+        parts = [p.strip() for p in value.split(",")]
+        if not all(p.isdigit() for p in parts):
+            raise ValueError(f"{field}: expected 'second_half', 'all' or block indices like '0,2,5', got {text!r}")
+        return tuple(sorted({int(p) for p in parts}))
+
+    def active_blocks(self, num_blocks: int, field: str = "blocks") -> tuple[int, ...]:
         if self.blocks is None:
             return tuple(range(num_blocks // 2, num_blocks))
         if self.blocks == "all":
             return tuple(range(num_blocks))
         bad = [b for b in self.blocks if not 0 <= b < num_blocks]
         if bad:
-            raise ValueError(f"blocks: {bad} out of range for a transformer with {num_blocks} blocks")
+            raise ValueError(f"{field}: {bad} out of range for a transformer with {num_blocks} blocks")
         return tuple(self.blocks)
 
 

@@ -183,8 +183,13 @@ class StoryPipeline(DiffusionPipeline):
     # -- 0. inputs ---------------------------------------------------------------------------------------------------
     def check_inputs(self, story: Story, height: int, width: int, num_inference_steps: int, guidance_scale: float,
                      mode: str | Mode, chunk_size: int | None, identity_frames: int | None,
-                     subject_scale: float | Mapping[str, float] = 1.0) -> None:
+                     subject_scale: float | Mapping[str, float] = 1.0,
+                     consistency: ConsistencyConfig | None = None) -> None:
         mode = get_mode(mode)
+        if mode.consistency:
+            if consistency is not None and not isinstance(consistency, ConsistencyConfig):
+                raise ValueError(f"consistency: expected a ConsistencyConfig, got {type(consistency).__name__}")
+            (consistency or ConsistencyConfig()).active_blocks(self.num_blocks, field="consistency.blocks")
         if mode.subject_branch and self.subject_branch is None:
             raise ValueError(f"mode: {mode.name!r} needs a subject branch; load one or use mode='training_free'")
         check_subject_scale(subject_scale, story)
@@ -213,6 +218,11 @@ class StoryPipeline(DiffusionPipeline):
     @property
     def latent_channels(self) -> int:
         return self.transformer.config.in_channels
+
+    @property
+    def num_blocks(self) -> int:
+        """Transformer blocks of the global branch (what ``ConsistencyConfig.blocks`` indexes)."""
+        return len(self.transformer.transformer_blocks)
 
     def project_captions(self, embeds: torch.Tensor) -> torch.Tensor:
         """``(n, L, C_text)`` -> ``(n, L, D)`` through the global branch's caption projection."""
@@ -341,7 +351,7 @@ class StoryPipeline(DiffusionPipeline):
         width = width or story.width
         mode = get_mode(mode)
         self.check_inputs(story, height, width, num_inference_steps, guidance_scale, mode, chunk_size,
-                          identity_frames, subject_scale)
+                          identity_frames, subject_scale, consistency)
         if output_type not in ("pil", "pt", "latent"):
             raise ValueError(f"output_type: expected 'pil', 'pt' or 'latent', got {output_type!r}")
         device = self._execution_device

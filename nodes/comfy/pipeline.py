@@ -94,5 +94,9 @@ class ComfyStoryPipeline(StoryPipeline):
         self.transformer = self._bind()
         return self.transformer
 
+    @property
+    def num_blocks(self) -> int:
+        return len(self.transformer.dm.blocks)
+
     def consistency_processors(self):
         return self.transformer.story_processors()

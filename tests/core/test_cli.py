@@ -241,3 +241,32 @@ def test_device_choice_uses_the_one_device_rule(tmp_path, capsys):
     rc = main(["generate", "--story", "stories/shapestory.json", "--out", str(tmp_path / "o"), "--device", "cuda"])
     err = capsys.readouterr().err
     assert rc == 2 and "--device" in err and "no CUDA" in err
+
+
+def test_consistency_options_reach_the_pipeline(tmp_path, model_dir, capsys):
+    """``--consistency-rate/--consistency-blocks`` sample exactly what the pipeline gives for that config."""
+    import numpy as np
+
+    from lay2story_core.consistency import ConsistencyConfig
+    from lay2story_core.pipelines import make_scheduler
+    from lay2story_core.pipelines.loading import load_story_pipeline
+
+    args = ["generate", "--story", "stories/story.json", "--model", str(model_dir), "--steps", "2", "--height", "16",
+            "--width", "16", "--seed", "3", "--quiet", "--mode", "training_free"]
+    assert main([*args, "--out", str(tmp_path / "o"), "--consistency-rate", "1", "--consistency-blocks", "all"]) == 0
+    pipe = load_story_pipeline(model_dir)
+    pipe.scheduler = make_scheduler("dpmsolver++", pipe.scheduler.config)
+    story = load_story("stories/story.json")
+    frames = [np.asarray(Image.open(tmp_path / "o" / f"frame_{i:03d}.png")) for i in range(story.num_frames)]
+    for config, same in ((ConsistencyConfig(rate=1.0, blocks="all"), True), (ConsistencyConfig(), False)):
+        expected = pipe(story, mode="training_free", consistency=config, num_inference_steps=2, height=16, width=16,
+                        seed=3).images
+        assert all(np.array_equal(a, np.asarray(b)) for a, b in zip(frames, expected)) == same
+    assert json.loads((tmp_path / "o" / "settings.json").read_text())["consistency"] == {"rate": 1.0, "blocks": "all"}
+
+    for flag, value in (("--consistency-rate", "1.5"), ("--consistency-blocks", "1,x"),
+                        ("--consistency-blocks", "0,99")):
+        assert main([*args, "--out", str(tmp_path / "bad"), flag, value]) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and flag in err[0] and value.split(",")[-1] in err[0], err
+        assert not (tmp_path / "bad").exists()

@@ -93,3 +93,21 @@ def test_the_pack_entry_point_exports_the_mappings():
     finally:
         for name in [n for n in sys.modules if n == spec.name or n.startswith(spec.name + ".")]:
             del sys.modules[name]
+
+
+def widget_names(cls) -> list[str]:
+    """Widget inputs in the order a saved UI workflow stores their values (``widgets_values``)."""
+    spec = cls.INPUT_TYPES()
+    return [name for section in ("required", "optional") for name, (kind, _) in spec.get(section, {}).items()
+            if isinstance(kind, list) or kind in WIDGET_TYPES]
+
+
+def test_shipped_widgets_keep_their_positions():
+    """Saved workflows store widget values by position: a shipped widget never moves or goes, new ones are appended
+    (then added to tests/nodes/shipped_widgets.json)."""
+    shipped = json.loads((ROOT / "tests" / "nodes" / "shipped_widgets.json").read_text(encoding="utf-8"))
+    assert set(shipped) == set(NODE_CLASS_MAPPINGS), "a new node: add its widgets to shipped_widgets.json"
+    for node_id, names in shipped.items():
+        current = widget_names(NODE_CLASS_MAPPINGS[node_id])
+        assert current[:len(names)] == names, f"{node_id}: widgets {names} became {current}"
+        assert current == names, f"{node_id}: new widgets {current[len(names):]}: add them to shipped_widgets.json"

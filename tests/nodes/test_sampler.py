@@ -10,7 +10,7 @@ from lay2story_core.story import Layout, Story, Subject
 from nodes import comfy_env
 from nodes.loaders import L2S_ModelLoader, L2S_TextEncoderLoader
 from nodes.reference import L2S_ReferenceImage
-from nodes.sampler import SCHEDULERS, L2S_StorySampler, make_scheduler
+from nodes.sampler import SCHEDULERS, L2S_StorySampler, build_pipeline, make_scheduler
 
 PIPE = "lay2story/tiny_pipeline"
 STORY = Story.from_dict({
@@ -74,6 +74,24 @@ def test_modes(models):
     assert torch.equal(sample((no_branch, text_encoder), mode="auto")[0], free)  # auto = training_free without one
     with pytest.raises(ValueError, match="^mode: 'lay2story' needs a subject branch"):
         sample((no_branch, text_encoder), mode="lay2story")
+
+
+def test_consistency_settings_are_the_pipelines(models):
+    """training_free with rate 1 on every block samples what the pipeline samples with that ConsistencyConfig."""
+    from lay2story_core.consistency import ConsistencyConfig
+
+    model, text_encoder = models
+    free, _ = sample(models, mode="training_free", consistency_rate=1.0, consistency_blocks="all")
+    default, _ = sample(models, mode="training_free")
+    assert torch.equal(default, sample(models, mode="training_free", consistency_blocks="second_half")[0])
+    pipe = build_pipeline(model, text_encoder, "dpmsolver++")
+    for config, result in ((ConsistencyConfig(rate=1.0, blocks="all"), free), (ConsistencyConfig(), default)):
+        expected = pipe(STORY, mode="training_free", consistency=config, num_inference_steps=2, guidance_scale=4.5,
+                        seed=1, output_type="pt").images.permute(0, 2, 3, 1)
+        torch.testing.assert_close(result, expected, atol=1e-6, rtol=0)
+    assert not torch.equal(free, default)
+    # the other modes ignore them
+    assert torch.equal(sample(models, mode="none")[0], sample(models, mode="none", consistency_rate=1.0)[0])
 
 
 @pytest.mark.parametrize("name", list(SCHEDULERS))
@@ -142,6 +160,9 @@ def test_memory_is_released_after_a_normal_run_too(models, monkeypatch):
     ({"story": "a story"}, "^story: expected an L2S_STORY"),
     ({"layout": "boxes"}, "^layout: expected an L2S_LAYOUT"),
     ({"reference": {"hero": 1}}, "^reference: expected an L2S_REFERENCE"),
+    ({"consistency_rate": 2.0}, r"^consistency_rate: expected a number in \[0, 1\], got 2.0"),
+    ({"consistency_blocks": "half"}, "^consistency_blocks: expected 'second_half', 'all' or block indices"),
+    ({"consistency_blocks": "0,9"}, r"^consistency_blocks: \[9\] out of range for a transformer with 4 blocks"),
 ])
 def test_input_errors_name_the_input(models, kwargs, message):
     with pytest.raises(ValueError, match=message):

@@ -122,3 +122,16 @@ def test_block_choices():
     assert ConsistencyConfig().active_blocks(8) == (4, 5, 6, 7)  # StoryDiffusion: the second half
     assert ConsistencyConfig(blocks="all").active_blocks(8) == tuple(range(8))
     assert ConsistencyConfig(blocks=(0, 3)).active_blocks(8) == (0, 3)
+
+
+def test_user_settings_parse_to_one_config_and_errors_name_the_field():
+    assert ConsistencyConfig.from_user(0.5, "second_half") == ConsistencyConfig()
+    assert ConsistencyConfig.from_user(1, " ALL ").blocks == "all"
+    assert ConsistencyConfig.from_user(0.0, "5, 1,1").blocks == (1, 5)
+    assert ConsistencyConfig.from_user(0.2, "").blocks is None
+    for rate, blocks, field in ((1.5, "all", "rate_in"), (True, "all", "rate_in"), (0.5, "1;2", "blocks_in"),
+                                (0.5, "-1", "blocks_in"), (0.5, None, "blocks_in")):
+        with pytest.raises(ValueError, match=f"^{field}: "):
+            ConsistencyConfig.from_user(rate, blocks, rate_field="rate_in", blocks_field="blocks_in")
+    with pytest.raises(ValueError, match="^blocks_in: \\[9\\] out of range"):
+        ConsistencyConfig(blocks=(1, 9)).active_blocks(8, field="blocks_in")

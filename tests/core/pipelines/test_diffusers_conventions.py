@@ -230,3 +230,15 @@ def test_steps_beyond_the_schedule_fail_before_sampling(pipe, steps, monkeypatch
     with pytest.raises(ValueError, match=rf"num_inference_steps: must be in 1\.\.1000 \(the scheduler's training "
                                          rf"timesteps\), got {steps}"):
         pipe(STORY, **{**SIZE, "num_inference_steps": steps})
+
+
+def test_consistency_blocks_out_of_range_fail_before_sampling(pipe, monkeypatch):
+    from lay2story_core.consistency import ConsistencyConfig
+
+    monkeypatch.setattr(pipe, "encode_prompt", lambda *a, **k: pytest.fail("encoded before the error"))
+    blocks = pipe.num_blocks
+    with pytest.raises(ValueError, match=rf"^consistency\.blocks: \[{blocks}\] out of range for a transformer with "
+                                         rf"{blocks} blocks"):
+        pipe(STORY, **SIZE, mode="training_free", consistency=ConsistencyConfig(blocks=(0, blocks)))
+    with pytest.raises(ValueError, match="^consistency: expected a ConsistencyConfig, got dict"):
+        pipe(STORY, **SIZE, mode="training_free", consistency={"rate": 1.0})
