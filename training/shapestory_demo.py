@@ -5,15 +5,21 @@
     python -m training.shapestory_demo data --out runs/shapestory/data --train 3000 --val 32 \
         --second-character 0.25 --third-character 0                               # stage-1 stories (16 s)
     python -m training.shapestory_demo data --out runs/shapestory/data2 --train 4000 --val 32 --seed 7  # stage 2
-    python training/cache.py --config training/configs/shapestory_stage1.yaml      # VAE/T5 features (45 s each)
+    python -m training.shapestory_demo data --out runs/shapestory/data3 --train 4000 --val 32 --seed 11 \
+        --second-character 0.7 --third-character 0.5                              # stage 2b: more characters
+    python training/cache.py --config training/configs/shapestory_stage1.yaml      # VAE/T5 features (45-75 s each)
     python training/cache.py --config training/configs/shapestory_stage2.yaml
+    python training/cache.py --config training/configs/shapestory_stage2b.yaml
     # both stages: one process per core (gloo data parallel), 1 thread each
     OMP_NUM_THREADS=1 torchrun --standalone --nproc_per_node 2 training/train.py \
         --config training/configs/shapestory_stage1.yaml                           # global branch
     OMP_NUM_THREADS=1 torchrun --standalone --nproc_per_node 2 training/train.py \
         --config training/configs/shapestory_stage2.yaml                           # subject branch (box embedding)
+    OMP_NUM_THREADS=1 torchrun --standalone --nproc_per_node 2 training/train.py \
+        --config training/configs/shapestory_stage2b.yaml                          # ... continued on 2-3 characters
     python -m training.shapestory_demo assemble --model runs/shapestory/model \
-        --stage1 runs/shapestory/stage1 --stage2 runs/shapestory/stage2 --out lay2story_core/assets/shapestory/pipeline
+        --stage1 runs/shapestory/stage1 --stage2 runs/shapestory/stage2b \
+        --out lay2story_core/assets/shapestory/pipeline
     python -m bench.shapestory --grid docs/shapestory_grid.png                    # does it work? (ablations, bars)
 
 Times and curves: training/shapestory/README.md. The demo transformer is PixArt's architecture at toy size
