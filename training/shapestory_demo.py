@@ -86,10 +86,30 @@ def write_data(out: Path, train: int, val: int, seed: int, identity_dropout: flo
     write_dataset(out / "val", val, split="test", seed=seed + 1)
 
 
-def assemble(model: Path, stage1: Path, stage2: Path, out: Path, ema: bool = True) -> Path:
-    """The demo pipeline folder: stage-1 global branch + stage-2 subject branch + the frozen components."""
+def check_same_encoder(vae: Path, model_vae: Path) -> None:
+    """``vae`` (a decoder fine-tune) must encode exactly as ``model_vae``, whose latents both stages learned."""
+    from safetensors.torch import load_file
+
+    name = "diffusion_pytorch_model.safetensors"
+    ours, theirs = load_file(str(vae / name)), load_file(str(model_vae / name))
+    keys = [k for k in theirs if k.startswith(("encoder.", "quant_conv."))]
+    if any(k not in ours or not ours[k].equal(theirs[k]) for k in keys):
+        raise ValueError(f"vae: {os.fspath(vae)!r} encodes differently from {os.fspath(model_vae)!r}, whose latents "
+                         "the model was trained on (only a decoder fine-tune may replace it)")
+    for key in ("latents_mean", "latents_std", "scaling_factor"):
+        a, b = (json.loads((v / "config.json").read_text()).get(key) for v in (vae, model_vae))
+        if a != b:
+            raise ValueError(f"vae: {key} {a!r} differs from the model's {b!r}")
+
+
+def assemble(model: Path, stage1: Path, stage2: Path, out: Path, ema: bool = True, vae: Path | None = None) -> Path:
+    """The demo pipeline folder: stage-1 global branch + stage-2 subject branch + the frozen components (``vae``: a
+    decoder fine-tune of the model's VAE, see :func:`check_same_encoder`)."""
     from lay2story_core.loading.folder import EMA_CONFIG_KEYS
     from lay2story_core.pipelines.loading import load_story_pipeline
+
+    if vae is not None:
+        check_same_encoder(vae, model / "vae")
 
     staging = out.with_name(out.name + ".tmp")
     if staging.exists():
@@ -102,7 +122,7 @@ def assemble(model: Path, stage1: Path, stage2: Path, out: Path, ema: bool = Tru
     shutil.copytree(pick(stage1, "transformer"), staging / "transformer")
     shutil.copytree(pick(stage2, "subject_branch"), staging / "subject_branch")
     for name in ("vae", "text_encoder", "tokenizer", "scheduler"):
-        shutil.copytree(model / name, staging / name)
+        shutil.copytree(vae if name == "vae" and vae is not None else model / name, staging / name)
     for folder in staging.iterdir():  # keep only what loads: config + weights (+ tokenizer files)
         for extra in folder.glob("shapestory_training.json"):
             extra.unlink()
@@ -145,6 +165,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--stage2", type=Path, required=True, help="stage-2 output_dir")
     p.add_argument("--out", type=Path, required=True)
     p.add_argument("--no-ema", action="store_true", help="use the raw weights, not the EMA ones")
+    p.add_argument("--vae", type=Path, default=None,
+                   help="a decoder fine-tune of the model's VAE (train_vae --init --decoder-only; same encoder)")
     args = parser.parse_args(argv)
     if args.command == "init":
         logger.info("wrote %s", init_model(args.out, args.seed, args.vae, args.prediction_type))
@@ -152,7 +174,8 @@ def main(argv: list[str] | None = None) -> int:
         write_data(args.out, args.train, args.val, args.seed, args.identity_dropout, args.second_character,
                    args.third_character)
     else:
-        logger.info("wrote %s", assemble(args.model, args.stage1, args.stage2, args.out, ema=not args.no_ema))
+        logger.info("wrote %s", assemble(args.model, args.stage1, args.stage2, args.out, ema=not args.no_ema,
+                                         vae=args.vae))
     return 0
 
 

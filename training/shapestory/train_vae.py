@@ -25,7 +25,7 @@ import torch
 from diffusers import AutoencoderKL
 
 from lay2story_core.latents import LatentNormalization
-from lay2story_core.shapestory import score_story, summarize
+from lay2story_core.shapestory import ShapeStoryConfig, score_story, summarize
 from lay2story_core.shapestory.generator import render_story
 
 from .common import frame_pool, psnr, save_folder_atomic, story_pool
@@ -70,11 +70,20 @@ def _crops(x: torch.Tensor, crop: int, step: int, gen: torch.Generator) -> torch
 
 def train_vae(vae: AutoencoderKL, pool: torch.Tensor, *, steps: int, batch: int, crop: int, lr: float,
               kl_weight: float, l1_weight: float, seed: int, max_seconds: float | None = None,
-              log_every: int = 50) -> dict:
-    """Train in place on ``pool`` (N, 3, H, W uint8). Returns the run's figures."""
+              log_every: int = 50, decoder_only: bool = False, latent_noise: float = 0.0) -> dict:
+    """Train in place on ``pool`` (N, 3, H, W uint8). Returns the run's figures.
+
+    ``decoder_only``: the encoder (and ``quant_conv``) stay frozen, so every latent it gives is unchanged and models
+    trained on them stay valid; the decoder learns from the posterior means plus, with ``latent_noise`` > 0,
+    Gaussian noise of a random strength up to ``latent_noise`` latent standard deviations per image (a diffusion
+    model's final latents are never exact)."""
     gen = torch.Generator().manual_seed(seed)
     torch.manual_seed(seed)
-    opt = torch.optim.AdamW(vae.parameters(), lr=lr, weight_decay=0.0)
+    if decoder_only:
+        for module in (vae.encoder, vae.quant_conv):
+            module.requires_grad_(False)
+    params = [p for p in vae.parameters() if p.requires_grad]
+    opt = torch.optim.AdamW(params, lr=lr, weight_decay=0.0)
     warmup = max(1, steps // 20)
 
     def lr_at(step: int) -> float:  # linear warm-up, cosine decay to 10 %
@@ -89,15 +98,23 @@ def train_vae(vae: AutoencoderKL, pool: torch.Tensor, *, steps: int, batch: int,
     for step in range(steps):
         idx = torch.randint(0, pool.shape[0], (batch,), generator=gen)
         x = _crops(pool[idx].float() / 127.5 - 1.0, crop, down, gen)
-        posterior = vae.encode(x).latent_dist
-        z = posterior.sample(generator=gen)
+        if decoder_only:
+            with torch.no_grad():
+                z = vae.encode(x).latent_dist.mode()
+                if latent_noise > 0:
+                    strength = latent_noise * torch.rand(z.shape[0], 1, 1, 1, generator=gen)
+                    z = z + strength * z.std(dim=(0, 2, 3), keepdim=True) * torch.randn(z.shape, generator=gen)
+            kl = torch.zeros(())
+        else:
+            posterior = vae.encode(x).latent_dist
+            z = posterior.sample(generator=gen)
+            kl = posterior.kl().mean() / z[0].numel()
         rec = vae.decode(z).sample
         mse = torch.nn.functional.mse_loss(rec, x)
-        kl = posterior.kl().mean() / z[0].numel()
         loss = mse + l1_weight * (rec - x).abs().mean() + kl_weight * kl
         opt.zero_grad(set_to_none=True)
         loss.backward()
-        torch.nn.utils.clip_grad_norm_(vae.parameters(), 1.0)
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
         opt.step()
         sched.step()
         done = step + 1
@@ -180,32 +197,53 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--max-minutes", type=float, default=None, help="stop training after this long (wall clock)")
+    parser.add_argument("--init", default=None, help="start from this VAE folder instead of a new one")
+    parser.add_argument("--decoder-only", action="store_true",
+                        help="with --init: train the decoder alone; the encoder, its latents and their statistics "
+                             "stay exactly as they are (models trained on them stay valid)")
+    parser.add_argument("--latent-noise", type=float, default=0.0,
+                        help="with --decoder-only: noise of up to this many latent stds added to the decoder's input")
+    parser.add_argument("--multi-character-stories", type=int, default=0,
+                        help="extra training stories with more characters (a second in 70%%, a third in half of "
+                             "those): small characters side by side")
     args = parser.parse_args(argv)
     if args.crop % args.downsample:
         parser.error(f"--crop {args.crop} must be a multiple of --downsample {args.downsample}")
+    if args.decoder_only != bool(args.init):
+        parser.error("--decoder-only and --init go together (the VAE whose encoder and latents are kept)")
+    if args.latent_noise and not args.decoder_only:
+        parser.error("--latent-noise is for --decoder-only")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     torch.set_num_threads(args.threads)
     channels = tuple(int(c) for c in args.channels.split(","))
 
     t0, cpu0 = time.monotonic(), time.process_time()
     pool = frame_pool(args.train_stories, "train", args.seed)
+    if args.multi_character_stories:
+        crowded = ShapeStoryConfig(second_character_prob=0.7, third_character_prob=0.5)
+        pool = torch.cat([pool, frame_pool(args.multi_character_stories, "train", args.seed + 21, crowded)])
     logger.info("rendered %d training frames in %.1f s", pool.shape[0], time.monotonic() - t0)
     torch.manual_seed(args.seed)
-    vae = build_vae(args.downsample, channels)
-    with torch.no_grad():  # start with a narrow posterior: sampling noise at std 1 stalls early training
-        vae.quant_conv.bias[vae.config.latent_channels:] = args.logvar_init
+    if args.init:
+        vae = AutoencoderKL.from_pretrained(args.init)
+    else:
+        vae = build_vae(args.downsample, channels)
+        with torch.no_grad():  # start with a narrow posterior: sampling noise at std 1 stalls early training
+            vae.quant_conv.bias[vae.config.latent_channels:] = args.logvar_init
     run = train_vae(vae, pool, steps=args.steps, batch=args.batch, crop=args.crop, lr=args.lr,
                     kl_weight=args.kl_weight, l1_weight=args.l1_weight, seed=args.seed,
-                    max_seconds=None if args.max_minutes is None else 60 * args.max_minutes)
+                    max_seconds=None if args.max_minutes is None else 60 * args.max_minutes,
+                    decoder_only=args.decoder_only, latent_noise=args.latent_noise)
     std = latent_std(vae, pool[: min(2000, pool.shape[0])])
-    # per-channel statistics (diffusers' latents_mean / latents_std, lay2story_core.latents): this VAE's channels
-    # spread 0.7 .. 3.3, and one scalar scale would leave the narrow ones drowned in noise at every timestep
-    channel_mean, channel_std = channel_statistics(vae, pool[: min(2000, pool.shape[0])])
-    vae.register_to_config(scaling_factor=1.0, latents_mean=channel_mean, latents_std=channel_std)
+    if not args.decoder_only:
+        # per-channel statistics (diffusers' latents_mean / latents_std, lay2story_core.latents): this VAE's channels
+        # spread 0.7 .. 3.3, and one scalar scale would leave the narrow ones drowned in noise at every timestep
+        channel_mean, channel_std = channel_statistics(vae, pool[: min(2000, pool.shape[0])])
+        vae.register_to_config(scaling_factor=1.0, latents_mean=channel_mean, latents_std=channel_std)
     report = {
         "command": " ".join(["python -m training.shapestory.train_vae", *(sys.argv[1:] if argv is None else argv)]),
-        "downsample": args.downsample,
-        "block_out_channels": list(channels),
+        "downsample": 2 ** (len(vae.config.block_out_channels) - 1),
+        "block_out_channels": list(vae.config.block_out_channels),
         "parameters": sum(p.numel() for p in vae.parameters()),
         "train_frames": int(pool.shape[0]),
         **vars(args),

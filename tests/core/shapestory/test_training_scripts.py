@@ -33,6 +33,30 @@ def test_train_vae_tiny_run_saves_a_loadable_vae(tmp_path):
     assert not [p for p in os.listdir(tmp_path) if ".tmp-" in p or ".old-" in p]
 
 
+def test_decoder_only_fine_tune_keeps_the_latents_exactly(tmp_path):
+    """``--init --decoder-only``: the encoder (so every latent a model was trained on) and the latent statistics stay
+    bit for bit; only the decoder learns."""
+    args = ["--downsample", "4", "--channels", "8,8,8", "--batch", "2", "--crop", "16", "--train-stories", "2",
+            "--eval-stories", "1", "--metric-stories", "1", "--threads", "1"]
+    train_vae.main(["--out", str(tmp_path / "base"), "--steps", "2", *args])
+    report = train_vae.main(["--out", str(tmp_path / "ft"), "--steps", "3", "--init", str(tmp_path / "base"),
+                             "--decoder-only", "--latent-noise", "0.3", "--multi-character-stories", "1", "--lr",
+                             "1e-2", *args])
+    base, tuned = (load_file(str(tmp_path / n / "diffusion_pytorch_model.safetensors")) for n in ("base", "ft"))
+    assert base.keys() == tuned.keys() and report["steps_done"] == 3 and report["downsample"] == 4
+    kept = [k for k in base if k.startswith(("encoder.", "quant_conv."))]
+    assert kept and all(torch.equal(base[k], tuned[k]) for k in kept)
+    changed = [k for k in base if k.startswith("decoder.") and not torch.equal(base[k], tuned[k])]
+    assert len(changed) > len([k for k in base if k.startswith("decoder.")]) // 2
+    configs = [AutoencoderKL.from_pretrained(tmp_path / n).config for n in ("base", "ft")]
+    assert [(c.latents_mean, c.latents_std, c.scaling_factor) for c in configs].count(
+        (configs[0].latents_mean, configs[0].latents_std, configs[0].scaling_factor)) == 2
+    for bad in (["--decoder-only"], ["--init", str(tmp_path / "base")], ["--latent-noise", "0.2"]):
+        with pytest.raises(SystemExit):
+            train_vae.main(["--out", str(tmp_path / "x"), *bad, *args])
+    assert not (tmp_path / "x").exists()
+
+
 def test_build_vae_rejects_bad_shapes():
     with pytest.raises(ValueError, match="downsample"):
         train_vae.build_vae(6, (8, 8, 8))

@@ -1,0 +1,57 @@
+"""``training.shapestory_demo assemble``: the trained parts become one loadable pipeline folder; a replacement VAE is
+taken only when it encodes exactly as the one both stages learned on (a decoder fine-tune)."""
+
+from __future__ import annotations
+
+import shutil
+
+import pytest
+import torch
+from tiny_models import make_pipeline
+
+from lay2story_core.pipelines.loading import load_story_pipeline, save_story_pipeline
+from training.shapestory_demo import assemble, main
+
+
+@pytest.fixture()
+def parts(tmp_path):
+    pipe = make_pipeline()
+    save_story_pipeline(pipe, tmp_path / "model")
+    (tmp_path / "stage1").mkdir()
+    shutil.copytree(tmp_path / "model" / "transformer", tmp_path / "stage1" / "transformer_ema")
+    (tmp_path / "stage2").mkdir()
+    shutil.copytree(tmp_path / "model" / "subject_branch", tmp_path / "stage2" / "subject_branch_ema")
+    return pipe, tmp_path
+
+
+def _vae_variant(pipe, folder, prefix: str):
+    vae = type(pipe.vae).from_config(pipe.vae.config)
+    vae.load_state_dict(pipe.vae.state_dict())
+    with torch.no_grad():
+        for name, param in vae.named_parameters():
+            if name.startswith(prefix):
+                param.add_(0.01)
+    vae.save_pretrained(folder)
+    return vae
+
+
+def test_assemble_with_a_decoder_fine_tune(parts):
+    pipe, root = parts
+    tuned = _vae_variant(pipe, root / "vae_ft", "decoder.")
+    out = assemble(root / "model", root / "stage1", root / "stage2", root / "out", vae=root / "vae_ft")
+    loaded = load_story_pipeline(out)
+    assert all(torch.equal(a, b) for a, b in zip(loaded.vae.state_dict().values(), tuned.state_dict().values()))
+    assert all(torch.equal(a, b) for a, b in zip(loaded.transformer.state_dict().values(),
+                                                 pipe.transformer.state_dict().values()))
+    assert not list(root.glob("out.tmp"))
+
+
+def test_a_vae_that_encodes_differently_is_refused(parts, capsys):
+    pipe, root = parts
+    _vae_variant(pipe, root / "vae_bad", "encoder.")
+    with pytest.raises(ValueError, match="^vae: .* encodes differently"):
+        assemble(root / "model", root / "stage1", root / "stage2", root / "out", vae=root / "vae_bad")
+    assert not (root / "out").exists()
+    assert main(["assemble", "--model", str(root / "model"), "--stage1", str(root / "stage1"), "--stage2",
+                 str(root / "stage2"), "--out", str(root / "out2")]) == 0
+    assert load_story_pipeline(root / "out2").subject_branch is not None
