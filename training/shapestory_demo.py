@@ -1,4 +1,4 @@
-"""Build the embedded ShapeStory demo model with the project's own trainer (reproducible, 2 CPU cores, ~2.3 hours).
+"""Build the embedded ShapeStory demo model with the project's own trainer (2 CPU cores: each stage under 150 min).
 
     # 0. the frozen tiny VAE / T5 / tokenizer: training/shapestory/train_vae.py and train_text.py (shipped assets)
     python -m training.shapestory_demo init --out runs/shapestory/model           # PixArt init + shipped assets
@@ -17,7 +17,9 @@
         --config training/configs/shapestory_stage2.yaml                           # subject branch (box embedding)
     OMP_NUM_THREADS=1 torchrun --standalone --nproc_per_node 2 training/train.py \
         --config training/configs/shapestory_stage2b.yaml                          # ... continued on 2-3 characters
-    python -m training.shapestory_demo assemble --model runs/shapestory/model \
+    python -m training.shapestory.train_vae --out runs/shapestory/vae_ft --init runs/shapestory/model/vae \
+        --decoder-only --latent-noise 0.2 --multi-character-stories 800 --steps 3000 --lr 1e-3  # decoder only
+    python -m training.shapestory_demo assemble --model runs/shapestory/model --vae runs/shapestory/vae_ft \
         --stage1 runs/shapestory/stage1 --stage2 runs/shapestory/stage2b \
         --out lay2story_core/assets/shapestory/pipeline
     python -m bench.shapestory --grid docs/shapestory_grid.png                    # does it work? (ablations, bars)
@@ -126,10 +128,13 @@ def assemble(model: Path, stage1: Path, stage2: Path, out: Path, ema: bool = Tru
     for folder in staging.iterdir():  # keep only what loads: config + weights (+ tokenizer files)
         for extra in folder.glob("shapestory_training.json"):
             extra.unlink()
-    for name in ("transformer", "subject_branch"):  # EMA exports carry the EMA's own settings in their config
-        config_path = staging / name / "config.json"
-        config = {k: v for k, v in json.loads(config_path.read_text()).items() if k not in EMA_CONFIG_KEYS}
-        config_path.write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
+    # EMA exports carry the EMA's own settings in their config; a from_pretrained/save_pretrained round trip (the
+    # trainer's exports, a decoder fine-tune) records where it was loaded from
+    for config_path in sorted(staging.glob("*/config.json")):
+        config = json.loads(config_path.read_text())
+        kept = {k: v for k, v in config.items() if k not in EMA_CONFIG_KEYS and k != "_name_or_path"}
+        if kept != config:
+            config_path.write_text(json.dumps(kept, indent=2, sort_keys=True) + "\n")
     (staging / "lay2story.json").write_text(json.dumps({"format": "lay2story-pipeline", "version": 1,
                                                         "name": "ShapeStory demo"}, indent=2) + "\n")
     # model_index.json as diffusers writes it (DiffusionPipeline.save_config), from the pipeline the folder loads as

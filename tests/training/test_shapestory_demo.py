@@ -44,6 +44,7 @@ def test_assemble_with_a_decoder_fine_tune(parts):
     assert all(torch.equal(a, b) for a, b in zip(loaded.transformer.state_dict().values(),
                                                  pipe.transformer.state_dict().values()))
     assert not list(root.glob("out.tmp"))
+    assert not [p for p in out.glob("*/config.json") if "_name_or_path" in p.read_text()]
 
 
 def test_a_vae_that_encodes_differently_is_refused(parts, capsys):
