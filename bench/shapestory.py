@@ -85,15 +85,11 @@ def vae_round_trip(pipe, images) -> list:
     frames a latent model of this VAE can draw, so its scores are the ceiling of every model row."""
     import torch
 
-    from lay2story_core.latents import LatentNormalization
     from lay2story_core.pipelines.images import to_pil, to_tensor_image
 
-    norm = LatentNormalization.from_vae(pipe.vae)
-    device = next(pipe.vae.parameters()).device
     with torch.no_grad():
-        pixels = torch.stack([to_tensor_image(im, im.height, im.width) for im in images]).to(device, pipe.vae.dtype)
-        latents = norm.to_model(pipe.vae.encode(pixels * 2 - 1).latent_dist.mode())
-        return to_pil(pipe.decode_latents(latents).cpu())
+        pixels = torch.stack([to_tensor_image(im, im.height, im.width) for im in images])
+        return to_pil(pipe.decode_latents(pipe.encode_pixels(pixels.to(pipe.vae.device, pipe.vae.dtype))).cpu())
 
 
 def references(story) -> dict:
@@ -117,18 +113,21 @@ class Sampler:
 
 def _by_count(sampler: Sampler, variant: Variant, sets: dict[int, list]) -> tuple[dict, list]:
     """Scores per character count and all together; also the generated images of every story."""
-    out, every, images = {}, [], []
+    scores, images = {}, []
     for count, stories in sets.items():
-        scores = []
+        scores[count] = []
         for i, story in enumerate(stories):
             frames = sampler(variant, story, 100 * count + i)
             images.append((story, frames))
-            scores.append(score_story(frames, story))
-        out[count] = summarize(scores)
-        every += scores
-    out["all"] = summarize(every)
-    out["own"] = _own_box_and_identity(every)
-    return out, images
+            scores[count].append(score_story(frames, story))
+    return _summaries(scores), images
+
+
+def _summaries(scores: dict[int, list]) -> dict:
+    """Per character count, all together ("all") and the multi-character own box and identity ("own")."""
+    every = [score for per_count in scores.values() for score in per_count]
+    return {**{count: summarize(per_count) for count, per_count in scores.items()}, "all": summarize(every),
+            "own": _own_box_and_identity(every)}
 
 
 def _own_box_and_identity(scores) -> float | None:
@@ -188,10 +187,8 @@ def evaluate(model_dir, count: int, steps: int, cfg: float, seed: int, device, g
     bars = [{"characters": "held-out", "variant": "ground truth renders", **_bar(truth)}]
     for label, sets in (("held-out", held_out), ("train", train)):
         ceiling = {n: [score_story(vae_round_trip(full, render_story(s)[0]), s) for s in ss] for n, ss in sets.items()}
-        summary = {**{n: summarize(scores) for n, scores in ceiling.items()},
-                   "all": summarize([x for scores in ceiling.values() for x in scores]),
-                   "own": _own_box_and_identity([x for n, scores in ceiling.items() for x in scores])}
-        bars.append({"characters": label, "variant": "ground truth through the VAE (ceiling)", **_bar(summary)})
+        bars.append({"characters": label, "variant": "ground truth through the VAE (ceiling)",
+                     **_bar(_summaries(ceiling))})
     for label, on, off in (("held-out", held_out_full, held_out_off),
                            ("train", *(_by_count(samplers["full"], v, train)[0] for v in (FULL, LAYOUT_OFF)))):
         bars += [{"characters": label, "variant": "layout on", **_bar(on)},

@@ -224,7 +224,6 @@ def generate(args: argparse.Namespace) -> Path:
         pipe.to(device)
         pipe.scheduler = make_scheduler(args.scheduler, pipe.scheduler.config)
         mode = resolve_mode(args.mode, pipe.subject_branch is not None, field="--mode").name
-        consistency.active_blocks(len(pipe.transformer.transformer_blocks), field="--consistency-blocks")
         settings = {"mode": mode, "seed": args.seed, "steps": args.steps, "cfg": args.cfg,
                     "scheduler": args.scheduler, "layout": not args.no_layout,
                     "subject_captions": not args.no_subject_captions, "model": os.fspath(model),

@@ -193,7 +193,6 @@ class L2S_StorySampler:
                     scheduler: str, settings: dict):
         run_mode = resolve_mode(mode, model.has_subject_branch)
         pipe = build_pipeline(model, text_encoder, scheduler)
-        settings["consistency"].active_blocks(pipe.num_blocks, field="consistency_blocks")
         encode_device = text_encoder.device or model.device
         on_step = self._progress(settings["num_inference_steps"], comfy_env.latent_previewer(model.device))
         managed = bool(model.patchers or text_encoder.patchers)
@@ -227,7 +226,6 @@ class L2S_StorySampler:
         pipe = ComfyStoryPipeline(pixart, host.check_clip(clip), host.check_vae(vae), make_scheduler(scheduler, None),
                                   subject_branch=None if bundle is None else bundle.branch,
                                   branch_patcher=None if bundle is None else bundle.patcher)
-        settings["consistency"].active_blocks(pipe.num_blocks, field="consistency_blocks")
         height, width = settings["height"] or story.height, settings["width"] or story.width
         frames = min(settings["chunk_size"] or story.num_frames, story.num_frames)
         batch = frames * (2 if settings["guidance_scale"] > 1.0 else 1)

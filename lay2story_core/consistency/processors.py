@@ -51,6 +51,8 @@ class ConsistencyConfig:
     subject_only: bool = True
     regional_captions: bool = True
     seed: int = 0
+    # the user's name for ``blocks`` in errors (``from_user``: the CLI option or node input it came from)
+    blocks_field: str | None = field(default=None, compare=False, repr=False)
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.rate <= 1.0:
@@ -67,7 +69,7 @@ class ConsistencyConfig:
         (StoryDiffusion), ``"all"`` or block indices ``"0,2,5"``. Errors name the user's field."""
         if isinstance(rate, bool) or not isinstance(rate, (int, float)) or not 0.0 <= rate <= 1.0:
             raise ValueError(f"{rate_field}: expected a number in [0, 1], got {rate!r}")
-        return cls(rate=float(rate), blocks=cls.parse_blocks(blocks, field=blocks_field))
+        return cls(rate=float(rate), blocks=cls.parse_blocks(blocks, field=blocks_field), blocks_field=blocks_field)
 
     @staticmethod
     def parse_blocks(text: str, field: str = "blocks") -> tuple[int, ...] | str | None:
@@ -84,14 +86,16 @@ class ConsistencyConfig:
             raise ValueError(f"{field}: expected 'second_half', 'all' or block indices like '0,2,5', got {text!r}")
         return tuple(sorted({int(p) for p in parts}))
 
-    def active_blocks(self, num_blocks: int, field: str = "blocks") -> tuple[int, ...]:
+    def active_blocks(self, num_blocks: int, field: str | None = None) -> tuple[int, ...]:
+        """The block indices in use; out-of-range ones raise naming ``field`` (default: :attr:`blocks_field`)."""
         if self.blocks is None:
             return tuple(range(num_blocks // 2, num_blocks))
         if self.blocks == "all":
             return tuple(range(num_blocks))
         bad = [b for b in self.blocks if not 0 <= b < num_blocks]
         if bad:
-            raise ValueError(f"{field}: {bad} out of range for a transformer with {num_blocks} blocks")
+            raise ValueError(f"{field or self.blocks_field or 'blocks'}: {bad} out of range for a transformer with "
+                             f"{num_blocks} blocks")
         return tuple(self.blocks)
 
 

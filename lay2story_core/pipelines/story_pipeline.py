@@ -186,10 +186,11 @@ class StoryPipeline(DiffusionPipeline):
                      subject_scale: float | Mapping[str, float] = 1.0,
                      consistency: ConsistencyConfig | None = None) -> None:
         mode = get_mode(mode)
-        if mode.consistency:
+        if mode.consistency or consistency is not None:  # a given config is checked even where unused
             if consistency is not None and not isinstance(consistency, ConsistencyConfig):
                 raise ValueError(f"consistency: expected a ConsistencyConfig, got {type(consistency).__name__}")
-            (consistency or ConsistencyConfig()).active_blocks(self.num_blocks, field="consistency.blocks")
+            config = consistency or ConsistencyConfig()
+            config.active_blocks(self.num_blocks, field=config.blocks_field or "consistency.blocks")
         if mode.subject_branch and self.subject_branch is None:
             raise ValueError(f"mode: {mode.name!r} needs a subject branch; load one or use mode='training_free'")
         check_subject_scale(subject_scale, story)
@@ -256,9 +257,14 @@ class StoryPipeline(DiffusionPipeline):
         for char_id, ref in references.items():
             story.character(char_id)  # LayoutError for unknown ids
             pixels = to_tensor_image(ref.image, height, width).to(device=device, dtype=self.vae.dtype)
-            dist = self.vae.encode(pixels[None] * 2 - 1).latent_dist
-            out[char_id] = LatentNormalization.from_vae(self.vae).to_model(dist.mode())[0].to(self.transformer.dtype)
+            out[char_id] = self.encode_pixels(pixels[None])[0].to(self.transformer.dtype)
         return out
+
+    def encode_pixels(self, pixels: torch.Tensor) -> torch.Tensor:
+        """``(N, 3, H, W)`` in [0, 1] on the VAE's device and dtype -> clean scaled latents ``(N, 4, h, w)`` (the
+        posterior mean, normalised as the model sees latents); :meth:`decode_latents` is its inverse."""
+        dist = self.vae.encode(pixels * 2 - 1).latent_dist
+        return LatentNormalization.from_vae(self.vae).to_model(dist.mode())
 
     # -- helpers -----------------------------------------------------------------------------------------------------
     def _story_references(self, story: Story, references) -> dict[str, ReferenceImage]:
