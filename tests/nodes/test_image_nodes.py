@@ -75,6 +75,11 @@ def _nan_image():
     return image
 
 
+def _pixel_values_image():
+    """0..255 pixel values (fixed, so the message's numbers are known): 0 up to 254.5."""
+    return torch.linspace(0.0, 254.5, 768).reshape(1, 16, 16, 3)
+
+
 def _mask(n: int, h: int, w: int) -> torch.Tensor:
     mask = torch.zeros(n, h, w)
     mask[:, h // 4: h // 2, w // 4: w // 2] = 1.0
@@ -85,8 +90,8 @@ def _mask(n: int, h: int, w: int) -> torch.Tensor:
     ({"image": torch.rand(1, 1, 1, 3)}, r"^image: 1x1 pixels is too small for a reference \(at least 8x8\)"),
     ({"image": torch.rand(1, 16, 4, 3)}, r"^image: 4x16 pixels is too small"),
     ({"image": _nan_image()}, r"^image: 1 of 768 values are not finite \(NaN or infinity\)"),
-    ({"image": torch.rand(1, 16, 16, 3) * 255}, r"^image: values must be in 0\.\.1, got .* up to 2\d\d\.\d+; "
-                                                r"0\.\.255 pixel values\? divide by 255"),
+    ({"image": _pixel_values_image()}, r"^image: values must be in 0\.\.1, got 0 up to 254\.5; "
+                                       r"0\.\.255 pixel values\? divide by 255"),
     ({"image": torch.rand(1, 16, 16, 3) * 2 - 1}, r"^image: values must be in 0\.\.1, got -"),
     ({"image": torch.rand(1, 16, 16, 3), "mask": _mask(1, 8, 8)},
      r"^mask: 8x8 pixels, but the image is 16x16; give a mask of the image's size"),
