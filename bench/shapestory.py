@@ -17,6 +17,8 @@ of the held-out characters (unseen colour/shape/pattern combinations) unless a r
   with their own identity; layout off beside it (box success near what chance gives).
 * **Ceiling**: the ground truth encoded and decoded by the model's VAE, scored the same way: what any latent model
   with this VAE can reach at best (small characters lose shape and pattern detail in a 4x VAE's 16x16 latents).
+* **Sampling**: the model's recommended steps and guidance scale (its ``lay2story.json``; the demo: 16 steps, CFG 2)
+  unless ``--steps`` / ``--cfg`` say otherwise; the title says which.
 * **Grid** (``--grid``): reference | ground truth | layout on | layout off, boxes outlined, for a few held-out
   stories, upscaled with nearest-neighbour so 64 px frames are readable.
 """
@@ -32,7 +34,7 @@ import numpy as np
 from bench.common import bench_parser, prepare, run_and_report
 from lay2story_core.cli import EMBEDDED_MODEL
 from lay2story_core.consistency import ConsistencyConfig
-from lay2story_core.pipelines import ReferenceImage
+from lay2story_core.pipelines import PipelineManifest, ReferenceImage
 from lay2story_core.pipelines.loading import load_story_pipeline
 from lay2story_core.shapestory import render_reference, render_story, score_story, summarize
 from lay2story_core.shapestory.protocol import attribute_agreement, partial_stories, stories_with_characters
@@ -217,12 +219,14 @@ def _bar(summary: dict) -> dict:
 def run(args) -> dict:
     device = prepare(args)
     count = args.stories or (2 if args.quick else 4)
-    steps = args.steps or (8 if args.quick else 16)
+    sampling = PipelineManifest.read(args.model).sampling  # the model's recommended steps and guidance
+    steps = args.steps or (8 if args.quick else sampling.num_inference_steps)
+    cfg = sampling.guidance_scale if args.cfg is None else args.cfg
     if args.grid:
         Path(args.grid).parent.mkdir(parents=True, exist_ok=True)
-    result = evaluate(args.model, count, steps, args.cfg, args.seed, device, grid=args.grid)
+    result = evaluate(args.model, count, steps, cfg, args.seed, device, grid=args.grid)
     return {"title": f"ShapeStory ablations, held-out characters ({count} stories per character count, "
-                     f"{2 * count} consistency-protocol stories, {steps} steps, CFG {args.cfg}, {device})",
+                     f"{2 * count} consistency-protocol stories, {steps} steps, CFG {cfg}, {device})",
             "columns": ABLATION_COLUMNS, "rows": result["ablations"],
             "tables": [{"title": f"ShapeStory bars: layout on / off, training and held-out characters ({count} "
                                  f"stories per character count)", "columns": BAR_COLUMNS, "rows": result["bars"]}],
@@ -237,8 +241,10 @@ def main(argv=None) -> dict:
     parser = bench_parser(__doc__.splitlines()[0])
     parser.add_argument("--model", default=str(EMBEDDED_MODEL), help="pipeline folder (default: embedded demo)")
     parser.add_argument("--stories", type=int, default=None, help="stories per character count (default 4; quick 2)")
-    parser.add_argument("--steps", type=int, default=None, help="denoising steps (default 16; quick 8)")
-    parser.add_argument("--cfg", type=float, default=3.0, help="guidance scale (default 3)")
+    parser.add_argument("--steps", type=int, default=None,
+                        help="denoising steps (default: the model's lay2story.json, else 25; quick 8)")
+    parser.add_argument("--cfg", type=float, default=None,
+                        help="guidance scale (default: the model's lay2story.json, else 4.5)")
     parser.add_argument("--seed", type=int, default=1000, help="first story seed and sampling seed")
     parser.add_argument("--grid", default=None, help="write the comparison picture (PNG) here")
     return run_and_report(run, parser, argv)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import math
 import os
 import re
 import shutil
@@ -57,8 +58,10 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("--no-subject-captions", action="store_true", help="ignore the subject captions")
     gen.add_argument("--reference", action="append", default=[], metavar="CHARACTER=IMAGE",
                      help="reference image of a character (repeatable); default: the story's reference paths")
-    gen.add_argument("--steps", type=int, default=25, help=f"denoising steps, 1..{MAX_STEPS} (default 25)")
-    gen.add_argument("--cfg", type=float, default=4.5, help="classifier-free guidance scale (default 4.5)")
+    gen.add_argument("--steps", type=int, default=None,
+                     help=f"denoising steps, 1..{MAX_STEPS} (default: the model's lay2story.json, else 25)")
+    gen.add_argument("--cfg", type=float, default=None,
+                     help="classifier-free guidance scale (default: the model's lay2story.json, else 4.5)")
     gen.add_argument("--scheduler", choices=tuple(SCHEDULERS), default="dpmsolver++",
                      help="sampler (default dpmsolver++)")
     gen.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
@@ -188,6 +191,11 @@ def check_steps(steps: int, limit: int = MAX_STEPS) -> None:
         raise UserError(f"--steps: expected 1..{limit}, got {steps}")
 
 
+def check_cfg(cfg: float) -> None:
+    if not math.isfinite(cfg) or cfg < 0:
+        raise UserError(f"--cfg: expected a finite number >= 0 (1 or less: no guidance), got {cfg}")
+
+
 def generate(args: argparse.Namespace) -> Path:
     from tqdm.auto import tqdm
 
@@ -197,7 +205,10 @@ def generate(args: argparse.Namespace) -> Path:
 
     # 0. Everything checkable without a model: story, steps, references, --out (its staging folder is made now)
     story = load_story(args.story)
-    check_steps(args.steps)
+    if args.steps is not None:
+        check_steps(args.steps)
+    if args.cfg is not None:
+        check_cfg(args.cfg)
     references = _references(args.reference) or None
     subject_scale = _subject_scale(args.subject_scale)
     if isinstance(subject_scale, dict):  # the sampler node's rule: unnamed characters keep 1, ids must exist
@@ -220,11 +231,12 @@ def generate(args: argparse.Namespace) -> Path:
         branch = None if args.subject_branch == "none" else args.subject_branch
         pipe = load_story_pipeline(model, subject_branch=branch, vae=args.vae, text_encoder=args.text_encoder,
                                    tokenizer=args.tokenizer, torch_dtype=dtype)
-        check_steps(args.steps, min(MAX_STEPS, int(pipe.scheduler.config.num_train_timesteps)))
+        steps, cfg = pipe.sampling_defaults.resolve(args.steps, args.cfg)
+        check_steps(steps, min(MAX_STEPS, int(pipe.scheduler.config.num_train_timesteps)))
         pipe.to(device)
         pipe.scheduler = make_scheduler(args.scheduler, pipe.scheduler.config)
         mode = resolve_mode(args.mode, pipe.subject_branch is not None, field="--mode").name
-        settings = {"mode": mode, "seed": args.seed, "steps": args.steps, "cfg": args.cfg,
+        settings = {"mode": mode, "seed": args.seed, "steps": steps, "cfg": cfg,
                     "scheduler": args.scheduler, "layout": not args.no_layout,
                     "subject_captions": not args.no_subject_captions, "model": os.fspath(model),
                     "chunk_size": args.chunk_size, "subject_scale": subject_scale}
@@ -239,8 +251,8 @@ def generate(args: argparse.Namespace) -> Path:
         # 2. Sample
         try:
             result = pipe(story, references=references, mode=mode, layout=not args.no_layout,
-                          subject_captions=not args.no_subject_captions, num_inference_steps=args.steps,
-                          guidance_scale=args.cfg, height=args.height, width=args.width,
+                          subject_captions=not args.no_subject_captions, num_inference_steps=steps,
+                          guidance_scale=cfg, height=args.height, width=args.width,
                           negative_prompt=args.negative_prompt, seed=args.seed, chunk_size=args.chunk_size,
                           identity_frames=args.identity_frames, callback=progress, subject_scale=subject_scale,
                           consistency=consistency)

@@ -1,6 +1,7 @@
 """Diffusers-style pipelines: sample whole stories."""
 
 from .images import contact_sheet, to_pil, to_tensor_image
+from .manifest import PipelineManifest, SamplingDefaults
 from .schedulers import SCHEDULERS, make_scheduler
 from .story_pipeline import (
     MODES,
@@ -15,8 +16,10 @@ __all__ = [
     "MODES",
     "SCHEDULERS",
     "GenerationCancelled",
+    "PipelineManifest",
     "ReferenceImage",
     "StoryPipeline",
+    "SamplingDefaults",
     "StoryPipelineOutput",
     "contact_sheet",
     "default_scheduler",

@@ -25,6 +25,7 @@ from ..loading import (
 from ..loading.folder import load_diffusers_folder
 from ..loading.modeling import resolve_dtype
 from ..models import SubjectBranch
+from .manifest import MANIFEST_FILE, PipelineManifest
 from .story_pipeline import StoryPipeline, default_scheduler
 
 logger = logging.getLogger(__name__)
@@ -60,8 +61,9 @@ def load_story_pipeline(
     """Build a :class:`StoryPipeline`.
 
     Args:
-        model: a pipeline folder (with the subfolders above; ``model_index.json`` optional), or a PixArt transformer
-            (folder, single file, hub id).
+        model: a pipeline folder (with the subfolders above; ``model_index.json`` optional; its ``lay2story.json``
+            gives the name and the sampling defaults, see :mod:`~lay2story_core.pipelines.manifest`), or a PixArt
+            transformer (folder, single file, hub id).
         subject_branch: ``"auto"`` (the pipeline folder's ``subject_branch/`` if present), a folder (or a folder
             holding ``subject_branch/``, as the trainer's ``output_dir``), a loaded module, or ``None``.
         vae, text_encoder, tokenizer: override or complete the components, as paths or loaded objects (required when
@@ -71,6 +73,7 @@ def load_story_pipeline(
     """
     root = Path(model)
     is_pipeline = root.is_dir() and (root / "transformer").is_dir()
+    manifest = PipelineManifest.read(root) if is_pipeline else PipelineManifest()  # a bad one fails before loading
     kwargs = {"torch_dtype": torch_dtype, "device": device}
 
     def component(given, name: str, loader, **extra):
@@ -90,7 +93,7 @@ def load_story_pipeline(
         branch = component(subject_branch, "subject_branch", load_subject_branch, **kwargs)
     if scheduler is None:
         scheduler = _load_scheduler(root / "scheduler") if is_pipeline else default_scheduler()
-    return StoryPipeline(
+    pipe = StoryPipeline(
         tokenizer=component(tokenizer, "tokenizer", load_t5_tokenizer),
         text_encoder=component(text_encoder, "text_encoder", load_t5_encoder, **kwargs),
         vae=component(vae, "vae", load_vae, **kwargs),
@@ -98,6 +101,8 @@ def load_story_pipeline(
         scheduler=scheduler,
         subject_branch=branch,
     )
+    pipe.sampling_defaults, pipe.model_name = manifest.sampling, manifest.name
+    return pipe
 
 
 def _load_scheduler(folder: Path):
@@ -118,7 +123,7 @@ def _load_scheduler(folder: Path):
         raise ModelLoadError(config_file, f"could not build the {name} ({type(err).__name__}: {err})") from err
 
 
-PIPELINE_ENTRIES = (*SUBFOLDERS, "model_index.json", "lay2story.json")
+PIPELINE_ENTRIES = (*SUBFOLDERS, "model_index.json", MANIFEST_FILE)
 
 
 def save_story_pipeline(pipe: StoryPipeline, folder: str | os.PathLike, **kwargs) -> None:
@@ -142,9 +147,8 @@ def save_story_pipeline(pipe: StoryPipeline, folder: str | os.PathLike, **kwargs
     old = None
     try:
         DiffusionPipeline.save_pretrained(pipe, staging, **kwargs)
-        manifest = {"format": "lay2story-pipeline", "version": 1,
-                    "components": [n for n in SUBFOLDERS if (staging / n).is_dir()]}
-        (staging / "lay2story.json").write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
+        PipelineManifest(name=pipe.model_name, components=tuple(n for n in SUBFOLDERS if (staging / n).is_dir()),
+                         sampling=pipe.sampling_defaults).write(staging)
         os.chmod(staging, 0o755)
         if folder.exists():
             old = Path(tempfile.mkdtemp(prefix=f".{folder.name}.old-", dir=folder.parent))

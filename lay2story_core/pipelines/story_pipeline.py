@@ -30,6 +30,7 @@ from ..models import IdentityBank, Lay2StoryTransformer, SubjectInputs
 from ..story import Box, Story, parse_story
 from ..text import DEFAULT_MAX_LENGTH, encode_texts
 from .images import to_pil, to_tensor_image
+from .manifest import SamplingDefaults
 from .modes import MODE_NAMES, Mode, get_mode
 
 logger = logging.getLogger(__name__)
@@ -101,6 +102,10 @@ class StoryPipeline(DiffusionPipeline):
         self.register_modules(tokenizer=tokenizer, text_encoder=text_encoder, vae=vae, transformer=transformer,
                               scheduler=scheduler or default_scheduler(), subject_branch=subject_branch)
         self.vae_scale_factor = 2 ** (len(self.vae.config.block_out_channels) - 1)
+        # what a call that chooses no steps / guidance scale samples with: the folder's lay2story.json "sampling"
+        # (set by load_story_pipeline), else PixArt-alpha's 25 steps and CFG 4.5
+        self.sampling_defaults = SamplingDefaults()
+        self.model_name: str | None = None  # the manifest's "name", kept by save_pretrained
 
     @property
     def _execution_device(self) -> torch.device:
@@ -294,8 +299,8 @@ class StoryPipeline(DiffusionPipeline):
         mode: str | Mode = "lay2story",
         layout: bool = True,
         subject_captions: bool = True,
-        num_inference_steps: int = 25,
-        guidance_scale: float = 4.5,
+        num_inference_steps: int | None = None,
+        guidance_scale: float | None = None,
         height: int | None = None,
         width: int | None = None,
         negative_prompt: str | None = None,
@@ -325,7 +330,8 @@ class StoryPipeline(DiffusionPipeline):
             mode: ``"lay2story"`` (trained subject branch), ``"training_free"`` (consistent self-attention and
                 regional captions on the global branch), ``"none"`` (plain PixArt, the baseline).
             layout, subject_captions: the layout toggle (boxes / subject captions on or off for the whole story).
-            num_inference_steps, guidance_scale: sampling settings (defaults: 25 steps, CFG 4.5, as the paper).
+            num_inference_steps, guidance_scale: sampling settings; ``None``: :attr:`sampling_defaults` (the model
+                folder's recommendation in ``lay2story.json``, else 25 steps and CFG 4.5, as the paper).
             height, width: output size (default: the story's).
             negative_prompt: unconditional caption (default: the story's, else empty).
             seed, generator, latents: randomness (``seed`` wins over ``generator``).
@@ -356,6 +362,7 @@ class StoryPipeline(DiffusionPipeline):
         height = height or story.height
         width = width or story.width
         mode = get_mode(mode)
+        num_inference_steps, guidance_scale = self.sampling_defaults.resolve(num_inference_steps, guidance_scale)
         self.check_inputs(story, height, width, num_inference_steps, guidance_scale, mode, chunk_size,
                           identity_frames, subject_scale, consistency)
         if output_type not in ("pil", "pt", "latent"):

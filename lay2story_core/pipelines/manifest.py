@@ -1,0 +1,114 @@
+"""``lay2story.json``: what a pipeline folder says about itself beyond diffusers' ``model_index.json``.
+
+The manifest names the model, lists its components and carries the sampling settings its makers measured as best
+(``"sampling": {"num_inference_steps": 16, "guidance_scale": 2.0}``). Those are the pipeline's defaults: a call,
+the CLI or the bench that does not choose steps or a guidance scale gets them; one that does always wins. A folder
+without a manifest, or a manifest without ``"sampling"``, samples with PixArt-alpha's settings (25 steps, CFG 4.5).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from ..loading import ModelLoadError
+
+__all__ = ["MANIFEST_FILE", "PipelineManifest", "SamplingDefaults"]
+
+MANIFEST_FILE = "lay2story.json"
+FORMAT = "lay2story-pipeline"
+VERSION = 1
+
+
+def _check_sampling(steps: object, cfg: object, where: str) -> None:
+    if isinstance(steps, bool) or not isinstance(steps, int) or not 1 <= steps <= 1000:
+        raise ValueError(f"{where}.num_inference_steps: expected an integer in 1..1000, got {steps!r}")
+    if isinstance(cfg, bool) or not isinstance(cfg, (int, float)) or not math.isfinite(cfg) or cfg < 0:
+        raise ValueError(f"{where}.guidance_scale: expected a finite number >= 0, got {cfg!r}")
+
+
+@dataclass(frozen=True)
+class SamplingDefaults:
+    """Steps and classifier-free guidance scale used when a caller gives none (PixArt-alpha's by default)."""
+
+    num_inference_steps: int = 25
+    guidance_scale: float = 4.5
+
+    def __post_init__(self) -> None:
+        _check_sampling(self.num_inference_steps, self.guidance_scale, "sampling")
+
+    @classmethod
+    def from_dict(cls, data: object, where: str = "sampling") -> SamplingDefaults:
+        if not isinstance(data, dict):
+            raise ValueError(f"{where}: expected an object, got {type(data).__name__}")
+        unknown = sorted(set(data) - {"num_inference_steps", "guidance_scale"})
+        if unknown:
+            raise ValueError(f"{where}: unknown key {unknown[0]!r} (expected num_inference_steps, guidance_scale)")
+        default = cls()
+        steps = data.get("num_inference_steps", default.num_inference_steps)
+        cfg = data.get("guidance_scale", default.guidance_scale)
+        _check_sampling(steps, cfg, where)
+        return cls(steps, float(cfg))
+
+    def to_dict(self) -> dict:
+        return {"num_inference_steps": self.num_inference_steps, "guidance_scale": self.guidance_scale}
+
+    def resolve(self, num_inference_steps: int | None, guidance_scale: float | None) -> tuple[int, float]:
+        """The caller's values where given, these defaults elsewhere (not checked here: ``check_inputs`` does)."""
+        return (self.num_inference_steps if num_inference_steps is None else num_inference_steps,
+                self.guidance_scale if guidance_scale is None else guidance_scale)
+
+
+@dataclass(frozen=True)
+class PipelineManifest:
+    """The parsed ``lay2story.json`` of a pipeline folder."""
+
+    name: str | None = None
+    components: tuple[str, ...] = ()
+    sampling: SamplingDefaults = field(default_factory=SamplingDefaults)
+
+    def to_dict(self) -> dict:
+        data: dict = {"format": FORMAT, "version": VERSION}
+        if self.name:
+            data["name"] = self.name
+        if self.components:
+            data["components"] = list(self.components)
+        if self.sampling != SamplingDefaults():
+            data["sampling"] = self.sampling.to_dict()
+        return data
+
+    def write(self, folder: str | os.PathLike) -> Path:
+        path = Path(folder) / MANIFEST_FILE
+        path.write_text(json.dumps(self.to_dict(), indent=2) + "\n", encoding="utf-8")
+        return path
+
+    @classmethod
+    def read(cls, folder: str | os.PathLike) -> PipelineManifest:
+        """The folder's manifest; the default one when it has none. A manifest that is there but wrong raises
+        :class:`ModelLoadError` naming the file and the field."""
+        path = Path(folder) / MANIFEST_FILE
+        if not path.is_file():
+            return cls()
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, ValueError) as err:
+            raise ModelLoadError(path, f"unreadable manifest ({type(err).__name__}: {err})") from err
+        try:
+            if not isinstance(data, dict) or data.get("format") != FORMAT:
+                raise ValueError(f"format: expected {FORMAT!r}, got "
+                                 f"{data.get('format') if isinstance(data, dict) else data!r}")
+            if data.get("version") != VERSION:
+                raise ValueError(f"version: expected {VERSION}, got {data.get('version')!r}")
+            name = data.get("name")
+            if name is not None and not isinstance(name, str):
+                raise ValueError(f"name: expected a string, got {name!r}")
+            components = data.get("components", [])
+            if not isinstance(components, list) or not all(isinstance(c, str) for c in components):
+                raise ValueError(f"components: expected a list of folder names, got {components!r}")
+            sampling = SamplingDefaults.from_dict(data.get("sampling", {}))
+        except ValueError as err:
+            raise ModelLoadError(path, str(err)) from err
+        return cls(name=name, components=tuple(components), sampling=sampling)
