@@ -102,10 +102,6 @@ class StoryPipeline(DiffusionPipeline):
         self.register_modules(tokenizer=tokenizer, text_encoder=text_encoder, vae=vae, transformer=transformer,
                               scheduler=scheduler or default_scheduler(), subject_branch=subject_branch)
         self.vae_scale_factor = 2 ** (len(self.vae.config.block_out_channels) - 1)
-        # what a call that chooses no steps / guidance scale samples with: the folder's lay2story.json "sampling"
-        # (set by load_story_pipeline), else PixArt-alpha's 25 steps and CFG 4.5
-        self.sampling_defaults = SamplingDefaults()
-        self.model_name: str | None = None  # the manifest's "name", kept by save_pretrained
 
     @property
     def _execution_device(self) -> torch.device:
@@ -127,6 +123,11 @@ class StoryPipeline(DiffusionPipeline):
             "enable_sequential_cpu_offload: not supported (the story model reads the transformer's parameters "
             "outside its submodules' forwards, so per-submodule hooks cannot place them); use "
             "enable_model_cpu_offload")
+
+    # what a call that chooses no steps / guidance scale samples with: the folder's lay2story.json "sampling" (set per
+    # pipeline by load_story_pipeline), else PixArt-alpha's 25 steps and CFG 4.5; and the manifest's "name"
+    sampling_defaults: SamplingDefaults = SamplingDefaults()
+    model_name: str | None = None
 
     # "auto": padded SDPA on CPU; on CUDA the fastest of padded / nested / flex, measured once per pipeline by a
     # BackendChooser (lay2story_core.attention.backends); or one of those names

@@ -22,6 +22,8 @@ ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 if ROOT not in sys.path:
     sys.path.insert(0, ROOT)
 
+from lay2story_core.cli import EMBEDDED_MODEL  # noqa: E402
+from lay2story_core.pipelines import PipelineManifest  # noqa: E402
 from lay2story_core.story import Layout, Story, Subject  # noqa: E402
 from nodes.model_files import EMBEDDED_LABEL  # noqa: E402
 from nodes.registry import NODE_CLASS_MAPPINGS  # noqa: E402
@@ -211,8 +213,15 @@ def _loaders(model: str, text_encoder: str, subject_branch: str = "auto", vae: s
     ]
 
 
+def _demo_sampling() -> dict:
+    """The embedded demo's recommended steps and guidance (its lay2story.json), as sampler widgets."""
+    sampling = PipelineManifest.read(EMBEDDED_MODEL).sampling
+    return {"steps": sampling.num_inference_steps, "cfg": sampling.guidance_scale}
+
+
 def _sampler(node_id: int, pos, story_link, seed: int, **widgets) -> Node:
-    return Node(node_id, "L2S_StorySampler", pos, {"seed": seed, **widgets},
+    """A sampler on the loaders of :func:`_loaders` (the embedded demo's settings unless ``widgets`` say others)."""
+    return Node(node_id, "L2S_StorySampler", pos, {"seed": seed, **_demo_sampling(), **widgets},
                 {"model": (1, 0), "text_encoder": (2, 0), "story": story_link})
 
 
@@ -248,7 +257,7 @@ def example_training_free() -> list[Node]:
                     subject_branch="none", vae="vae/vae-ft-mse-840000-ema-pruned.safetensors") + [
         Node(3, "L2S_Story", (40, 540), {"identity": FOX_IDENTITY, "frame_prompts": "\n".join(FOX_PROMPTS),
                                          "width": 512, "height": 512}),
-        _sampler(4, (420, 60), (3, 0), 2025, mode="training_free", chunk_size=3, identity_frames=3),
+        _sampler(4, (420, 60), (3, 0), 2025, mode="training_free", chunk_size=3, identity_frames=3, steps=25, cfg=4.5),
         Node(5, "SaveImage", (820, 60), {"filename_prefix": "lay2story/training_free"}, {"images": (4, 0)}),
     ]
 
