@@ -71,9 +71,11 @@ class L2S_StorySampler:
                 "seed": ("INT", {"default": 0, "min": 0, "max": MAX_SEED, "control_after_generate": True,
                                  "tooltip": "Random seed: the same seed and settings give the same story."}),
                 "steps": ("INT", {"default": 25, "min": 1, "max": 1000,
-                                  "tooltip": "Denoising steps per frame (the paper: 25)."}),
+                                  "tooltip": "Denoising steps per frame (the paper: 25; the embedded "
+                                             "ShapeStory demo: 16)."}),
                 "cfg": ("FLOAT", {"default": 4.5, "min": 0.0, "max": 30.0, "step": 0.1, "round": 0.01,
-                                  "tooltip": "Classifier-free guidance scale (the paper: 4.5; 1 or less: off)."}),
+                                  "tooltip": "Classifier-free guidance scale (the paper: 4.5; the embedded "
+                                             "ShapeStory demo: 2, its lay2story.json; 1 or less: off)."}),
                 "scheduler": (list(SCHEDULERS), {"default": "dpmsolver++",
                                                  "tooltip": "Sampler (the paper: DPM-Solver++)."}),
                 "mode": (list(SAMPLER_MODES), {
