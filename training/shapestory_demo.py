@@ -17,10 +17,19 @@
         --config training/configs/shapestory_stage2.yaml                           # subject branch (box embedding)
     OMP_NUM_THREADS=1 torchrun --standalone --nproc_per_node 2 training/train.py \
         --config training/configs/shapestory_stage2b.yaml                          # ... continued on 2-3 characters
+    OMP_NUM_THREADS=1 torchrun --standalone --nproc_per_node 2 training/train.py \
+        --config training/configs/shapestory_stage2c.yaml                          # ... annealed (cosine to 0)
+    # the VAE's decoder alone, in three rounds, each from the one before (the encoder stays bit for bit)
     python -m training.shapestory.train_vae --out runs/shapestory/vae_ft --init runs/shapestory/model/vae \
-        --decoder-only --latent-noise 0.2 --multi-character-stories 800 --steps 3000 --lr 1e-3  # decoder only
-    python -m training.shapestory_demo assemble --model runs/shapestory/model --vae runs/shapestory/vae_ft \
-        --stage1 runs/shapestory/stage1 --stage2 runs/shapestory/stage2b \
+        --decoder-only --latent-noise 0.2 --multi-character-stories 800 --steps 3000 --lr 1e-3
+    python -m training.shapestory.train_vae --out runs/shapestory/vae_ft2 --init runs/shapestory/vae_ft \
+        --decoder-only --latent-noise 0.2 --train-stories 3000 --multi-character-stories 2000 --steps 12000 \
+        --batch 32 --lr 5e-4 --seed 1
+    python -m training.shapestory.train_vae --out runs/shapestory/vae_ft3 --init runs/shapestory/vae_ft2 \
+        --decoder-only --latent-noise 0.2 --train-stories 3000 --multi-character-stories 2000 --steps 12000 \
+        --batch 32 --lr 3e-4 --seed 2
+    python -m training.shapestory_demo assemble --model runs/shapestory/model --vae runs/shapestory/vae_ft3 \
+        --stage1 runs/shapestory/stage1 --stage2 runs/shapestory/stage2c \
         --out lay2story_core/assets/shapestory/pipeline
     python -m bench.shapestory --grid docs/shapestory_grid.png                    # does it work? (ablations, bars)
 
