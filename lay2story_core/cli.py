@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import math
 import os
 import re
 import shutil
@@ -192,8 +191,12 @@ def check_steps(steps: int, limit: int = MAX_STEPS) -> None:
 
 
 def check_cfg(cfg: float) -> None:
-    if not math.isfinite(cfg) or cfg < 0:
-        raise UserError(f"--cfg: expected a finite number >= 0 (1 or less: no guidance), got {cfg}")
+    from .pipelines.manifest import check_guidance_scale
+
+    try:
+        check_guidance_scale(cfg, "--cfg")
+    except ValueError as err:
+        raise UserError(str(err)) from None
 
 
 def generate(args: argparse.Namespace) -> Path:

@@ -16,6 +16,7 @@ import torch
 from lay2story_core.consistency import SECOND_HALF, ConsistencyConfig
 from lay2story_core.latents import LatentNormalization
 from lay2story_core.pipelines import SCHEDULERS, StoryPipeline, make_scheduler
+from lay2story_core.pipelines.manifest import check_guidance_scale
 from lay2story_core.pipelines.modes import AUTO, MODE_NAMES, resolve_mode
 from lay2story_core.pipelines.scales import story_scales
 from lay2story_core.story import Layout, Story
@@ -156,8 +157,7 @@ class L2S_StorySampler:
         for name, value in (("width", width), ("height", height), ("chunk_size", chunk_size),
                             ("identity_frames", identity_frames)):
             _int_in(value, name, 0, 4096)
-        if isinstance(cfg, bool) or not isinstance(cfg, (int, float)) or not 0.0 <= cfg <= 100.0:
-            raise ValueError(f"cfg: expected a number in [0, 100], got {cfg!r}")
+        check_guidance_scale(cfg, "cfg")
         if mode not in SAMPLER_MODES:
             raise ValueError(f"mode: expected one of {SAMPLER_MODES}, got {mode!r}")
         if layout is not None:

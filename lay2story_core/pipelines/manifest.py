@@ -16,18 +16,24 @@ from pathlib import Path
 
 from ..loading import ModelLoadError
 
-__all__ = ["MANIFEST_FILE", "PipelineManifest", "SamplingDefaults"]
+__all__ = ["MANIFEST_FILE", "PipelineManifest", "SamplingDefaults", "check_guidance_scale"]
 
 MANIFEST_FILE = "lay2story.json"
 FORMAT = "lay2story-pipeline"
 VERSION = 1
 
 
+def check_guidance_scale(value: object, field: str = "guidance_scale") -> float:
+    """The one rule for a classifier-free guidance scale (pipeline, CLI, nodes, manifests): a finite number >= 0."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
+        raise ValueError(f"{field}: expected a finite number >= 0 (1 or less: no guidance), got {value!r}")
+    return float(value)
+
+
 def _check_sampling(steps: object, cfg: object, where: str) -> None:
     if isinstance(steps, bool) or not isinstance(steps, int) or not 1 <= steps <= 1000:
         raise ValueError(f"{where}.num_inference_steps: expected an integer in 1..1000, got {steps!r}")
-    if isinstance(cfg, bool) or not isinstance(cfg, (int, float)) or not math.isfinite(cfg) or cfg < 0:
-        raise ValueError(f"{where}.guidance_scale: expected a finite number >= 0, got {cfg!r}")
+    check_guidance_scale(cfg, f"{where}.guidance_scale")
 
 
 @dataclass(frozen=True)

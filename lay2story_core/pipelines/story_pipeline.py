@@ -30,7 +30,7 @@ from ..models import IdentityBank, Lay2StoryTransformer, SubjectInputs
 from ..story import Box, Story, parse_story
 from ..text import DEFAULT_MAX_LENGTH, encode_texts
 from .images import to_pil, to_tensor_image
-from .manifest import SamplingDefaults
+from .manifest import SamplingDefaults, check_guidance_scale
 from .modes import MODE_NAMES, Mode, get_mode
 
 logger = logging.getLogger(__name__)
@@ -210,8 +210,7 @@ class StoryPipeline(DiffusionPipeline):
         if num_inference_steps > limit:
             raise ValueError(f"num_inference_steps: must be in 1..{limit} (the scheduler's training timesteps), got "
                              f"{num_inference_steps}")
-        if not isinstance(guidance_scale, (int, float)) or guidance_scale != guidance_scale or guidance_scale < 0:
-            raise ValueError(f"guidance_scale: must be a number >= 0, got {guidance_scale!r}")
+        check_guidance_scale(guidance_scale)
         if chunk_size is not None and (not isinstance(chunk_size, int) or chunk_size < 1):
             raise ValueError(f"chunk_size: must be an integer >= 1 or None, got {chunk_size!r}")
         if identity_frames is not None and not 1 <= identity_frames <= story.num_frames:

@@ -70,7 +70,8 @@ def test_no_manifest_means_pixart_settings(folder, tmp_path):
 @pytest.mark.parametrize(("sampling", "message"), [
     ({"num_inference_steps": 0}, r"sampling\.num_inference_steps: expected an integer in 1\.\.1000, got 0"),
     ({"num_inference_steps": 2.5}, r"sampling\.num_inference_steps: .* got 2\.5"),
-    ({"guidance_scale": "high"}, r"sampling\.guidance_scale: expected a finite number >= 0, got 'high'"),
+    ({"guidance_scale": "high"},
+     r"sampling\.guidance_scale: expected a finite number >= 0 \(1 or less: no guidance\), got 'high'"),
     ({"guidance_scale": -1}, r"sampling\.guidance_scale: .* got -1"),
     ({"cfg": 2}, r"sampling: unknown key 'cfg'"),
     ([2, 16], r"sampling: expected an object, got list"),
