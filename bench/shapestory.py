@@ -34,7 +34,7 @@ import numpy as np
 from bench.common import bench_parser, prepare, run_and_report
 from lay2story_core.cli import EMBEDDED_MODEL
 from lay2story_core.consistency import ConsistencyConfig
-from lay2story_core.pipelines import PipelineManifest, ReferenceImage
+from lay2story_core.pipelines import ReferenceImage
 from lay2story_core.pipelines.loading import load_story_pipeline
 from lay2story_core.shapestory import render_reference, render_story, score_story, summarize
 from lay2story_core.shapestory.protocol import attribute_agreement, partial_stories, stories_with_characters
@@ -161,9 +161,13 @@ def _count_columns(summary: dict) -> dict:
     return {f"box_success_{n}": summary[n]["box_success"] for n in (1, 2, 3) if n in summary}
 
 
-def evaluate(model_dir, count: int, steps: int, cfg: float, seed: int, device, grid: str | None = None) -> dict:
+def evaluate(model_dir, count: int, steps: int | None, cfg: float | None, seed: int, device,
+             grid: str | None = None) -> dict:
+    """``steps`` / ``cfg`` ``None``: the model's recommended settings (its ``lay2story.json``, as the pipeline
+    resolves them); the result says which were used."""
     full = load_story_pipeline(model_dir).to(device)
     stage1 = load_story_pipeline(model_dir, subject_branch=None).to(device)
+    steps, cfg = full.sampling_defaults.resolve(steps, cfg)
     samplers = {"full": Sampler(full, steps, cfg, seed), "stage1": Sampler(stage1, steps, cfg, seed)}
     held_out = {n: stories_with_characters(count, n, seed + 100 * n, "test") for n in (1, 2, 3)}
     train = {n: stories_with_characters(count, n, seed + 100 * n, "train") for n in (1, 2, 3)}
@@ -207,7 +211,7 @@ def evaluate(model_dir, count: int, steps: int, cfg: float, seed: int, device, g
             off = next(f for s, f in pictures[LAYOUT_OFF.name] if s is story)
             rows.append((story, on, off))
         comparison_grid(rows).save(grid)
-    return {"ablations": ablations, "bars": bars}
+    return {"ablations": ablations, "bars": bars, "steps": steps, "cfg": cfg}
 
 
 def _bar(summary: dict) -> dict:
@@ -219,12 +223,11 @@ def _bar(summary: dict) -> dict:
 def run(args) -> dict:
     device = prepare(args)
     count = args.stories or (2 if args.quick else 4)
-    sampling = PipelineManifest.read(args.model).sampling  # the model's recommended steps and guidance
-    steps = args.steps or (8 if args.quick else sampling.num_inference_steps)
-    cfg = sampling.guidance_scale if args.cfg is None else args.cfg
+    steps = args.steps or (8 if args.quick else None)  # None: the model's recommended steps (and guidance)
     if args.grid:
         Path(args.grid).parent.mkdir(parents=True, exist_ok=True)
-    result = evaluate(args.model, count, steps, cfg, args.seed, device, grid=args.grid)
+    result = evaluate(args.model, count, steps, args.cfg, args.seed, device, grid=args.grid)
+    steps, cfg = result["steps"], result["cfg"]
     return {"title": f"ShapeStory ablations, held-out characters ({count} stories per character count, "
                      f"{2 * count} consistency-protocol stories, {steps} steps, CFG {cfg}, {device})",
             "columns": ABLATION_COLUMNS, "rows": result["ablations"],

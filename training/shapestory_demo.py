@@ -124,8 +124,8 @@ def assemble(model: Path, stage1: Path, stage2: Path, out: Path, ema: bool = Tru
     """The demo pipeline folder: stage-1 global branch + stage-2 subject branch + the frozen components (``vae``: a
     decoder fine-tune of the model's VAE, see :func:`check_same_encoder`)."""
     from lay2story_core.loading.folder import EMA_CONFIG_KEYS
-    from lay2story_core.pipelines.loading import SUBFOLDERS, load_story_pipeline
-    from lay2story_core.pipelines.manifest import PipelineManifest, SamplingDefaults
+    from lay2story_core.pipelines.loading import load_story_pipeline, write_manifest
+    from lay2story_core.pipelines.manifest import SamplingDefaults
 
     if vae is not None:
         check_same_encoder(vae, model / "vae")
@@ -152,10 +152,11 @@ def assemble(model: Path, stage1: Path, stage2: Path, out: Path, ema: bool = Tru
         kept = {k: v for k, v in config.items() if k not in EMA_CONFIG_KEYS and k != "_name_or_path"}
         if kept != config:
             config_path.write_text(json.dumps(kept, indent=2, sort_keys=True) + "\n")
-    PipelineManifest(name="ShapeStory demo", components=tuple(n for n in SUBFOLDERS if (staging / n).is_dir()),
-                     sampling=SamplingDefaults.from_dict(DEMO_SAMPLING)).write(staging)
-    # model_index.json as diffusers writes it (DiffusionPipeline.save_config), from the pipeline the folder loads as
-    load_story_pipeline(staging).save_config(staging)
+    # lay2story.json and model_index.json as save_pretrained writes them, from the pipeline the folder loads as
+    pipe = load_story_pipeline(staging)
+    pipe.model_name, pipe.sampling_defaults = "ShapeStory demo", SamplingDefaults.from_dict(DEMO_SAMPLING)
+    write_manifest(pipe, staging)
+    pipe.save_config(staging)
     if out.exists():
         shutil.rmtree(out)
     os.replace(staging, out)

@@ -126,6 +126,13 @@ def _load_scheduler(folder: Path):
 PIPELINE_ENTRIES = (*SUBFOLDERS, "model_index.json", MANIFEST_FILE)
 
 
+def write_manifest(pipe: StoryPipeline, folder: Path) -> Path:
+    """``folder/lay2story.json`` for ``pipe`` saved there: its name, the component folders present, its sampling
+    defaults."""
+    return PipelineManifest(name=pipe.model_name, components=tuple(n for n in SUBFOLDERS if (folder / n).is_dir()),
+                            sampling=pipe.sampling_defaults).write(folder)
+
+
 def save_story_pipeline(pipe: StoryPipeline, folder: str | os.PathLike, **kwargs) -> None:
     """Write the pipeline as diffusers does (``model_index.json`` + one ``save_pretrained`` subfolder per
     component) plus ``lay2story.json``, readable by :func:`load_story_pipeline`, ``StoryPipeline.from_pretrained``
@@ -147,8 +154,7 @@ def save_story_pipeline(pipe: StoryPipeline, folder: str | os.PathLike, **kwargs
     old = None
     try:
         DiffusionPipeline.save_pretrained(pipe, staging, **kwargs)
-        PipelineManifest(name=pipe.model_name, components=tuple(n for n in SUBFOLDERS if (staging / n).is_dir()),
-                         sampling=pipe.sampling_defaults).write(staging)
+        write_manifest(pipe, staging)
         os.chmod(staging, 0o755)
         if folder.exists():
             old = Path(tempfile.mkdtemp(prefix=f".{folder.name}.old-", dir=folder.parent))
