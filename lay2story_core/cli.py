@@ -13,6 +13,7 @@ import tempfile
 from pathlib import Path
 
 from .consistency import SECOND_HALF, ConsistencyConfig
+from .pipelines.manifest import MAX_INFERENCE_STEPS, check_guidance_scale, check_num_inference_steps
 from .pipelines.modes import AUTO, MODE_NAMES, resolve_mode
 from .pipelines.schedulers import SCHEDULERS
 from .story import LayoutError, load_story
@@ -21,8 +22,8 @@ logger = logging.getLogger("lay2story_core.cli")
 
 EMBEDDED_MODEL = Path(__file__).resolve().parent / "assets" / "shapestory" / "pipeline"
 # Denoising steps: at most the schedule's training timesteps (1000 for PixArt; also checked against the loaded
-# scheduler), the sampler node's cap too.
-MAX_STEPS = 1000
+# scheduler); one rule with the pipeline, the sampler node and manifests (pipelines.manifest)
+MAX_STEPS = MAX_INFERENCE_STEPS
 _OUTPUT_NAME = re.compile(r"^(frame_\d{3,}\.png|contact_sheet\.png|story\.json|settings\.json)$")
 
 
@@ -186,13 +187,13 @@ def _subject_scale(items: list[str]) -> float | dict[str, float]:
 
 
 def check_steps(steps: int, limit: int = MAX_STEPS) -> None:
-    if not 1 <= steps <= limit:
-        raise UserError(f"--steps: expected 1..{limit}, got {steps}")
+    try:
+        check_num_inference_steps(steps, "--steps", limit)
+    except ValueError as err:
+        raise UserError(str(err)) from None
 
 
 def check_cfg(cfg: float) -> None:
-    from .pipelines.manifest import check_guidance_scale
-
     try:
         check_guidance_scale(cfg, "--cfg")
     except ValueError as err:
@@ -235,7 +236,7 @@ def generate(args: argparse.Namespace) -> Path:
         pipe = load_story_pipeline(model, subject_branch=branch, vae=args.vae, text_encoder=args.text_encoder,
                                    tokenizer=args.tokenizer, torch_dtype=dtype)
         steps, cfg = pipe.sampling_defaults.resolve(args.steps, args.cfg)
-        check_steps(steps, min(MAX_STEPS, int(pipe.scheduler.config.num_train_timesteps)))
+        check_steps(steps, pipe.max_inference_steps)
         pipe.to(device)
         pipe.scheduler = make_scheduler(args.scheduler, pipe.scheduler.config)
         mode = resolve_mode(args.mode, pipe.subject_branch is not None, field="--mode").name

@@ -16,7 +16,7 @@ import torch
 from lay2story_core.consistency import SECOND_HALF, ConsistencyConfig
 from lay2story_core.latents import LatentNormalization
 from lay2story_core.pipelines import SCHEDULERS, StoryPipeline, make_scheduler
-from lay2story_core.pipelines.manifest import check_guidance_scale
+from lay2story_core.pipelines.manifest import MAX_INFERENCE_STEPS, check_guidance_scale, check_num_inference_steps
 from lay2story_core.pipelines.modes import AUTO, MODE_NAMES, resolve_mode
 from lay2story_core.pipelines.scales import story_scales
 from lay2story_core.story import Layout, Story
@@ -71,7 +71,7 @@ class L2S_StorySampler:
                 "story": ("L2S_STORY", {"tooltip": "The story: characters, one prompt per frame, layout."}),
                 "seed": ("INT", {"default": 0, "min": 0, "max": MAX_SEED, "control_after_generate": True,
                                  "tooltip": "Random seed: the same seed and settings give the same story."}),
-                "steps": ("INT", {"default": 25, "min": 1, "max": 1000,
+                "steps": ("INT", {"default": 25, "min": 1, "max": MAX_INFERENCE_STEPS,
                                   "tooltip": "Denoising steps per frame (the paper: 25; the embedded "
                                              "ShapeStory demo: 16)."}),
                 "cfg": ("FLOAT", {"default": 4.5, "min": 0.0, "max": 30.0, "step": 0.1, "round": 0.01,
@@ -153,7 +153,7 @@ class L2S_StorySampler:
                 raise ValueError("subject_branch: only for a pixart MODEL; the Lay2Story model carries its own")
         story = check_story(story)
         seed = _int_in(seed, "seed", 0, MAX_SEED)
-        steps = _int_in(steps, "steps", 1, 1000)
+        steps = check_num_inference_steps(steps, "steps")
         for name, value in (("width", width), ("height", height), ("chunk_size", chunk_size),
                             ("identity_frames", identity_frames)):
             _int_in(value, name, 0, 4096)

@@ -1,7 +1,7 @@
 """Diffusers-style pipelines: sample whole stories."""
 
 from .images import contact_sheet, to_pil, to_tensor_image
-from .manifest import PipelineManifest, SamplingDefaults
+from .manifest import PipelineManifest, SamplingDefaults, check_guidance_scale, check_num_inference_steps
 from .schedulers import SCHEDULERS, make_scheduler
 from .story_pipeline import (
     MODES,
@@ -21,6 +21,8 @@ __all__ = [
     "StoryPipeline",
     "SamplingDefaults",
     "StoryPipelineOutput",
+    "check_guidance_scale",
+    "check_num_inference_steps",
     "contact_sheet",
     "default_scheduler",
     "make_scheduler",

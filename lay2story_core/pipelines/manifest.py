@@ -16,11 +16,13 @@ from pathlib import Path
 
 from ..loading import ModelLoadError
 
-__all__ = ["MANIFEST_FILE", "PipelineManifest", "SamplingDefaults", "check_guidance_scale"]
+__all__ = ["MANIFEST_FILE", "MAX_INFERENCE_STEPS", "PipelineManifest", "SamplingDefaults", "check_guidance_scale",
+           "check_num_inference_steps"]
 
 MANIFEST_FILE = "lay2story.json"
 FORMAT = "lay2story-pipeline"
 VERSION = 1
+MAX_INFERENCE_STEPS = 1000  # a scheduler trained on fewer timesteps lowers it (``check_inputs``)
 
 
 def check_guidance_scale(value: object, field: str = "guidance_scale") -> float:
@@ -30,9 +32,17 @@ def check_guidance_scale(value: object, field: str = "guidance_scale") -> float:
     return float(value)
 
 
+def check_num_inference_steps(value: object, field: str = "num_inference_steps", limit: int = MAX_INFERENCE_STEPS,
+                              why: str = "") -> int:
+    """The one rule for a number of denoising steps (pipeline, CLI, nodes, manifests): an integer in 1..``limit``
+    (``why`` says where a lower limit comes from, e.g. the scheduler's training timesteps)."""
+    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= limit:
+        raise ValueError(f"{field}: expected an integer in 1..{limit}{why}, got {value!r}")
+    return value
+
+
 def _check_sampling(steps: object, cfg: object, where: str) -> None:
-    if isinstance(steps, bool) or not isinstance(steps, int) or not 1 <= steps <= 1000:
-        raise ValueError(f"{where}.num_inference_steps: expected an integer in 1..1000, got {steps!r}")
+    check_num_inference_steps(steps, f"{where}.num_inference_steps")
     check_guidance_scale(cfg, f"{where}.guidance_scale")
 
 

@@ -30,7 +30,7 @@ from ..models import IdentityBank, Lay2StoryTransformer, SubjectInputs
 from ..story import Box, Story, parse_story
 from ..text import DEFAULT_MAX_LENGTH, encode_texts
 from .images import to_pil, to_tensor_image
-from .manifest import SamplingDefaults, check_guidance_scale
+from .manifest import MAX_INFERENCE_STEPS, SamplingDefaults, check_guidance_scale, check_num_inference_steps
 from .modes import MODE_NAMES, Mode, get_mode
 
 logger = logging.getLogger(__name__)
@@ -129,6 +129,11 @@ class StoryPipeline(DiffusionPipeline):
     sampling_defaults: SamplingDefaults = SamplingDefaults()
     model_name: str | None = None
 
+    @property
+    def max_inference_steps(self) -> int:
+        """The most denoising steps a call may ask for: more than the scheduler's training timesteps fail mid-way."""
+        return min(MAX_INFERENCE_STEPS, int(self.scheduler.config.get("num_train_timesteps", MAX_INFERENCE_STEPS)))
+
     # "auto": padded SDPA on CPU; on CUDA the fastest of padded / nested / flex, measured once per pipeline by a
     # BackendChooser (lay2story_core.attention.backends); or one of those names
     attention_backend: str = "auto"
@@ -204,12 +209,8 @@ class StoryPipeline(DiffusionPipeline):
         for name, value in (("height", height), ("width", width)):
             if not isinstance(value, int) or value <= 0 or value % multiple:
                 raise ValueError(f"{name}: must be a positive multiple of {multiple}, got {value!r}")
-        if not isinstance(num_inference_steps, int) or num_inference_steps < 1:
-            raise ValueError(f"num_inference_steps: must be an integer >= 1, got {num_inference_steps!r}")
-        limit = int(self.scheduler.config.get("num_train_timesteps", 1000))  # more steps than that fail mid-way
-        if num_inference_steps > limit:
-            raise ValueError(f"num_inference_steps: must be in 1..{limit} (the scheduler's training timesteps), got "
-                             f"{num_inference_steps}")
+        check_num_inference_steps(num_inference_steps, limit=self.max_inference_steps,
+                                  why=" (the scheduler's training timesteps)")
         check_guidance_scale(guidance_scale)
         if chunk_size is not None and (not isinstance(chunk_size, int) or chunk_size < 1):
             raise ValueError(f"chunk_size: must be an integer >= 1 or None, got {chunk_size!r}")

@@ -124,3 +124,28 @@ def test_the_shipped_demo_recommends_its_measured_settings():
 
     manifest = PipelineManifest.read(EMBEDDED_MODEL)
     assert manifest.name == "ShapeStory demo" and manifest.sampling == SamplingDefaults.from_dict(DEMO_SAMPLING)
+
+
+def test_one_steps_rule_names_each_callers_field(folder):
+    from lay2story_core.pipelines import check_num_inference_steps
+
+    for field in ("num_inference_steps", "--steps", "steps", "sampling.num_inference_steps"):
+        for bad in (0, 1001, 2.5, True, "8"):
+            with pytest.raises(ValueError, match=rf"^{field}: expected an integer in 1\.\.1000, got {bad!r}$"):
+                check_num_inference_steps(bad, field)
+    assert check_num_inference_steps(1000) == 1000
+    with pytest.raises(ValueError, match=r"^sampling\.num_inference_steps: expected an integer in 1\.\.1000, got 0$"):
+        SamplingDefaults(num_inference_steps=0)
+
+
+def test_steps_beyond_a_short_schedule_are_one_line_exit_2_and_leave_nothing(folder, tmp_path, capsys):
+    short = tmp_path / "short"
+    shutil.copytree(folder, short)
+    config = json.loads((short / "scheduler" / "scheduler_config.json").read_text())
+    (short / "scheduler" / "scheduler_config.json").write_text(json.dumps({**config, "num_train_timesteps": 50}))
+    assert load_story_pipeline(short).max_inference_steps == 50
+    rc = main(["generate", "--story", STORY, "--model", str(short), "--out", str(tmp_path / "o"), "--steps", "60",
+               "--height", "16", "--width", "16", "--quiet"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert rc == 2 and err == ["error: --steps: expected an integer in 1..50, got 60"], err
+    assert not (tmp_path / "o").exists()
