@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import difflib
+import math
 import os
 from collections.abc import Mapping, Sequence
 
@@ -91,6 +92,9 @@ def build_parser(description: str = "Train Lay2Story (stage 1: global branch, st
                    help="probability a frame's subject captions are replaced by its global caption")
     g.add_argument("--reference_dropout", type=float, default=0.0,
                    help="probability a story is trained without its reference images (stage 2; 0 = always use them)")
+    g.add_argument("--subject_loss_weight", type=float, default=1.0,
+                   help="stage 2: weight of the loss inside the boxes of a frame's subjects relative to the rest of "
+                        "the frame (1 = uniform; each frame's weighted mean keeps the loss's scale)")
     _bool_flag(g, "use_ema", False, "keep an exponential moving average of the trained weights (PixArt: yes)")
     g.add_argument("--ema_decay", type=float, default=0.9999)
     g = p.add_argument_group("memory and speed")
@@ -232,6 +236,8 @@ def validate_args(args: argparse.Namespace) -> argparse.Namespace:
     for key in ("adam_weight_decay", "max_grad_norm", "validation_guidance_scale"):
         _check(getattr(args, key) >= 0, key, getattr(args, key), "expected a number >= 0")
     _check(args.adam_epsilon > 0, "adam_epsilon", args.adam_epsilon, "expected a number > 0")
+    _check(math.isfinite(args.subject_loss_weight) and args.subject_loss_weight > 0, "subject_loss_weight",
+           args.subject_loss_weight, "expected a finite number > 0 (1 = uniform)")
     if args.learning_rate is None and args.stage is not None:
         args.learning_rate = STAGE_LEARNING_RATES[args.stage]
     if args.learning_rate is not None:
@@ -240,6 +246,8 @@ def validate_args(args: argparse.Namespace) -> argparse.Namespace:
         for key in ("subject_branch_path", "subject_branch_layers"):
             _check(getattr(args, key) is None, key, getattr(args, key), "only used by stage 2")
         _check(not args.box_embedding, "box_embedding", args.box_embedding, "only used by stage 2")
+        _check(args.subject_loss_weight == 1.0, "subject_loss_weight", args.subject_loss_weight,
+               "only used by stage 2")
     must_exist = ["subject_branch_path"] + ([] if getattr(args, "_writes_cache", False) else ["feature_cache"])
     for key in must_exist:
         value = getattr(args, key)

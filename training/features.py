@@ -22,6 +22,7 @@ import torch
 
 from lay2story_core.conditioning import FrameSpec, build_subject_inputs, plan_subject_slots
 from lay2story_core.models import SubjectInputs
+from lay2story_core.story import rasterize_boxes
 from lay2story_core.text import encode_texts
 
 from .dataset import StoryBatch
@@ -29,7 +30,8 @@ from .feature_cache import pad_text_embeddings, text_id
 from .losses import GaussianDiffusion, HybridLoss
 from .modeling import VaeInfo
 
-__all__ = ["CaptionEncoder", "DropoutConfig", "StepInputs", "compute_loss", "prepare_inputs"]
+__all__ = ["CaptionEncoder", "DropoutConfig", "StepInputs", "compute_loss", "prepare_inputs",
+           "subject_loss_weights"]
 
 
 @dataclass(frozen=True)
@@ -84,6 +86,7 @@ class StepInputs:
     subject: SubjectInputs | None
     added_cond_kwargs: dict | None
     unconditional: list[bool]
+    loss_weight: torch.Tensor | None = None  # (F, 1, h, w) per latent pixel (``subject_loss_weight``), None: uniform
 
 
 @torch.no_grad()
@@ -101,8 +104,12 @@ def _split(moments: torch.Tensor, channels: int) -> tuple[torch.Tensor, torch.Te
 
 def prepare_inputs(batch: StoryBatch, *, stage: int, captions: CaptionEncoder, vae, vae_info: VaeInfo,
                    diffusion: GaussianDiffusion, generator: torch.Generator, dropout: DropoutConfig,
-                   patch_size: int, device: torch.device, use_additional_conditions: bool = False) -> StepInputs:
-    """Draw the step's randomness and assemble the model inputs for ``batch`` (see the module docstring)."""
+                   patch_size: int, device: torch.device, use_additional_conditions: bool = False,
+                   subject_loss_weight: float = 1.0) -> StepInputs:
+    """Draw the step's randomness and assemble the model inputs for ``batch`` (see the module docstring).
+
+    ``subject_loss_weight`` (stage 2): the loss weight of the latent pixels inside the boxes a frame's subjects were
+    given (1 elsewhere and in frames without boxes); 1 draws nothing and changes nothing."""
     channels = vae_info.latent_channels
     stories = [e.story for e in batch.examples]
     num_stories, num_frames = len(stories), batch.num_frames
@@ -136,7 +143,7 @@ def prepare_inputs(batch: StoryBatch, *, stage: int, captions: CaptionEncoder, v
     frame_index = [f - batch.frame_story.index(s) for f, s in enumerate(batch.frame_story)]
     global_texts = ["" if uncond[s] else stories[s].global_caption(i)
                     for s, i in zip(batch.frame_story, frame_index)]
-    subject, plan, references = None, None, {}
+    subject, plan, references, loss_weight = None, None, {}, None
     if stage == 2:
         specs = []
         for f, (s, i) in enumerate(zip(batch.frame_story, frame_index)):
@@ -145,6 +152,8 @@ def prepare_inputs(batch: StoryBatch, *, stage: int, captions: CaptionEncoder, v
         references = {key: batch.examples[key[0]].references[key[1]][1] for key in ref_keys
                       if not uncond[key[0]] and not drop_ref[key[0]]}
         latent_h, latent_w = mean.shape[-2:]
+        if subject_loss_weight != 1.0:
+            loss_weight = subject_loss_weights(specs, latent_h, latent_w, subject_loss_weight).to(device)
         plan = plan_subject_slots(specs, latent_h, latent_w, patch_size, references, device=device)
         if plan.slots.num_slots == 0:
             plan = None
@@ -162,11 +171,25 @@ def prepare_inputs(batch: StoryBatch, *, stage: int, captions: CaptionEncoder, v
     return StepInputs(x_start=x_start.to(device), noise=noise.to(device), x_t=x_t.to(device),
                       timesteps=timesteps.to(device), captions=embeds[:num_frames].to(device),
                       caption_mask=mask[:num_frames].to(device), subject=subject, added_cond_kwargs=added,
-                      unconditional=uncond)
+                      unconditional=uncond, loss_weight=loss_weight)
+
+
+def subject_loss_weights(frames: Sequence[FrameSpec], latent_height: int, latent_width: int,
+                         weight: float) -> torch.Tensor:
+    """``(F, 1, h, w)`` loss weights: ``weight`` on the latent pixels inside the boxes each frame's subjects were
+    given (``has_box``; a dropped layout's full-frame boxes do not count), 1 elsewhere."""
+    out = torch.ones(len(frames), 1, latent_height, latent_width)
+    for f, frame in enumerate(frames):
+        boxes = [s.box for s in frame.subjects if s.has_box]
+        if boxes:
+            inside = rasterize_boxes(boxes, latent_height, latent_width).any(0)
+            out[f, 0][inside] = weight
+    return out
 
 
 def compute_loss(model, inputs: StepInputs, diffusion: GaussianDiffusion) -> HybridLoss:
     """Run the model on ``inputs`` and return the per-frame hybrid loss (mean it for the step's loss)."""
     output = model(inputs.x_t, inputs.captions, inputs.timesteps, inputs.added_cond_kwargs, inputs.caption_mask,
                    subject=inputs.subject).sample
-    return diffusion.training_losses(output, inputs.x_start, inputs.x_t, inputs.timesteps, inputs.noise)
+    return diffusion.training_losses(output, inputs.x_start, inputs.x_t, inputs.timesteps, inputs.noise,
+                                     weight=inputs.loss_weight)

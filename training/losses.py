@@ -192,11 +192,13 @@ class GaussianDiffusion:
         return torch.where(t == 0, decoder_nll, kl)
 
     def training_losses(self, model_output: torch.Tensor, x_start: torch.Tensor, x_t: torch.Tensor, t: torch.Tensor,
-                        noise: torch.Tensor) -> HybridLoss:
+                        noise: torch.Tensor, weight: torch.Tensor | None = None) -> HybridLoss:
         """The per-sample hybrid loss for a model output at ``(x_t, t)`` (``training_losses`` with ``LossType.MSE``).
 
         ``model_output`` is ``(B, 2C, ...)`` (eps, variance values) when ``learn_sigma``, else ``(B, C, ...)``. The
-        loss is computed in float32 whatever the model's dtype.
+        loss is computed in float32 whatever the model's dtype. ``weight`` (broadcastable to ``x_start``, e.g.
+        ``(B, 1, H, W)``, positive) makes the MSE a weighted mean per sample (uniform weights: the plain MSE); the
+        variance term stays unweighted.
         """
         self._check_t(t, x_start.shape[0])
         channels = x_start.shape[1]
@@ -220,5 +222,9 @@ class GaussianDiffusion:
             vb = self.vb_terms_bpd(eps.detach(), var_values, x_start, x_t, t)
         else:
             vb = torch.zeros(x_start.shape[0], device=x_start.device)
-        mse = mean_flat((target - pred) ** 2)
+        if weight is None:
+            mse = mean_flat((target - pred) ** 2)
+        else:
+            weight = weight.float().expand_as(target)
+            mse = mean_flat(weight * (target - pred) ** 2) / mean_flat(weight)
         return HybridLoss(loss=mse + vb, mse=mse, vb=vb)

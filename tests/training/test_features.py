@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
+from lay2story_core.story import rasterize_boxes
 from training.buckets import BucketTable
 from training.dataset import StoryDataset, StoryIndex, collate_examples
 from training.features import CaptionEncoder, DropoutConfig, compute_loss, prepare_inputs
@@ -26,11 +27,11 @@ def setup(tiny_assets, tmp_path_factory):
     return components, batch, captions
 
 
-def _inputs(setup, dropout, seed=0, stage=2):
+def _inputs(setup, dropout, seed=0, stage=2, **kwargs):
     components, batch, captions = setup
     return prepare_inputs(batch, stage=stage, captions=captions, vae=components.vae, vae_info=components.vae_info,
                           diffusion=GaussianDiffusion(1000), generator=torch.Generator().manual_seed(seed),
-                          dropout=dropout, patch_size=2, device=torch.device("cpu"))
+                          dropout=dropout, patch_size=2, device=torch.device("cpu"), **kwargs)
 
 
 def _encode(setup, texts):
@@ -97,3 +98,38 @@ def test_loss_is_finite_and_per_frame(setup):
     losses.loss.mean().backward()
     branch_grads = [p.grad for p in components.model.subject_branch.parameters() if p.grad is not None]
     assert branch_grads and all(p.grad is None for p in components.model.transformer.parameters())
+
+
+def test_subject_loss_weight_weights_the_given_boxes_only(setup):
+    _, batch, _ = setup
+    plain, weighted = _inputs(setup, DropoutConfig.off()), _inputs(setup, DropoutConfig.off(), subject_loss_weight=3.0)
+    assert plain.loss_weight is None and torch.equal(plain.x_t, weighted.x_t)  # no extra draws
+    h, w = plain.x_t.shape[-2:]
+    stories = [e.story for e in batch.examples]
+    boxes = [[s.box for s in story.frames[i].subjects] for story in stories for i in range(story.num_frames)]
+    expected = torch.ones(batch.num_frames, 1, h, w)
+    for f, frame_boxes in enumerate(boxes):
+        expected[f, 0][rasterize_boxes(frame_boxes, h, w).any(0)] = 3.0
+    assert torch.equal(weighted.loss_weight, expected) and (expected == 3.0).any() and (expected == 1.0).any()
+    layout_off = _inputs(setup, DropoutConfig(0.0, 1.0, 0.0), subject_loss_weight=3.0)
+    assert torch.equal(layout_off.loss_weight, torch.ones_like(expected))  # full-frame boxes are not given boxes
+
+
+def test_weighted_loss_is_the_weighted_mean_and_uniform_weights_change_nothing(setup):
+    components, _, _ = setup
+    diffusion = GaussianDiffusion(1000, prediction_type="v_prediction")
+    inputs = _inputs(setup, DropoutConfig.off(), subject_loss_weight=4.0)
+    with torch.no_grad():
+        output = components.model(inputs.x_t, inputs.captions, inputs.timesteps, None, inputs.caption_mask,
+                                  subject=inputs.subject).sample
+    args = (output, inputs.x_start, inputs.x_t, inputs.timesteps, inputs.noise)
+    plain, weighted = diffusion.training_losses(*args), diffusion.training_losses(*args, weight=inputs.loss_weight)
+    uniform = diffusion.training_losses(*args, weight=torch.full_like(inputs.loss_weight, 2.5))
+    torch.testing.assert_close(uniform.mse, plain.mse)
+    pred = output[:, : inputs.x_start.shape[1]]
+    err = (diffusion.v_target(inputs.x_start, inputs.timesteps, inputs.noise) - pred) ** 2
+    wt = inputs.loss_weight.expand_as(err)
+    torch.testing.assert_close(weighted.mse, (wt * err).sum((1, 2, 3)) / wt.sum((1, 2, 3)))
+    torch.testing.assert_close(weighted.vb, plain.vb)
+    assert not torch.allclose(weighted.mse, plain.mse)
+    torch.testing.assert_close(compute_loss(components.model, inputs, diffusion).mse, weighted.mse)
