@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import inspect
 import logging
 import os
 from collections.abc import Callable, Mapping, Sequence
@@ -409,7 +410,7 @@ class StoryPipeline(DiffusionPipeline):
                    num_inference_steps, height, width, device, dtype, consistency or ConsistencyConfig(),
                    IdentityBank(storage_device=bank_device), {}, callback, len(passes), subject_scale=subject_scale,
                    attention_3d=attention_3d)
-        job.step_end = step_end
+        job.step_end, job.generator = step_end, generator
         results = torch.empty_like(all_latents)
         model = self._model()
         self._onload(self.transformer)  # model CPU offload: the story model bypasses the transformer's forward
@@ -517,6 +518,7 @@ class _Job:
     subject_scale: float | Mapping[str, float] = 1.0
     attention_3d: bool = True
     step_end: Callable | None = None  # StoryPipeline._step_end_hook: callback_on_step_end and interrupt
+    generator: torch.Generator | None = None  # the call's: after the initial noise, stochastic samplers' step noise
 
     def _texts(self, texts: Sequence[str]):
         return (torch.stack([self.text[t][0] for t in texts]), torch.stack([self.text[t][1] for t in texts]))
@@ -609,6 +611,10 @@ class _Job:
         # b. a fresh scheduler per pass (multistep solvers keep history)
         scheduler = copy.deepcopy(pipe.scheduler)
         scheduler.set_timesteps(self.num_steps, device=self.device)
+        # stochastic samplers (euler_a, ddpm) draw their step noise from the call's generator, as diffusers'
+        # pipelines do: the seed decides the whole story, whatever else used the global RNG
+        step_kwargs = {"generator": self.generator} if "generator" in inspect.signature(scheduler.step).parameters \
+            else {}
         total = self.num_steps * self.num_passes
         for i, t in enumerate(scheduler.timesteps):
             # c. one model call for both halves
@@ -627,7 +633,7 @@ class _Job:
             if self.do_cfg:
                 noise_cond, noise_uncond = noise.chunk(2)
                 noise = noise_uncond + self.guidance_scale * (noise_cond - noise_uncond)
-            latents = scheduler.step(noise.float(), t, latents.float()).prev_sample.to(self.dtype)
+            latents = scheduler.step(noise.float(), t, latents.float(), **step_kwargs).prev_sample.to(self.dtype)
             # e. progress, previews, cancel; diffusers' callback_on_step_end and interrupt
             if self.callback is not None and self.callback(pass_index * self.num_steps + i + 1, total,
                                                            latents) is False:
