@@ -17,8 +17,9 @@ of the held-out characters (unseen colour/shape/pattern combinations) unless a r
   with their own identity; layout off beside it (box success near what chance gives).
 * **Ceiling**: the ground truth encoded and decoded by the model's VAE, scored the same way: what any latent model
   with this VAE can reach at best (small characters lose shape and pattern detail in a 4x VAE's 16x16 latents).
-* **Sampling**: the model's recommended steps and guidance scale (its ``lay2story.json``; the demo: 16 steps, CFG 2)
-  unless ``--steps`` / ``--cfg`` say otherwise; the title says which.
+* **Sampling**: the model's sampler (its scheduler folder; the demo: euler_a), recommended steps and guidance
+  scale (its ``lay2story.json``; the demo: 16 steps, CFG 2) unless ``--steps`` / ``--cfg`` say otherwise; the
+  title says which.
 * **Grid** (``--grid``): reference | ground truth | layout on | layout off, boxes outlined, for a few held-out
   stories, upscaled with nearest-neighbour so 64 px frames are readable.
 """
@@ -34,7 +35,7 @@ import numpy as np
 from bench.common import bench_parser, prepare, run_and_report
 from lay2story_core.cli import EMBEDDED_MODEL
 from lay2story_core.consistency import ConsistencyConfig
-from lay2story_core.pipelines import ReferenceImage
+from lay2story_core.pipelines import ReferenceImage, scheduler_name
 from lay2story_core.pipelines.loading import load_story_pipeline
 from lay2story_core.shapestory import render_reference, render_story, score_story, summarize
 from lay2story_core.shapestory.protocol import attribute_agreement, partial_stories, stories_with_characters
@@ -211,7 +212,8 @@ def evaluate(model_dir, count: int, steps: int | None, cfg: float | None, seed: 
             off = next(f for s, f in pictures[LAYOUT_OFF.name] if s is story)
             rows.append((story, on, off))
         comparison_grid(rows).save(grid)
-    return {"ablations": ablations, "bars": bars, "steps": steps, "cfg": cfg}
+    return {"ablations": ablations, "bars": bars, "steps": steps, "cfg": cfg,
+            "scheduler": scheduler_name(full.scheduler) or type(full.scheduler).__name__}
 
 
 def _bar(summary: dict) -> dict:
@@ -229,7 +231,8 @@ def run(args) -> dict:
     result = evaluate(args.model, count, steps, args.cfg, args.seed, device, grid=args.grid)
     steps, cfg = result["steps"], result["cfg"]
     return {"title": f"ShapeStory ablations, held-out characters ({count} stories per character count, "
-                     f"{2 * count} consistency-protocol stories, {steps} steps, CFG {cfg}, {device})",
+                     f"{2 * count} consistency-protocol stories, {result['scheduler']}, {steps} steps, CFG {cfg}, "
+                     f"{device})",
             "columns": ABLATION_COLUMNS, "rows": result["ablations"],
             "tables": [{"title": f"ShapeStory bars: layout on / off, training and held-out characters ({count} "
                                  f"stories per character count)", "columns": BAR_COLUMNS, "rows": result["bars"]}],

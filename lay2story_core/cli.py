@@ -15,7 +15,7 @@ from pathlib import Path
 from .consistency import SECOND_HALF, ConsistencyConfig
 from .pipelines.manifest import MAX_INFERENCE_STEPS, check_guidance_scale, check_num_inference_steps
 from .pipelines.modes import AUTO, MODE_NAMES, resolve_mode
-from .pipelines.schedulers import SCHEDULERS
+from .pipelines.schedulers import SCHEDULERS, scheduler_name
 from .story import LayoutError, load_story
 
 logger = logging.getLogger("lay2story_core.cli")
@@ -62,8 +62,9 @@ def build_parser() -> argparse.ArgumentParser:
                      help=f"denoising steps, 1..{MAX_STEPS} (default: the model's lay2story.json, else 25)")
     gen.add_argument("--cfg", type=float, default=None,
                      help="classifier-free guidance scale (default: the model's lay2story.json, else 4.5)")
-    gen.add_argument("--scheduler", choices=tuple(SCHEDULERS), default="dpmsolver++",
-                     help="sampler (default dpmsolver++)")
+    gen.add_argument("--scheduler", choices=tuple(SCHEDULERS), default=None,
+                     help="sampler (default: the model's own, i.e. its scheduler folder: dpmsolver++ for PixArt, "
+                          "euler_a for the embedded demo)")
     gen.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     gen.add_argument("--height", type=int, default=None, help="image height (default: the story's)")
     gen.add_argument("--width", type=int, default=None, help="image width (default: the story's)")
@@ -238,10 +239,12 @@ def generate(args: argparse.Namespace) -> Path:
         steps, cfg = pipe.sampling_defaults.resolve(args.steps, args.cfg)
         check_steps(steps, pipe.max_inference_steps)
         pipe.to(device)
-        pipe.scheduler = make_scheduler(args.scheduler, pipe.scheduler.config)
+        if args.scheduler is not None:
+            pipe.scheduler = make_scheduler(args.scheduler, pipe.scheduler.config)
         mode = resolve_mode(args.mode, pipe.subject_branch is not None, field="--mode").name
         settings = {"mode": mode, "seed": args.seed, "steps": steps, "cfg": cfg,
-                    "scheduler": args.scheduler, "layout": not args.no_layout,
+                    "scheduler": scheduler_name(pipe.scheduler) or type(pipe.scheduler).__name__,
+                    "layout": not args.no_layout,
                     "subject_captions": not args.no_subject_captions, "model": os.fspath(model),
                     "chunk_size": args.chunk_size, "subject_scale": subject_scale}
         if mode == "training_free":

@@ -20,6 +20,21 @@ SCHEDULERS: dict[str, tuple[str, dict]] = {
 }
 
 
+def scheduler_name(scheduler) -> str | None:
+    """The :data:`SCHEDULERS` name of a scheduler (an instance, or a saved ``scheduler_config.json`` as a dict), or
+    ``None`` for a sampler not offered here. A model folder's own scheduler is its default sampler (the CLI without
+    ``--scheduler``, the bench); this names it for settings metadata and example workflows."""
+    if isinstance(scheduler, dict):
+        class_name, config = scheduler.get("_class_name"), scheduler
+    else:
+        class_name, config = type(scheduler).__name__, scheduler.config
+    for name, (expected, overrides) in SCHEDULERS.items():
+        variant = overrides.get("algorithm_type")  # DPM-Solver's variants share a class
+        if class_name == expected and (variant is None or config.get("algorithm_type") == variant):
+            return name
+    return None
+
+
 def make_scheduler(name: str, config: dict | None = None):
     """Scheduler ``name`` (a key of :data:`SCHEDULERS`) from ``config`` (default: PixArt's training schedule)."""
     if name not in SCHEDULERS:

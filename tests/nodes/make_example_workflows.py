@@ -23,7 +23,7 @@ if ROOT not in sys.path:
     sys.path.insert(0, ROOT)
 
 from lay2story_core.cli import EMBEDDED_MODEL  # noqa: E402
-from lay2story_core.pipelines import PipelineManifest  # noqa: E402
+from lay2story_core.pipelines import PipelineManifest, scheduler_name  # noqa: E402
 from lay2story_core.story import Layout, Story, Subject  # noqa: E402
 from nodes.model_files import EMBEDDED_LABEL  # noqa: E402
 from nodes.registry import NODE_CLASS_MAPPINGS  # noqa: E402
@@ -214,9 +214,12 @@ def _loaders(model: str, text_encoder: str, subject_branch: str = "auto", vae: s
 
 
 def _demo_sampling() -> dict:
-    """The embedded demo's recommended steps and guidance (its lay2story.json), as sampler widgets."""
+    """The embedded demo's recommended steps and guidance (its lay2story.json) and its sampler (its scheduler
+    folder), as sampler widgets."""
     sampling = PipelineManifest.read(EMBEDDED_MODEL).sampling
-    return {"steps": sampling.num_inference_steps, "cfg": sampling.guidance_scale}
+    config = json.loads((EMBEDDED_MODEL / "scheduler" / "scheduler_config.json").read_text())
+    return {"steps": sampling.num_inference_steps, "cfg": sampling.guidance_scale,
+            "scheduler": scheduler_name(config) or "dpmsolver++"}
 
 
 def _sampler(node_id: int, pos, story_link, seed: int, **widgets) -> Node:

@@ -5,11 +5,17 @@ generator, not from the global RNG). That every sampler draws the demo's charact
 
 from __future__ import annotations
 
+import json
+
+import numpy as np
 import pytest
 import torch
+from PIL import Image
 from tiny_models import make_pipeline
 
-from lay2story_core.pipelines import SCHEDULERS, make_scheduler
+from lay2story_core.cli import main
+from lay2story_core.pipelines import SCHEDULERS, make_scheduler, scheduler_name
+from lay2story_core.pipelines.loading import load_story_pipeline, save_story_pipeline
 from lay2story_core.story import load_story
 
 SIZE = dict(height=16, width=16, num_inference_steps=3, output_type="pt")
@@ -61,3 +67,33 @@ def test_stochastic_samplers_use_their_step_noise(pipe):
         pipe.scheduler = original
     assert not torch.allclose(*out["euler_a"])
     assert torch.equal(*out["dpmsolver++"])
+
+
+def test_scheduler_names_round_trip(pipe, tmp_path):
+    for name in SCHEDULERS:
+        scheduler = make_scheduler(name, pipe.scheduler.config)
+        scheduler.save_pretrained(tmp_path / name)
+        saved = json.loads((tmp_path / name / "scheduler_config.json").read_text())
+        assert scheduler_name(scheduler) == scheduler_name(saved) == name
+    assert scheduler_name(make_scheduler("dpmsolver++", {**pipe.scheduler.config, "algorithm_type": "sde-dpmsolver++"})
+                          ) == "dpmsolver++"  # the name's own settings win over the config's
+    assert scheduler_name({"_class_name": "LCMScheduler"}) is None
+
+
+def test_the_cli_samples_with_the_models_own_scheduler_unless_told(tmp_path, capsys):
+    pipe = make_pipeline()
+    pipe.scheduler = make_scheduler("euler_a", pipe.scheduler.config)
+    save_story_pipeline(pipe, tmp_path / "m")
+    args = ["generate", "--story", STORY, "--model", str(tmp_path / "m"), "--steps", "2", "--height", "16",
+            "--width", "16", "--seed", "3", "--quiet"]
+    assert main([*args, "--out", str(tmp_path / "own")]) == 0, capsys.readouterr().err
+    assert main([*args, "--out", str(tmp_path / "ddim"), "--scheduler", "ddim"]) == 0
+
+    def read(name):
+        with Image.open(tmp_path / name / "frame_000.png") as im:
+            return np.asarray(im), json.loads(im.text["lay2story:settings"])["scheduler"]
+
+    (own, own_name), (_, ddim_name) = read("own"), read("ddim")
+    assert (own_name, ddim_name) == ("euler_a", "ddim")
+    expected = load_story_pipeline(tmp_path / "m")(STORY, num_inference_steps=2, height=16, width=16, seed=3).images
+    assert np.array_equal(own, np.asarray(expected[0]))
