@@ -78,7 +78,8 @@ class L2S_StorySampler:
                                   "tooltip": "Classifier-free guidance scale (the paper: 4.5; the embedded "
                                              "ShapeStory demo: 2, its lay2story.json; 1 or less: off)."}),
                 "scheduler": (list(SCHEDULERS), {"default": "dpmsolver++",
-                                                 "tooltip": "Sampler (the paper: DPM-Solver++)."}),
+                                                 "tooltip": "Sampler (the paper: DPM-Solver++; the embedded "
+                                                            "ShapeStory demo: euler_a, its scheduler folder)."}),
                 "mode": (list(SAMPLER_MODES), {
                     "default": "auto",
                     "tooltip": "auto: lay2story when the model has a subject branch, else training_free. "

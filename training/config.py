@@ -248,7 +248,9 @@ def validate_args(args: argparse.Namespace) -> argparse.Namespace:
         _check(not args.box_embedding, "box_embedding", args.box_embedding, "only used by stage 2")
         _check(args.subject_loss_weight == 1.0, "subject_loss_weight", args.subject_loss_weight,
                "only used by stage 2")
-    must_exist = ["subject_branch_path"] + ([] if getattr(args, "_writes_cache", False) else ["feature_cache"])
+    # the cache writer reads only the frozen VAE / T5: a stage's cache is written before the stage it starts from
+    # has trained (the recipes' order), so neither the branch to continue nor the cache itself must exist yet
+    must_exist = [] if getattr(args, "_writes_cache", False) else ["subject_branch_path", "feature_cache"]
     for key in must_exist:
         value = getattr(args, key)
         _check(value is None or os.path.isdir(value), key, value, "expected an existing folder")

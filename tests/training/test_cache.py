@@ -82,3 +82,16 @@ def test_training_from_the_cache_loads_no_text_encoder(make_args, cache_dir, mon
     assert os.path.isfile(os.path.join(summary["output"], "config.json"))
     with pytest.raises(Exception, match="max_length is 24 in the cache but 32"):
         main(make_args(feature_cache=str(cache_dir[1]), max_length=32))
+
+
+def test_a_stage_cache_is_written_before_the_branch_it_continues_exists(tiny_assets, tmp_path):
+    """The recipes cache every stage's stories first: the config's subject_branch_path (the stage before's export)
+    need not exist yet for the cache writer; the trainer itself still requires it."""
+    from training.config import ConfigError
+    from training.train import parse_args as train_args
+
+    common = ["--pretrained_model_name_or_path", tiny_assets["model"], "--train_data", tiny_assets["train"],
+              "--feature_cache", str(tmp_path / "c"), "--subject_branch_path", str(tmp_path / "not_yet")]
+    assert cache_args(common).subject_branch_path == str(tmp_path / "not_yet")
+    with pytest.raises(ConfigError, match="subject_branch_path: expected an existing folder"):
+        train_args(["--stage", "2", "--output_dir", str(tmp_path / "o"), *common])
