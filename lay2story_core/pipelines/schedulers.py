@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import inspect
+
 import diffusers
 
 from .story_pipeline import default_scheduler
@@ -40,5 +42,9 @@ def make_scheduler(name: str, config: dict | None = None):
     if name not in SCHEDULERS:
         raise ValueError(f"scheduler: expected one of {tuple(SCHEDULERS)}, got {name!r}")
     class_name, overrides = SCHEDULERS[name]
+    cls = getattr(diffusers, class_name)
     base = dict(config) if config else dict(default_scheduler().config)
-    return getattr(diffusers, class_name).from_config(base, **overrides)
+    # keep what this class takes: another sampler's settings (DPM-Solver's solver_order, ...) would otherwise ride
+    # along in its config and in every folder it is saved to
+    accepted = set(inspect.signature(cls.__init__).parameters)
+    return cls.from_config({k: v for k, v in base.items() if k in accepted}, **overrides)
