@@ -3,8 +3,9 @@
 A checkpoint ``output_dir/checkpoint-<step>/`` holds:
 
 - accelerate's state (optimizer, lr scheduler, grad scaler; the model under FSDP);
-- ``subject_branch/`` (stage 2) or ``transformer/`` (stage 1): the trained part in diffusers ``save_pretrained`` form
-  (the ComfyUI loader reads ``subject_branch/`` directly), and ``<name>_ema/`` with ``--use_ema``;
+- ``subject_branch/`` (stage 2) or ``transformer/`` (stage 1; also stage 2's with ``--train_transformer``): each
+  trained part in diffusers ``save_pretrained`` form (the ComfyUI loader reads ``subject_branch/`` directly), and
+  ``<name>_ema/`` with ``--use_ema``;
 - ``training_state.json`` (step, epoch, position in the epoch, counters) and ``rng_state_<rank>.safetensors`` (the
   step generator of each rank), so resuming continues exactly: same data order, optimizer, scheduler and noise.
 
@@ -26,8 +27,8 @@ from dataclasses import dataclass
 import torch
 from safetensors.torch import load_file, save_file
 
+from .config import ConfigError
 from .feature_cache import write_json_atomic
-from .modeling import trainable_name
 
 __all__ = ["TrainState", "find_checkpoints", "load_checkpoint", "prune_checkpoints", "register_hooks",
            "resolve_resume", "save_checkpoint"]
@@ -109,62 +110,63 @@ def _is_fsdp(accelerator) -> bool:
     return str(accelerator.distributed_type).endswith("FSDP")
 
 
-def export_trained(accelerator, model, stage: int, folder: str, ema=None) -> None:
-    """Write the trained part as ``<folder>/<name>/`` (and ``<name>_ema/``) in ``save_pretrained`` form.
+def export_trained(accelerator, model, names: tuple[str, ...], folder: str, ema=None) -> None:
+    """Write each trained part ``names`` as ``<folder>/<name>/`` (and ``<name>_ema/``) in ``save_pretrained`` form.
 
     Under FSDP the full state dict is gathered (a collective: every rank must call this) and rebuilt on the main
     process. Otherwise only the main process writes.
     """
-    name = trainable_name(stage)
     unwrapped = accelerator.unwrap_model(model)
-    module = getattr(unwrapped, name)
-    if _is_fsdp(accelerator):
-        state = accelerator.get_state_dict(model)
-        if accelerator.is_main_process:
-            prefix = f"{name}."
-            fresh = type(module).from_config(module.config)
-            fresh.load_state_dict({k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)})
-            fresh.save_pretrained(os.path.join(folder, name))
-    elif accelerator.is_main_process:
-        module.save_pretrained(os.path.join(folder, name))
-    if ema is not None and accelerator.is_main_process:
-        ema.save_pretrained(os.path.join(folder, f"{name}_ema"))
+    state = accelerator.get_state_dict(model) if _is_fsdp(accelerator) else None
+    for name in names:
+        module = getattr(unwrapped, name)
+        if state is not None:
+            if accelerator.is_main_process:
+                prefix = f"{name}."
+                fresh = type(module).from_config(module.config)
+                fresh.load_state_dict({k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)})
+                fresh.save_pretrained(os.path.join(folder, name))
+        elif accelerator.is_main_process:
+            module.save_pretrained(os.path.join(folder, name))
+        if ema is not None and accelerator.is_main_process:
+            ema.save_pretrained(folder, name)
 
 
-def register_hooks(accelerator, stage: int, ema=None) -> None:
-    """diffusers-style save/load hooks: the trained part goes to the checkpoint in ``save_pretrained`` form instead
+def register_hooks(accelerator, names: tuple[str, ...], ema=None) -> None:
+    """diffusers-style save/load hooks: the trained parts go to the checkpoint in ``save_pretrained`` form instead
     of accelerate's whole-model file (so a stage-2 checkpoint does not repeat the frozen global branch)."""
     if _is_fsdp(accelerator):
         return  # accelerate saves the sharded model; export_trained writes the save_pretrained copy
 
-    name = trainable_name(stage)
-
     def save_hook(models, weights, output_dir):
         for model in models:
-            export_trained(accelerator, model, stage, output_dir, ema)
+            export_trained(accelerator, model, names, output_dir, ema)
         weights.clear()
 
     def load_hook(models, input_dir):
-        from diffusers.training_utils import EMAModel
-
+        # every part this run trains must be there (a run with other --train_transformer / --use_ema wrote others)
+        wanted = [*names, *(f"{name}_ema" for name in names if ema is not None)]
+        missing = [part for part in wanted if not os.path.isdir(os.path.join(input_dir, part))]
+        if missing:
+            raise ConfigError(f"resume_from_checkpoint: {input_dir!r} has no {', '.join(p + '/' for p in missing)} "
+                              "(written by a run with other --train_transformer / --use_ema settings?)")
         while models:
-            model = models.pop()
-            module = getattr(accelerator.unwrap_model(model), name)
-            loaded = type(module).from_pretrained(os.path.join(input_dir, name), torch_dtype=torch.float32)
-            module.load_state_dict(loaded.state_dict())
-            if ema is not None:
-                state = EMAModel.from_pretrained(os.path.join(input_dir, f"{name}_ema"), type(module)).state_dict()
-                ema.load_state_dict(state)
-                ema.to(next(module.parameters()).device)
+            unwrapped = accelerator.unwrap_model(models.pop())
+            for name in names:
+                module = getattr(unwrapped, name)
+                loaded = type(module).from_pretrained(os.path.join(input_dir, name), torch_dtype=torch.float32)
+                module.load_state_dict(loaded.state_dict())
+                if ema is not None:
+                    ema.load(input_dir, name)
 
     accelerator.register_save_state_pre_hook(save_hook)
     accelerator.register_load_state_pre_hook(load_hook)
 
 
 def save_checkpoint(accelerator, output_dir: str, state: TrainState, generator: torch.Generator,
-                    limit: int | None = None, *, model=None, stage: int | None = None) -> str:
+                    limit: int | None = None, *, model=None, names: tuple[str, ...] = ()) -> str:
     """Save a complete checkpoint atomically (every rank must call this) and apply ``limit``. Under FSDP, ``model``
-    and ``stage`` add the ``save_pretrained`` copy of the trained part (elsewhere the save hook writes it)."""
+    and ``names`` add the ``save_pretrained`` copy of the trained parts (elsewhere the save hook writes it)."""
     final = os.path.join(output_dir, f"{PREFIX}{state.global_step}")
     tmp = os.path.join(output_dir, f".{PREFIX}{state.global_step}.tmp")
     if accelerator.is_main_process:
@@ -173,7 +175,7 @@ def save_checkpoint(accelerator, output_dir: str, state: TrainState, generator: 
     accelerator.wait_for_everyone()
     accelerator.save_state(tmp)
     if model is not None and _is_fsdp(accelerator):
-        export_trained(accelerator, model, stage, tmp)
+        export_trained(accelerator, model, names, tmp)
     rng = {"generator": generator.get_state(), "torch_cpu": torch.get_rng_state()}
     if torch.cuda.is_available():
         rng["torch_cuda"] = torch.cuda.get_rng_state()

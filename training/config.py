@@ -50,6 +50,10 @@ def build_parser(description: str = "Train Lay2Story (stage 1: global branch, st
                    help="stage 2: subject blocks (default: half the global depth, one per two global blocks)")
     _bool_flag(g, "box_embedding", False, "stage 2: give the subject branch a box embedding (where each token sits in "
                "its box; added zero-initialised to a --subject_branch_path branch that has none)")
+    _bool_flag(g, "train_transformer", False, "stage 2: also fine-tune the global branch (a joint fine-tune); "
+               "exported as transformer/ beside subject_branch/, to use in place of stage 1's")
+    g.add_argument("--transformer_learning_rate", type=float, default=None,
+                   help="stage 2 with --train_transformer: the global branch's learning rate (default: learning_rate)")
     g = p.add_argument_group("data")
     g.add_argument("--train_data", nargs="+", default=None,
                    help="story JSONL files, tar shards, folders of them or glob patterns")
@@ -248,6 +252,13 @@ def validate_args(args: argparse.Namespace) -> argparse.Namespace:
         _check(not args.box_embedding, "box_embedding", args.box_embedding, "only used by stage 2")
         _check(args.subject_loss_weight == 1.0, "subject_loss_weight", args.subject_loss_weight,
                "only used by stage 2")
+        _check(not args.train_transformer, "train_transformer", args.train_transformer,
+               "only used by stage 2 (stage 1 trains the global branch anyway)")
+    if args.transformer_learning_rate is not None:
+        _check(args.train_transformer, "transformer_learning_rate", args.transformer_learning_rate,
+               "only used with train_transformer")
+        _check(math.isfinite(args.transformer_learning_rate) and args.transformer_learning_rate > 0,
+               "transformer_learning_rate", args.transformer_learning_rate, "expected a finite number > 0")
     # the cache writer reads only the frozen VAE / T5: a stage's cache is written before the stage it starts from
     # has trained (the recipes' order), so neither the branch to continue nor the cache itself must exist yet
     must_exist = [] if getattr(args, "_writes_cache", False) else ["subject_branch_path", "feature_cache"]

@@ -1,9 +1,10 @@
 """Build what a training stage needs: the dual-branch model with the right parts frozen, T5 and the VAE.
 
 Stage 1 trains ``model.transformer`` (the PixArt global branch; the model has no subject branch). Stage 2 freezes the
-global branch and trains ``model.subject_branch`` only. Frozen parts (T5, VAE, the stage-2 global branch) are kept in
-``--frozen_dtype`` (half precision under mixed precision), optionally on the CPU; trained parts stay in float32 (the
-optimizer's master weights; mixed precision autocasts the forward).
+global branch and trains ``model.subject_branch`` only, or, with ``--train_transformer``, both (a joint fine-tune).
+Frozen parts (T5, VAE, the stage-2 global branch) are kept in ``--frozen_dtype`` (half precision under mixed
+precision), optionally on the CPU; trained parts stay in float32 (the optimizer's master weights; mixed precision
+autocasts the forward).
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from lay2story_core.latents import LatentNormalization
 from lay2story_core.models import Lay2StoryTransformer, SubjectBranch
 
 __all__ = ["Components", "VaeInfo", "initialize_pixart_", "load_components", "resolve_frozen_dtype",
-           "trainable_name"]
+           "trainable_name", "trained_names"]
 
 logger = logging.getLogger(__name__)
 
@@ -106,6 +107,13 @@ def trainable_name(stage: int) -> str:
     return "transformer" if stage == 1 else "subject_branch"
 
 
+def trained_names(stage: int, train_transformer: bool = False) -> tuple[str, ...]:
+    """Every sub-module a run trains (each exported as ``<name>/``): the stage's own, plus the global branch in a
+    stage-2 joint fine-tune."""
+    name = trainable_name(stage)
+    return (name, "transformer") if stage == 2 and train_transformer else (name,)
+
+
 def resolve_frozen_dtype(frozen_dtype: str, mixed_precision: str) -> torch.dtype:
     if frozen_dtype == "auto":
         return {"fp16": torch.float16, "bf16": torch.bfloat16}.get(mixed_precision, torch.float32)
@@ -161,7 +169,10 @@ def build_model(args, fsdp: bool = False, frozen_dtype: torch.dtype = torch.floa
     pixart.eval()
     branch.requires_grad_(True)
     branch.train()
-    if frozen_dtype != torch.float32 and not fsdp:
+    if args.train_transformer:
+        pixart.requires_grad_(True)
+        pixart.train()
+    elif frozen_dtype != torch.float32 and not fsdp:
         pixart.to(frozen_dtype)
     return model
 

@@ -129,8 +129,9 @@ def check_same_encoder(vae: Path, model_vae: Path) -> None:
 
 
 def assemble(model: Path, stage1: Path, stage2: Path, out: Path, ema: bool = True, vae: Path | None = None) -> Path:
-    """The demo pipeline folder: stage-1 global branch + stage-2 subject branch + the frozen components (``vae``: a
-    decoder fine-tune of the model's VAE, see :func:`check_same_encoder`)."""
+    """The demo pipeline folder: stage-1 global branch (``stage2``'s when that run fine-tuned it too) + stage-2
+    subject branch + the frozen components (``vae``: a decoder fine-tune of the model's VAE, see
+    :func:`check_same_encoder`)."""
     from lay2story_core.loading.folder import EMA_CONFIG_KEYS
     from lay2story_core.pipelines import make_scheduler
     from lay2story_core.pipelines.loading import load_story_pipeline, write_manifest
@@ -147,7 +148,11 @@ def assemble(model: Path, stage1: Path, stage2: Path, out: Path, ema: bool = Tru
     def pick(folder: Path, name: str) -> Path:
         return folder / f"{name}_ema" if ema and (folder / f"{name}_ema").is_dir() else folder / name
 
-    shutil.copytree(pick(stage1, "transformer"), staging / "transformer")
+    # a stage-2 joint fine-tune (--train_transformer) exports the global branch it trained: it replaces stage 1's
+    joint = (stage2 / "transformer").is_dir()
+    if joint:
+        logger.info("%s has a jointly fine-tuned global branch: using it in place of %s's", stage2, stage1)
+    shutil.copytree(pick(stage2 if joint else stage1, "transformer"), staging / "transformer")
     shutil.copytree(pick(stage2, "subject_branch"), staging / "subject_branch")
     for name in ("vae", "text_encoder", "tokenizer", "scheduler"):
         shutil.copytree(vae if name == "vae" and vae is not None else model / name, staging / name)

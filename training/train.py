@@ -29,7 +29,8 @@ Run (options can live in a YAML file whose keys are the option names; the comman
     accelerate launch training/train.py --config training/configs/stage2.yaml --resume_from_checkpoint latest
 
 The trained part is exported as ``<output_dir>/subject_branch/`` (stage 2; what the ComfyUI loader reads from
-``models/lay2story``) or ``<output_dir>/transformer/`` (stage 1), plus ``*_ema/`` with ``--use_ema``. Structure after
+``models/lay2story``) or ``<output_dir>/transformer/`` (stage 1, and stage 2 with ``--train_transformer``, which
+fine-tunes the global branch jointly), plus ``*_ema/`` with ``--use_ema``. Structure after
 diffusers' ``examples/`` and DiT's ``train.py``: accelerate, save/load state hooks, ``--checkpoints_total_limit``,
 ``--resume_from_checkpoint latest``, validation every ``--validation_steps``.
 """
@@ -65,10 +66,11 @@ from training.checkpointing import (
 from training.config import ConfigError
 from training.config import parse_args as _parse_args
 from training.dataset import TrainingDataError
+from training.ema import ModuleEMA
 from training.features import CaptionEncoder, DropoutConfig, compute_loss, prepare_inputs
 from training.loop_data import SkipTracker, build_loader, describe_data, open_cache, validation_in_cache
 from training.losses import GaussianDiffusion
-from training.modeling import Components, VaeInfo, load_components, trainable_name
+from training.modeling import Components, VaeInfo, load_components, trainable_name, trained_names
 from training.validation import render_validation_stories, validation_loss
 
 __all__ = ["main", "parse_args"]
@@ -128,8 +130,13 @@ def _tracker_config(args) -> dict:
 def _optimizer(args, model, accelerator, max_train_steps: int):
     from diffusers.optimization import get_scheduler
 
-    params = [p for p in model.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(params, lr=args.learning_rate, betas=(args.adam_beta1, args.adam_beta2),
+    groups = [{"params": [p for n, p in model.named_parameters() if p.requires_grad and not n.startswith(
+        "transformer.")]}]
+    if args.stage == 1 or args.train_transformer:  # stage 1 trains only the global branch: one group either way
+        groups.append({"params": [p for p in model.transformer.parameters() if p.requires_grad],
+                       "lr": args.transformer_learning_rate or args.learning_rate})
+    groups = [g for g in groups if g["params"]]
+    optimizer = torch.optim.AdamW(groups, lr=args.learning_rate, betas=(args.adam_beta1, args.adam_beta2),
                                   weight_decay=args.adam_weight_decay, eps=args.adam_epsilon)
     # accelerate steps a prepared scheduler once per process per optimizer step (diffusers' convention)
     scheduler = get_scheduler(args.lr_scheduler, optimizer=optimizer,
@@ -138,14 +145,11 @@ def _optimizer(args, model, accelerator, max_train_steps: int):
     return optimizer, scheduler
 
 
-def _ema(args, components: Components):
+def _ema(args, components: Components) -> ModuleEMA | None:
     if not args.use_ema:
         return None
-    from diffusers.training_utils import EMAModel
-
-    module = getattr(components.model, trainable_name(args.stage))
-    return EMAModel([p for p in module.parameters()], decay=args.ema_decay, model_cls=type(module),
-                    model_config=module.config)
+    names = trained_names(args.stage, args.train_transformer)
+    return ModuleEMA({name: getattr(components.model, name) for name in names}, args.ema_decay)
 
 
 def _export_final(accelerator, model, args, ema) -> str:
@@ -155,7 +159,7 @@ def _export_final(accelerator, model, args, ema) -> str:
         shutil.rmtree(tmp, ignore_errors=True)
         os.makedirs(tmp)
     accelerator.wait_for_everyone()
-    export_trained(accelerator, model, args.stage, tmp, ema)
+    export_trained(accelerator, model, trained_names(args.stage, args.train_transformer), tmp, ema)
     if accelerator.is_main_process:
         for name in sorted(os.listdir(tmp)):
             final = os.path.join(args.output_dir, name)
@@ -235,7 +239,7 @@ def main(args, *, on_step: StepCallback | None = None) -> dict:
     # 3. Optimizer, scheduler, EMA, hooks, accelerate
     optimizer, lr_scheduler = _optimizer(args, model, accelerator, max_train_steps)
     ema = _ema(args, components)
-    register_hooks(accelerator, args.stage, ema)
+    register_hooks(accelerator, trained_names(args.stage, args.train_transformer), ema)
     model, optimizer, lr_scheduler = accelerator.prepare(model, optimizer, lr_scheduler)
     if ema is not None:
         ema.to(device)
@@ -318,7 +322,7 @@ def main(args, *, on_step: StepCallback | None = None) -> dict:
             # an optimizer step happened
             state.global_step += 1
             if ema is not None:
-                ema.step(trained_params)
+                ema.step()
             now = time.perf_counter()
             counts = accelerator.reduce(torch.tensor([float(step_stories), float(step_frames)], device=device), "sum")
             mean_loss = accelerator.reduce(torch.stack(step_losses).mean()[None], "mean").item()
@@ -330,10 +334,11 @@ def main(args, *, on_step: StepCallback | None = None) -> dict:
             step_losses, step_stories, step_frames, last_time = [], 0, 0, now
             if state.global_step % args.checkpointing_steps == 0 or state.global_step == max_train_steps:
                 checkpoint = save_checkpoint(accelerator, args.output_dir, state, generator,
-                                             args.checkpoints_total_limit, model=model, stage=args.stage)
+                                             args.checkpoints_total_limit, model=model,
+                                             names=trained_names(args.stage, args.train_transformer))
             if args.validation_steps and state.global_step % args.validation_steps == 0:
                 logs.update(_validate(args, accelerator, model, components, validation, diffusion, table,
-                                      state.global_step, ema, trained_params))
+                                      state.global_step, ema))
             accelerator.log(logs, step=state.global_step)
             if on_step is not None:
                 on_step(state, logs)
@@ -378,15 +383,15 @@ class _Validation:
     captions: CaptionEncoder | None
 
 
-def _validate(args, accelerator, model, components, validation: _Validation, diffusion, table, step, ema,
-              params) -> dict:
+def _validate(args, accelerator, model, components, validation: _Validation, diffusion, table, step,
+              ema: ModuleEMA | None) -> dict:
     """Validation loss on ``validation_data`` (all ranks) and rendered stories (main process); EMA weights if kept."""
     from training.loop_data import build_validation_batches
 
     logs: dict = {}
     if ema is not None:
-        ema.store(params)
-        ema.copy_to(params)
+        ema.store()
+        ema.copy_to()
     try:
         if args.validation_data:
             batches = build_validation_batches(args, table, validation.cache, accelerator)
@@ -414,7 +419,7 @@ def _validate(args, accelerator, model, components, validation: _Validation, dif
             accelerator.wait_for_everyone()
     finally:
         if ema is not None:
-            ema.restore(params)
+            ema.restore()
     return logs
 
 

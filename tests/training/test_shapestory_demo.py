@@ -56,3 +56,15 @@ def test_a_vae_that_encodes_differently_is_refused(parts, capsys):
     assert main(["assemble", "--model", str(root / "model"), "--stage1", str(root / "stage1"), "--stage2",
                  str(root / "stage2"), "--out", str(root / "out2")]) == 0
     assert load_story_pipeline(root / "out2").subject_branch is not None
+
+
+def test_assemble_takes_a_joint_fine_tunes_global_branch(parts):
+    """A stage-2 run with --train_transformer exports transformer/ too: the assembled folder uses it, not stage 1's."""
+    pipe, root = parts
+    tuned = type(pipe.transformer).from_config(pipe.transformer.config)
+    tuned.load_state_dict({k: v + 0.01 for k, v in pipe.transformer.state_dict().items()})
+    tuned.save_pretrained(root / "stage2" / "transformer_ema")
+    shutil.copytree(root / "model" / "transformer", root / "stage2" / "transformer")  # the raw weights, unused
+    loaded = load_story_pipeline(assemble(root / "model", root / "stage1", root / "stage2", root / "out"))
+    assert all(torch.equal(a, b) for a, b in zip(loaded.transformer.state_dict().values(),
+                                                 tuned.state_dict().values()))
