@@ -40,22 +40,22 @@ class ModuleEMA:
             ema.to(device)
         return self
 
-    def step(self) -> None:
+    def _each(self, method: str) -> None:
         for name, ema in self._emas.items():
-            ema.step(self._params(name))
+            getattr(ema, method)(self._params(name))
+
+    def step(self) -> None:
+        self._each("step")
 
     def store(self) -> None:
         """Remember the live weights (before :meth:`copy_to`), to put back with :meth:`restore`."""
-        for name, ema in self._emas.items():
-            ema.store(self._params(name))
+        self._each("store")
 
     def copy_to(self) -> None:
-        for name, ema in self._emas.items():
-            ema.copy_to(self._params(name))
+        self._each("copy_to")
 
     def restore(self) -> None:
-        for name, ema in self._emas.items():
-            ema.restore(self._params(name))
+        self._each("restore")
 
     def save_pretrained(self, folder: str, name: str) -> None:
         """Write ``name``'s average as ``<folder>/<name>_ema/``."""

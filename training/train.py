@@ -28,6 +28,10 @@ Run (options can live in a YAML file whose keys are the option names; the comman
     # resume after a crash (continues exactly where the last checkpoint left off)
     accelerate launch training/train.py --config training/configs/stage2.yaml --resume_from_checkpoint latest
 
+    # stage 2 as a joint fine-tune: the global branch trains too, at its own learning rate
+    accelerate launch training/train.py --config training/configs/stage2.yaml --train_transformer \
+        --transformer_learning_rate 1e-5
+
 The trained part is exported as ``<output_dir>/subject_branch/`` (stage 2; what the ComfyUI loader reads from
 ``models/lay2story``) or ``<output_dir>/transformer/`` (stage 1, and stage 2 with ``--train_transformer``, which
 fine-tunes the global branch jointly), plus ``*_ema/`` with ``--use_ema``. Structure after
