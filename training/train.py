@@ -243,7 +243,8 @@ def main(args, *, on_step: StepCallback | None = None) -> dict:
     # 3. Optimizer, scheduler, EMA, hooks, accelerate
     optimizer, lr_scheduler = _optimizer(args, model, accelerator, max_train_steps)
     ema = _ema(args, components)
-    register_hooks(accelerator, trained_names(args.stage, args.train_transformer), ema)
+    parts = trained_names(args.stage, args.train_transformer)
+    register_hooks(accelerator, parts, ema)
     model, optimizer, lr_scheduler = accelerator.prepare(model, optimizer, lr_scheduler)
     if ema is not None:
         ema.to(device)
@@ -338,8 +339,7 @@ def main(args, *, on_step: StepCallback | None = None) -> dict:
             step_losses, step_stories, step_frames, last_time = [], 0, 0, now
             if state.global_step % args.checkpointing_steps == 0 or state.global_step == max_train_steps:
                 checkpoint = save_checkpoint(accelerator, args.output_dir, state, generator,
-                                             args.checkpoints_total_limit, model=model,
-                                             names=trained_names(args.stage, args.train_transformer))
+                                             args.checkpoints_total_limit, model=model, names=parts)
             if args.validation_steps and state.global_step % args.validation_steps == 0:
                 logs.update(_validate(args, accelerator, model, components, validation, diffusion, table,
                                       state.global_step, ema))
