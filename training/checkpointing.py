@@ -36,6 +36,7 @@ __all__ = ["TrainState", "find_checkpoints", "load_checkpoint", "prune_checkpoin
 logger = logging.getLogger(__name__)
 
 PREFIX = "checkpoint-"
+TRAINABLE_PARTS = ("transformer", "subject_branch")  # every part a run can train (training.modeling.trained_names)
 STATE_FILE = "training_state.json"
 _NAME = re.compile(rf"^{PREFIX}(\d+)$")
 
@@ -150,6 +151,11 @@ def register_hooks(accelerator, names: tuple[str, ...], ema=None) -> None:
         if missing:
             raise ConfigError(f"resume_from_checkpoint: {input_dir!r} has no {', '.join(p + '/' for p in missing)} "
                               "(written by a run with other --train_transformer / --use_ema settings?)")
+        extra = [part for part in TRAINABLE_PARTS
+                 if part not in names and os.path.isdir(os.path.join(input_dir, part))]
+        if extra:
+            raise ConfigError(f"resume_from_checkpoint: {input_dir!r} also trained {', '.join(extra)} (its optimizer "
+                              "state holds them): resume with the settings that wrote it, e.g. --train_transformer")
         while models:
             unwrapped = accelerator.unwrap_model(models.pop())
             for name in names:

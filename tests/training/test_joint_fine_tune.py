@@ -102,6 +102,13 @@ def test_resuming_a_checkpoint_of_other_parts_is_one_clear_line(make_args, tmp_p
     assert err.strip().splitlines()[-1].startswith("error: resume_from_checkpoint: "), err
     assert sorted(os.listdir(tmp_path / "run" / "checkpoint-2")) == before
 
+    # the other way round: a joint checkpoint resumed without --train_transformer
+    main(_joint(make_args, tmp_path, "joint", max_train_steps=2))
+    plain = make_args(output_dir=str(tmp_path / "joint"), use_ema=True, max_train_steps=4,
+                      resume_from_checkpoint="latest")
+    with pytest.raises(ConfigError, match=r"^resume_from_checkpoint: .* also trained transformer .*train_transformer"):
+        main(plain)
+
 
 @pytest.mark.parametrize("options, field", [
     ({"stage": 1, "train_transformer": True}, "train_transformer"),
