@@ -38,7 +38,7 @@ import numpy as np
 from bench.common import bench_parser, prepare, run_and_report
 from lay2story_core.cli import EMBEDDED_MODEL
 from lay2story_core.consistency import ConsistencyConfig
-from lay2story_core.pipelines import ReferenceImage, scheduler_name
+from lay2story_core.pipelines import ReferenceImage, scheduler_label
 from lay2story_core.pipelines.loading import load_story_pipeline
 from lay2story_core.shapestory import render_reference, render_story, score_story, summarize
 from lay2story_core.shapestory.protocol import attribute_agreement, partial_stories, stories_with_characters
@@ -216,7 +216,7 @@ def evaluate(model_dir, count: int, steps: int | None, cfg: float | None, seed: 
             rows.append((story, on, off))
         comparison_grid(rows).save(grid)
     return {"ablations": ablations, "bars": bars, "steps": steps, "cfg": cfg,
-            "scheduler": scheduler_name(full.scheduler) or type(full.scheduler).__name__}
+            "scheduler": scheduler_label(full.scheduler)}
 
 
 def _bar(summary: dict) -> dict:

@@ -15,7 +15,7 @@ from pathlib import Path
 from .consistency import SECOND_HALF, ConsistencyConfig
 from .pipelines.manifest import MAX_INFERENCE_STEPS, check_guidance_scale, check_num_inference_steps
 from .pipelines.modes import AUTO, MODE_NAMES, resolve_mode
-from .pipelines.schedulers import SCHEDULERS, scheduler_name
+from .pipelines.schedulers import SCHEDULERS, scheduler_label
 from .story import LayoutError, load_story
 
 logger = logging.getLogger("lay2story_core.cli")
@@ -243,7 +243,7 @@ def generate(args: argparse.Namespace) -> Path:
             pipe.scheduler = make_scheduler(args.scheduler, pipe.scheduler.config)
         mode = resolve_mode(args.mode, pipe.subject_branch is not None, field="--mode").name
         settings = {"mode": mode, "seed": args.seed, "steps": steps, "cfg": cfg,
-                    "scheduler": scheduler_name(pipe.scheduler) or type(pipe.scheduler).__name__,
+                    "scheduler": scheduler_label(pipe.scheduler),
                     "layout": not args.no_layout,
                     "subject_captions": not args.no_subject_captions, "model": os.fspath(model),
                     "chunk_size": args.chunk_size, "subject_scale": subject_scale}

@@ -29,6 +29,7 @@ from safetensors.torch import load_file, save_file
 
 from .config import ConfigError
 from .feature_cache import write_json_atomic
+from .modeling import TRAINABLE_PARTS
 
 __all__ = ["TrainState", "find_checkpoints", "load_checkpoint", "prune_checkpoints", "register_hooks",
            "resolve_resume", "save_checkpoint"]
@@ -36,7 +37,6 @@ __all__ = ["TrainState", "find_checkpoints", "load_checkpoint", "prune_checkpoin
 logger = logging.getLogger(__name__)
 
 PREFIX = "checkpoint-"
-TRAINABLE_PARTS = ("transformer", "subject_branch")  # every part a run can train (training.modeling.trained_names)
 STATE_FILE = "training_state.json"
 _NAME = re.compile(rf"^{PREFIX}(\d+)$")
 

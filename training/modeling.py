@@ -18,7 +18,7 @@ from torch import nn
 from lay2story_core.latents import LatentNormalization
 from lay2story_core.models import Lay2StoryTransformer, SubjectBranch
 
-__all__ = ["Components", "VaeInfo", "initialize_pixart_", "load_components", "resolve_frozen_dtype",
+__all__ = ["TRAINABLE_PARTS", "Components", "VaeInfo", "initialize_pixart_", "load_components", "resolve_frozen_dtype",
            "trainable_name", "trained_names"]
 
 logger = logging.getLogger(__name__)
@@ -100,6 +100,9 @@ def initialize_pixart_(transformer: nn.Module) -> nn.Module:
     nn.init.zeros_(transformer.proj_out.weight)
     nn.init.zeros_(transformer.proj_out.bias)
     return transformer
+
+
+TRAINABLE_PARTS = ("transformer", "subject_branch")  # every sub-module a run can train (see trained_names)
 
 
 def trainable_name(stage: int) -> str:

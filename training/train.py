@@ -149,21 +149,21 @@ def _optimizer(args, model, accelerator, max_train_steps: int):
     return optimizer, scheduler
 
 
-def _ema(args, components: Components) -> ModuleEMA | None:
+def _ema(args, components: Components, parts: tuple[str, ...]) -> ModuleEMA | None:
     if not args.use_ema:
         return None
-    names = trained_names(args.stage, args.train_transformer)
-    return ModuleEMA({name: getattr(components.model, name) for name in names}, args.ema_decay)
+    return ModuleEMA({name: getattr(components.model, name) for name in parts}, args.ema_decay)
 
 
-def _export_final(accelerator, model, args, ema) -> str:
-    """Export the trained part to ``output_dir/<name>/`` atomically (a temporary folder, then renames)."""
+def _export_final(accelerator, model, args, parts: tuple[str, ...], ema) -> str:
+    """Export the trained parts to ``output_dir/<name>/`` atomically (a temporary folder, then renames); the stage's
+    own part's folder is returned."""
     tmp = os.path.join(args.output_dir, ".export.tmp")
     if accelerator.is_main_process:
         shutil.rmtree(tmp, ignore_errors=True)
         os.makedirs(tmp)
     accelerator.wait_for_everyone()
-    export_trained(accelerator, model, trained_names(args.stage, args.train_transformer), tmp, ema)
+    export_trained(accelerator, model, parts, tmp, ema)
     if accelerator.is_main_process:
         for name in sorted(os.listdir(tmp)):
             final = os.path.join(args.output_dir, name)
@@ -242,8 +242,8 @@ def main(args, *, on_step: StepCallback | None = None) -> dict:
 
     # 3. Optimizer, scheduler, EMA, hooks, accelerate
     optimizer, lr_scheduler = _optimizer(args, model, accelerator, max_train_steps)
-    ema = _ema(args, components)
     parts = trained_names(args.stage, args.train_transformer)
+    ema = _ema(args, components, parts)
     register_hooks(accelerator, parts, ema)
     model, optimizer, lr_scheduler = accelerator.prepare(model, optimizer, lr_scheduler)
     if ema is not None:
@@ -361,7 +361,7 @@ def main(args, *, on_step: StepCallback | None = None) -> dict:
                                 f"{skips.examples()}); nothing exported")
     if skips.exceeded(read, skipped, final=True):
         raise skips.error(read, skipped)
-    output = _export_final(accelerator, model, args, ema)
+    output = _export_final(accelerator, model, args, parts, ema)
     accelerator.end_training()
     logger.info("done: %d steps, %d stories skipped on this process; exported %s", state.global_step, state.skipped,
                 output)

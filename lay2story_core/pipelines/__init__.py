@@ -2,7 +2,7 @@
 
 from .images import contact_sheet, to_pil, to_tensor_image
 from .manifest import PipelineManifest, SamplingDefaults, check_guidance_scale, check_num_inference_steps
-from .schedulers import SCHEDULERS, make_scheduler, scheduler_name
+from .schedulers import SCHEDULERS, make_scheduler, scheduler_label, scheduler_name
 from .story_pipeline import (
     MODES,
     GenerationCancelled,
@@ -26,6 +26,7 @@ __all__ = [
     "contact_sheet",
     "default_scheduler",
     "make_scheduler",
+    "scheduler_label",
     "scheduler_name",
     "to_pil",
     "to_tensor_image",

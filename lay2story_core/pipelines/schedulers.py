@@ -37,6 +37,12 @@ def scheduler_name(scheduler) -> str | None:
     return None
 
 
+def scheduler_label(scheduler) -> str:
+    """What to call a scheduler instance in settings metadata and report titles: its :func:`scheduler_name`, or its
+    class name for a sampler not offered here."""
+    return scheduler_name(scheduler) or type(scheduler).__name__
+
+
 def make_scheduler(name: str, config: dict | None = None):
     """Scheduler ``name`` (a key of :data:`SCHEDULERS`) from ``config`` (default: PixArt's training schedule)."""
     if name not in SCHEDULERS:

@@ -103,3 +103,12 @@ def test_the_cli_samples_with_the_models_own_scheduler_unless_told(tmp_path, cap
     assert (own_name, ddim_name) == ("euler_a", "ddim")
     expected = load_story_pipeline(tmp_path / "m")(STORY, num_inference_steps=2, height=16, width=16, seed=3).images
     assert np.array_equal(own, np.asarray(expected[0]))
+
+
+def test_scheduler_label_names_offered_samplers_and_the_class_otherwise(pipe):
+    from diffusers import LCMScheduler
+
+    from lay2story_core.pipelines import scheduler_label
+
+    assert [scheduler_label(make_scheduler(name, pipe.scheduler.config)) for name in SCHEDULERS] == list(SCHEDULERS)
+    assert scheduler_label(LCMScheduler.from_config(pipe.scheduler.config)) == "LCMScheduler"
