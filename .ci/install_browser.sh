@@ -1,13 +1,18 @@
 #!/usr/bin/env bash
 # Installs what the real-browser test of the layout editor (tests/web/) needs, on a fresh Debian machine as root:
 # Debian's chromium and nodejs/npm, npm playwright-core in tests/web/.node (never `playwright install`: no browser
-# downloads), and the ComfyUI frontend wheel (comfyui-frontend-package) into the active Python environment.
-# Idempotent and quiet: each part is skipped when already there. Versions can be overridden by the environment.
+# downloads), the ComfyUI frontend wheel (comfyui-frontend-package) into the active Python environment (the newest
+# checked: L2S_FRONTEND_VERSION), and older frontends into tests/web/.frontends/<version>/ (L2S_EXTRA_FRONTENDS,
+# space-separated; default 1.27.10, the version the shared ComfyUI 0.3.64 pins; empty = none). The browser tests run
+# against every frontend found there (tests/web/conftest.py). Idempotent and quiet: each part is skipped when already
+# there. Versions can be overridden by the environment.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 PLAYWRIGHT_CORE_VERSION="${L2S_PLAYWRIGHT_CORE_VERSION:-1.65.1}"
 FRONTEND_VERSION="${L2S_FRONTEND_VERSION:-1.58.1}"
+EXTRA_FRONTENDS="${L2S_EXTRA_FRONTENDS-1.27.10}"
+FRONTENDS_DIR="tests/web/.frontends"
 NODE_DIR="tests/web/.node"
 PYTHON="${PYTHON:-python}"
 
@@ -41,3 +46,14 @@ if [ "$installed_fe" != "$FRONTEND_VERSION" ]; then
     "$PYTHON" -c "import comfyui_frontend_package" \
         || { echo "install_browser.sh: comfyui-frontend-package did not install" >&2; exit 1; }
 fi
+
+for version in $EXTRA_FRONTENDS; do
+    target="$FRONTENDS_DIR/$version"
+    if [ ! -f "$target/comfyui_frontend_package/static/index.html" ]; then
+        rm -rf "$target"
+        "$PYTHON" -m pip install -q --disable-pip-version-check --no-deps --target "$target" \
+            "comfyui-frontend-package==$version" 2>&1 | grep -v "^WARNING: Location" >&2 || true
+        [ -f "$target/comfyui_frontend_package/static/index.html" ] \
+            || { echo "install_browser.sh: comfyui-frontend-package==$version did not install into $target" >&2; exit 1; }
+    fi
+done

@@ -25,7 +25,7 @@ from pathlib import Path
 from bench.common import bench_parser, environment_info, format_table, run_and_report, write_json, write_text
 from lay2story_core.eval.plot import Panel, Series, render_panels
 
-BENCHMARKS: tuple[str, ...] = ("attention", "model", "sampling", "train", "shapestory")
+BENCHMARKS: tuple[str, ...] = ("attention", "model", "sampling", "train", "shapestory", "redo", "comic_bubbles")
 REPO_ROOT = Path(__file__).resolve().parents[1]
 TITLE = "Benchmark suite"
 COLUMNS = ["benchmark", "status", "wall_s", "rows", "baseline_in_run", "note"]

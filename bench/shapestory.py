@@ -9,12 +9,14 @@ of the held-out characters (unseen colour/shape/pattern combinations) unless a r
   reference); no subject branch (the global branch alone: the same weights as "plain"); no reference; no masked 3D
   attention (each frame's subject tokens attend within their own frame); layout off (the paper's "w/o lc");
   training-free consistency on the global branch; plain. Columns: box success (stories with 1, 2 and 3
-  characters), attribute agreement and reference match (the consistency protocol: identity texts that leave the
-  colour, or everything, unnamed; see :mod:`lay2story_core.shapestory.protocol`), prompt following, seconds per
-  story.
+  characters), identity (colour / shape / pattern accuracy, and identity anywhere: characters of multi-character
+  frames drawn somewhere with their own colour, shape and pattern, whatever the box), attribute agreement and
+  reference match (the consistency protocol: identity texts that leave the colour, or everything, unnamed; see
+  :mod:`lay2story_core.shapestory.protocol`), prompt following (the scene), seconds per story.
 * **Bars**: layout on, for training and held-out characters: box success per character count, presence,
   colour/shape/pattern accuracy, scene, and the share of subjects of multi-character frames drawn in their own box
-  with their own identity; layout off beside it (box success near what chance gives).
+  with their own identity, and identity anywhere (the same without the box: layout off is judged by it); layout
+  off, the plain global branch and training-free consistency beside it (box success near what chance gives).
 * **Ceiling**: the ground truth encoded and decoded by the model's VAE, scored the same way: what any latent model
   with this VAE can reach at best (small characters lose shape and pattern detail in a 4x VAE's 16x16 latents).
 * **Sampling**: the model's sampler (its scheduler folder; the demo: euler_a), recommended steps and guidance
@@ -41,12 +43,14 @@ from lay2story_core.consistency import ConsistencyConfig
 from lay2story_core.pipelines import ReferenceImage, scheduler_label
 from lay2story_core.pipelines.loading import load_story_pipeline
 from lay2story_core.shapestory import render_reference, render_story, score_story, summarize
+from lay2story_core.shapestory.metrics import identity_anywhere
 from lay2story_core.shapestory.protocol import attribute_agreement, partial_stories, stories_with_characters
 
-ABLATION_COLUMNS = ["variant", "box_success", "box_success_1", "box_success_2", "box_success_3", "agreement",
-                    "reference_match", "prompt_following", "s_per_story"]
+IDENTITY_COLUMNS = ["colour_accuracy", "shape_accuracy", "pattern_accuracy", "identity_anywhere"]
+ABLATION_COLUMNS = ["variant", "box_success", "box_success_1", "box_success_2", "box_success_3", *IDENTITY_COLUMNS,
+                    "agreement", "reference_match", "prompt_following", "s_per_story"]
 BAR_COLUMNS = ["characters", "variant", "box_success", "box_success_1", "box_success_2", "box_success_3", "present",
-               "colour_accuracy", "shape_accuracy", "pattern_accuracy", "prompt_following", "own_box_and_identity"]
+               *IDENTITY_COLUMNS[:3], "prompt_following", "own_box_and_identity", IDENTITY_COLUMNS[3]]
 
 
 @dataclass(frozen=True)
@@ -73,17 +77,22 @@ class Variant:
 
 FULL = Variant("Lay2Story (full)")
 LAYOUT_OFF = Variant("w/o layout (lc off)", layout=False)
+TRAINING_FREE = Variant("training-free (global branch)", mode="training_free",
+                        consistency=ConsistencyConfig(rate=1.0, blocks="all"))
+PLAIN = Variant("plain global branch = w/o subject branch", mode="none", layout=False)
 ABLATIONS = (
     FULL,
     Variant("w/o reference", reference=False),
     Variant("w/o masked 3D attention", attention_3d=False),
     LAYOUT_OFF,
     # every block, every candidate token: measured on training-split protocol stories (agreement, plain 0.13):
-    # StoryDiffusion's second half of the blocks at rate 0.5 gives 0.19, rate 1 0.21, all blocks 0.32, both 0.44
-    Variant("training-free (global branch)", mode="training_free",
-            consistency=ConsistencyConfig(rate=1.0, blocks="all")),
-    Variant("plain global branch = w/o subject branch", mode="none", layout=False),
+    # StoryDiffusion's second half of the blocks at rate 0.5 gives 0.19, rate 1 0.21, all blocks 0.32, both 0.44;
+    # box control at its default strength (bench/box_control.py)
+    TRAINING_FREE,
+    PLAIN,
 )
+# the bars' rows beside layout on (held-out characters): bars-table name -> ablation variant
+BAR_VARIANTS = {"layout off": LAYOUT_OFF, "plain": PLAIN, "training-free": TRAINING_FREE}
 
 
 def vae_round_trip(pipe, images) -> list:
@@ -126,14 +135,16 @@ def _by_count(sampler: Sampler, variant: Variant, sets: dict[int, list]) -> tupl
             frames = sampler(variant, story, 100 * count + i)
             images.append((story, frames))
             scores[count].append(score_story(frames, story))
-    return _summaries(scores), images
+    return _summaries(scores, images), images
 
 
-def _summaries(scores: dict[int, list]) -> dict:
-    """Per character count, all together ("all") and the multi-character own box and identity ("own")."""
+def _summaries(scores: dict[int, list], images: list | None = None) -> dict:
+    """Per character count, all together ("all"), the multi-character own box and identity ("own") and, given the
+    ``(story, frames)`` pairs, identity anywhere ("anywhere")."""
     every = [score for per_count in scores.values() for score in per_count]
+    found = [hit for story, frames in images or () for hit in identity_anywhere(frames, story)]
     return {**{count: summarize(per_count) for count, per_count in scores.items()}, "all": summarize(every),
-            "own": _own_box_and_identity(every)}
+            "own": _own_box_and_identity(every), "anywhere": float(np.mean(found)) if found else None}
 
 
 def _own_box_and_identity(scores) -> float | None:
@@ -178,31 +189,33 @@ def evaluate(model_dir, count: int, steps: int | None, cfg: float | None, seed: 
     protocol = partial_stories(2 * count, seed + 500, "test")
 
     # 1. ablations on held-out characters
-    ablations, pictures = [], {}
+    ablations, pictures, held_out_scores = [], {}, {}
     for variant in ABLATIONS:
         sampler = samplers["full" if variant.mode == "lay2story" else "stage1"]
         scores, images = _by_count(sampler, variant, held_out)
-        pictures[variant.name] = images
+        pictures[variant.name], held_out_scores[variant.name] = images, scores
         ablations.append({"variant": variant.name, "box_success": scores["all"]["box_success"],
-                          **_count_columns(scores), **_protocol(sampler, variant, protocol),
+                          **_count_columns(scores), **_identity_columns(scores),
+                          **_protocol(sampler, variant, protocol),
                           "prompt_following": scores["all"]["prompt_following"],
                           "s_per_story": float(np.mean(sampler.seconds[variant.name]))})
-        if variant is FULL:
-            held_out_full = scores
-        if variant is LAYOUT_OFF:
-            held_out_off = scores
 
-    # 2. the bars: layout on / off for training and held-out characters
-    truth = {"all": summarize([score_story(render_story(s)[0], s) for ss in held_out.values() for s in ss])}
+    # 2. the bars: layout on / off (and the global branch alone, plain and training-free) for held-out and training
+    # characters, beside the ground truth and what the VAE lets through
+    renders = [(s, render_story(s)[0]) for ss in held_out.values() for s in ss]
+    truth = {"all": summarize([score_story(frames, s) for s, frames in renders]),
+             "anywhere": float(np.mean([hit for s, frames in renders for hit in identity_anywhere(frames, s)]))}
     bars = [{"characters": "held-out", "variant": "ground truth renders", **_bar(truth)}]
     for label, sets in (("held-out", held_out), ("train", train)):
-        ceiling = {n: [score_story(vae_round_trip(full, render_story(s)[0]), s) for s in ss] for n, ss in sets.items()}
+        decoded = {n: [(s, vae_round_trip(full, render_story(s)[0])) for s in ss] for n, ss in sets.items()}
+        ceiling = {n: [score_story(frames, s) for s, frames in pairs] for n, pairs in decoded.items()}
         bars.append({"characters": label, "variant": "ground truth through the VAE (ceiling)",
-                     **_bar(_summaries(ceiling))})
-    for label, on, off in (("held-out", held_out_full, held_out_off),
-                           ("train", *(_by_count(samplers["full"], v, train)[0] for v in (FULL, LAYOUT_OFF)))):
-        bars += [{"characters": label, "variant": "layout on", **_bar(on)},
-                 {"characters": label, "variant": "layout off", **_bar(off)}]
+                     **_bar(_summaries(ceiling, [pair for pairs in decoded.values() for pair in pairs]))})
+    bars.append({"characters": "held-out", "variant": "layout on", **_bar(held_out_scores[FULL.name])})
+    bars += [{"characters": "held-out", "variant": name, **_bar(held_out_scores[variant.name])}
+             for name, variant in BAR_VARIANTS.items()]
+    bars += [{"characters": "train", "variant": name, **_bar(_by_count(samplers["full"], variant, train)[0])}
+             for name, variant in (("layout on", FULL), ("layout off", LAYOUT_OFF))]
 
     # 3. the picture
     if grid:
@@ -219,10 +232,14 @@ def evaluate(model_dir, count: int, steps: int | None, cfg: float | None, seed: 
             "scheduler": scheduler_label(full.scheduler)}
 
 
+def _identity_columns(summary: dict) -> dict:
+    return {**{k: summary["all"][k] for k in IDENTITY_COLUMNS[:3]}, "identity_anywhere": summary.get("anywhere")}
+
+
 def _bar(summary: dict) -> dict:
-    keys = ("box_success", "present", "colour_accuracy", "shape_accuracy", "pattern_accuracy", "prompt_following")
-    return {**{k: summary["all"][k] for k in keys}, **_count_columns(summary), "own_box_and_identity":
-            summary.get("own")}
+    keys = ("box_success", "present", "prompt_following")
+    return {**{k: summary["all"][k] for k in keys}, **_identity_columns(summary), **_count_columns(summary),
+            "own_box_and_identity": summary.get("own")}
 
 
 def run(args) -> dict:
@@ -237,13 +254,17 @@ def run(args) -> dict:
                      f"{2 * count} consistency-protocol stories, {result['scheduler']}, {steps} steps, CFG {cfg}, "
                      f"{device})",
             "columns": ABLATION_COLUMNS, "rows": result["ablations"],
-            "tables": [{"title": f"ShapeStory bars: layout on / off, training and held-out characters ({count} "
-                                 f"stories per character count)", "columns": BAR_COLUMNS, "rows": result["bars"]}],
+            "tables": [{"title": f"ShapeStory bars: layout on / off, plain and training-free, training and held-out "
+                                 f"characters ({count} stories per character count)", "columns": BAR_COLUMNS,
+                        "rows": result["bars"]}],
             "notes": ["box_success = share of subjects with >= 80% of their pixels inside the requested box "
                       "(_1/_2/_3: stories with that many characters)",
                       "agreement / reference_match: attributes the identity text leaves out (consistency protocol)",
                       "own_box_and_identity: subjects of multi-character frames in their box with their own "
-                      "colour, shape and pattern"]}
+                      "colour, shape and pattern",
+                      "identity_anywhere: subjects of multi-character frames drawn somewhere in the frame with their "
+                      "own colour, shape and pattern (any box: what layout off is judged by)",
+                      "prompt_following: the frame's scene read back from its background"]}
 
 
 def main(argv=None) -> dict:

@@ -12,8 +12,16 @@ import sys
 import tempfile
 from pathlib import Path
 
+from .comic.command import ComicRequest, add_comic_arguments
 from .consistency import SECOND_HALF, ConsistencyConfig
-from .pipelines.manifest import MAX_INFERENCE_STEPS, check_guidance_scale, check_num_inference_steps
+from .consistency.box_control import BOX_STRENGTH
+from .pipelines.manifest import (
+    MAX_INFERENCE_STEPS,
+    MAX_SEQUENCE_LENGTH,
+    check_guidance_scale,
+    check_max_sequence_length,
+    check_num_inference_steps,
+)
 from .pipelines.modes import AUTO, MODE_NAMES, resolve_mode
 from .pipelines.schedulers import SCHEDULERS, scheduler_label
 from .story import LayoutError, load_story
@@ -24,7 +32,8 @@ EMBEDDED_MODEL = Path(__file__).resolve().parent / "assets" / "shapestory" / "pi
 # Denoising steps: at most the schedule's training timesteps (1000 for PixArt; also checked against the loaded
 # scheduler); one rule with the pipeline, the sampler node and manifests (pipelines.manifest)
 MAX_STEPS = MAX_INFERENCE_STEPS
-_OUTPUT_NAME = re.compile(r"^(frame_\d{3,}\.png|contact_sheet\.png|story\.json|settings\.json)$")
+_OUTPUT_NAME = re.compile(
+    r"^(frame_\d{3,}\.png|contact_sheet\.png|story\.json|settings\.json|latents\.safetensors)$")
 
 
 class UserError(Exception):
@@ -36,10 +45,11 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
     gen = sub.add_parser("generate", help="sample every frame of a story",
                          description="Sample every frame of a story file and write one PNG per frame.")
-    gen.add_argument("--story", required=True, help="story JSON file (the project's story schema)")
-    gen.add_argument("--out", required=True,
+    gen.add_argument("--story", default=None,
+                     help="story JSON file (the project's story schema); required unless --from")
+    gen.add_argument("--out", default=None,
                      help="output folder: created, or replaced as a whole once the new one is complete (only a "
-                          "folder written by this command, or an empty one, is replaced)")
+                          "folder written by this command, or an empty one, is replaced); required unless --from")
     gen.add_argument("--model", default=None,
                      help="pipeline folder, or a PixArt transformer (folder, .safetensors/.pth, hub id); default: the "
                           "embedded ShapeStory demo model")
@@ -65,7 +75,12 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("--scheduler", choices=tuple(SCHEDULERS), default=None,
                      help="sampler (default: the model's own, i.e. its scheduler folder: dpmsolver++ for PixArt, "
                           "euler_a for the embedded demo)")
-    gen.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    gen.add_argument("--max-sequence-length", type=int, default=None, metavar="TOKENS",
+                     help=f"caption length in T5 tokens, 1..{MAX_SEQUENCE_LENGTH}; captions are cut beyond it "
+                          "(default: the model's: 300 for PixArt-Sigma, 120 for PixArt-alpha)")
+    gen.add_argument("--seed", type=int, default=None,
+                     help="random seed (default 0; with --from: the sampled frames', default one more than the "
+                          "largest seed the story used)")
     gen.add_argument("--height", type=int, default=None, help="image height (default: the story's)")
     gen.add_argument("--width", type=int, default=None, help="image width (default: the story's)")
     gen.add_argument("--negative-prompt", default=None, help="negative prompt (default: the story's)")
@@ -79,10 +94,18 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("--consistency-blocks", default=SECOND_HALF,
                      help="training_free mode: blocks with consistent self-attention: second_half (default, "
                           "StoryDiffusion's), all (a shallow model needs it), or indices like 0,2,5")
+    gen.add_argument("--box-strength", type=float, default=BOX_STRENGTH,
+                     help="training_free mode: box control, the share of the first steps drawn box by box so the "
+                          f"characters land in their boxes, 0..1 (default {BOX_STRENGTH:g}; 0: the boxes only steer "
+                          "the subject captions)")
     gen.add_argument("--device", default="auto", help="cpu, cuda, cuda:1, ... (default: cuda if available)")
     gen.add_argument("--dtype", choices=("auto", "float32", "bfloat16", "float16"), default="auto",
                      help="weights dtype (default: bfloat16 on CUDA, float32 on CPU)")
     gen.add_argument("--quiet", action="store_true", help="no progress bar")
+    add_comic_arguments(gen)
+    from .cli_redo import add_redo_arguments  # (cli_redo builds on this module)
+
+    add_redo_arguments(gen)
     return parser
 
 
@@ -201,6 +224,13 @@ def check_cfg(cfg: float) -> None:
         raise UserError(str(err)) from None
 
 
+def check_tokens(tokens: int) -> None:
+    try:
+        check_max_sequence_length(tokens, "--max-sequence-length")
+    except ValueError as err:
+        raise UserError(str(err)) from None
+
+
 def generate(args: argparse.Namespace) -> Path:
     from tqdm.auto import tqdm
 
@@ -208,21 +238,36 @@ def generate(args: argparse.Namespace) -> Path:
     from .pipelines import make_scheduler
     from .pipelines.loading import load_story_pipeline
 
+    if args.from_dir is not None:  # redo frames of a finished story (cli_redo)
+        from .cli_redo import redo_frames
+
+        return redo_frames(args, vars(build_parser().parse_args(["generate"])))
+    for flag, value in (("--redo", args.redo), ("--insert", args.insert), ("--append", args.append)):
+        if value:
+            raise UserError(f"{flag}: only with --from (the folder of the story to change)")
+    for flag, value in (("--story", args.story), ("--out", args.out)):
+        if value is None:
+            raise UserError(f"{flag}: required (unless --from)")
+    args.seed = 0 if args.seed is None else args.seed
     # 0. Everything checkable without a model: story, steps, references, --out (its staging folder is made now)
     story = load_story(args.story)
     if args.steps is not None:
         check_steps(args.steps)
     if args.cfg is not None:
         check_cfg(args.cfg)
+    if args.max_sequence_length is not None:
+        check_tokens(args.max_sequence_length)
     references = _references(args.reference) or None
+    comic = ComicRequest.from_args(args, story)
     subject_scale = _subject_scale(args.subject_scale)
     if isinstance(subject_scale, dict):  # the sampler node's rule: unnamed characters keep 1, ids must exist
         from .pipelines.scales import story_scales
 
         subject_scale = story_scales(story, 1.0, ", ".join(f"{k}={v}" for k, v in subject_scale.items()),
                                      field="--subject-scale", characters_field="--subject-scale")
-    consistency = ConsistencyConfig.from_user(args.consistency_rate, args.consistency_blocks,
-                                              rate_field="--consistency-rate", blocks_field="--consistency-blocks")
+    consistency = ConsistencyConfig.from_user(args.consistency_rate, args.consistency_blocks, args.box_strength,
+                                              rate_field="--consistency-rate", blocks_field="--consistency-blocks",
+                                              box_strength_field="--box-strength")
     device = pick_device(args.device, field="--device")
     dtype = pick_dtype(args.dtype, device, field="--dtype")
     model = args.model
@@ -238,17 +283,22 @@ def generate(args: argparse.Namespace) -> Path:
                                    tokenizer=args.tokenizer, torch_dtype=dtype)
         steps, cfg = pipe.sampling_defaults.resolve(args.steps, args.cfg)
         check_steps(steps, pipe.max_inference_steps)
+        tokens = pipe.max_sequence_length if args.max_sequence_length is None else args.max_sequence_length
         pipe.to(device)
         if args.scheduler is not None:
             pipe.scheduler = make_scheduler(args.scheduler, pipe.scheduler.config)
         mode = resolve_mode(args.mode, pipe.subject_branch is not None, field="--mode").name
         settings = {"mode": mode, "seed": args.seed, "steps": steps, "cfg": cfg,
-                    "scheduler": scheduler_label(pipe.scheduler),
+                    "scheduler": scheduler_label(pipe.scheduler), "max_sequence_length": tokens,
                     "layout": not args.no_layout,
                     "subject_captions": not args.no_subject_captions, "model": os.fspath(model),
-                    "chunk_size": args.chunk_size, "subject_scale": subject_scale}
+                    "chunk_size": args.chunk_size, "subject_scale": subject_scale,
+                    "identity_frames": args.identity_frames, "negative_prompt": args.negative_prompt}
+        if references:  # what a redo (--from) encodes again
+            settings["references"] = {c: os.path.abspath(ref.image) for c, ref in references.items()}
         if mode == "training_free":
-            settings["consistency"] = {"rate": consistency.rate, "blocks": args.consistency_blocks}
+            settings["consistency"] = {"rate": consistency.rate, "blocks": args.consistency_blocks,
+                                       "box_strength": consistency.box_strength}
         bar = tqdm(total=None, desc="sampling", unit="step", disable=args.quiet)
 
         def progress(step: int, total: int, _latents) -> None:
@@ -262,19 +312,33 @@ def generate(args: argparse.Namespace) -> Path:
                           guidance_scale=cfg, height=args.height, width=args.width,
                           negative_prompt=args.negative_prompt, seed=args.seed, chunk_size=args.chunk_size,
                           identity_frames=args.identity_frames, callback=progress, subject_scale=subject_scale,
-                          consistency=consistency)
+                          consistency=consistency, max_sequence_length=tokens)
         finally:
             bar.close()
         # 3. Write into the staging folder, then swap it in whole
         try:
             write_outputs(output.staging, story, result.images, settings)
+            _save_latents(output.staging, story, result.latents, args.seed)
         except OSError as err:
             raise UserError(f"--out: could not write the frames ({err.strerror or err}); nothing was "
                             "replaced") from err
+        pages = None if comic is None else comic.compose(story, list(result.images), layout=not args.no_layout)
     except BaseException:
         output.discard()
         raise
-    return output.commit()
+    committed = output.commit()
+    if comic is not None:
+        comic.write(pages)
+    return committed
+
+
+def _save_latents(out: Path, story, latents, seed: int) -> None:
+    """``latents.safetensors``: every frame's final latents and initial noise, what a redo (``--from``) needs."""
+    from .pipelines.redo import TENSORS_FILE, FinishedStory, initial_noise
+
+    latents = latents.detach().float().cpu()
+    record = FinishedStory(story, latents, initial_noise(latents.shape, seed))
+    (Path(out) / TENSORS_FILE).write_bytes(record.tensor_bytes())  # (the staging folder is swapped in whole)
 
 
 def write_outputs(out: Path, story, images, settings: dict) -> Path:

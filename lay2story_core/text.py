@@ -2,11 +2,20 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 
 import torch
 
 DEFAULT_MAX_LENGTH = 120  # PixArt-alpha's caption length (PixArt-Sigma: 300)
+_WORD = re.compile(r"[^\W_]+(?:['\u2019-][^\W_]+)*")
+
+
+def caption_words(text: str) -> list[str]:
+    """The words of a caption, in order, as a vocabulary sees them: runs of letters and digits (inner apostrophes
+    and hyphens kept), case kept, punctuation dropped (``"A red star, on the grass"`` -> ``A red star on the
+    grass``)."""
+    return _WORD.findall(text)
 
 
 @torch.no_grad()

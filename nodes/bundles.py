@@ -6,6 +6,7 @@ from dataclasses import dataclass
 
 import torch
 
+from lay2story_core.pipelines.trained_for import TrainedFor
 from lay2story_core.text import DEFAULT_MAX_LENGTH
 
 __all__ = ["StoryModel", "SubjectBranchBundle", "TextEncoderBundle", "check_model", "check_subject_branch",
@@ -17,7 +18,8 @@ class StoryModel:
     """What ``L2S_ModelLoader`` outputs: the PixArt global branch, the optional subject branch and the VAE.
 
     ``scheduler_config`` is the pipeline folder's scheduler config (None: PixArt's DPM-Solver++ defaults);
-    ``max_text_tokens`` is the caption length the transformer was trained with (120 alpha, 300 sigma).
+    ``max_text_tokens`` is the caption length the transformer was trained with (120 alpha, 300 sigma);
+    ``trained_for``: the size and vocabulary its folder's ``lay2story.json`` declares (``None``: none declared).
     ``patchers``: inside ComfyUI, the ``ModelPatcher`` s that let ComfyUI's model management load, offload and free
     the transformer, branch and VAE (the sampler asks ComfyUI to load them); empty outside ComfyUI.
     """
@@ -31,6 +33,7 @@ class StoryModel:
     scheduler_config: dict | None = None
     max_text_tokens: int = DEFAULT_MAX_LENGTH
     patchers: tuple = ()
+    trained_for: TrainedFor | None = None
 
     @property
     def has_subject_branch(self) -> bool:

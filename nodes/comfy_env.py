@@ -7,7 +7,9 @@ and ``latent_preview`` (sampler previews). Without ComfyUI (tests, scripts) ever
 - model folders come from the directory named by the environment variable ``LAY2STORY_MODELS_DIR`` (laid out like
   ComfyUI's ``models/``: ``checkpoints/``, ``diffusion_models/`` or ``unet/``, ``text_encoders/`` or ``clip/``,
   ``vae/``, ``diffusers/``, ``lay2story/``, ``grounding-dino/``); unset means no model lists;
-- the device is CUDA when available, else the CPU; Cancel and previews are no-ops; the progress bar does nothing.
+- the device is CUDA when available, else the CPU; Cancel and previews are no-ops; the progress bar does nothing;
+- saved files go to the folder named by ``LAY2STORY_OUTPUT_DIR`` (default ``<temp>/lay2story_output``), previews to
+  ``<temp>/lay2story_ui``, numbered like ComfyUI's ``SaveImage``.
 
 Callers go through this module's functions (``comfy_env.throw_if_interrupted()``, not a from-import), so tests can
 replace them.
@@ -18,6 +20,7 @@ from __future__ import annotations
 import importlib
 import logging
 import os
+import tempfile
 from collections.abc import Callable
 
 import torch
@@ -27,6 +30,7 @@ from lay2story_core import devices
 logger = logging.getLogger(__name__)
 
 MODELS_DIR_ENV = "LAY2STORY_MODELS_DIR"
+OUTPUT_DIR_ENV = "LAY2STORY_OUTPUT_DIR"
 WEIGHT_EXTENSIONS = (".safetensors", ".sft", ".pth", ".pt", ".bin", ".ckpt")
 # Folder kinds this pack registers with ComfyUI (models/<name>).
 PACK_FOLDERS = ("lay2story", "grounding-dino")
@@ -54,7 +58,9 @@ __all__ = [
     "list_model_folders",
     "offload_device",
     "progress_bar",
+    "png_metadata",
     "resolve_device",
+    "save_path",
     "resolve_dtype",
     "soft_empty_cache",
     "throw_if_interrupted",
@@ -260,3 +266,52 @@ def latent_previewer(device: torch.device, latent_format: object = None) -> Call
         return previewer.decode_latent_to_preview_image("JPEG", strip)
 
     return render
+
+
+# ------------------------------------------------------------------------------------------------- saving files
+def _fallback_save_path(prefix: str, root: str) -> tuple[str, str, int, str]:
+    """ComfyUI's ``get_save_image_path`` numbering without ComfyUI: ``<root>/<subfolder>/<name>_<counter:05>_``."""
+    norm = os.path.normpath(prefix)
+    subfolder, name = os.path.dirname(norm), os.path.basename(norm)
+    folder = os.path.abspath(os.path.join(root, subfolder))
+    if os.path.commonpath((os.path.abspath(root), folder)) != os.path.abspath(root):
+        raise ValueError(f"filename_prefix: {prefix!r} points outside the output folder")
+    os.makedirs(folder, exist_ok=True)
+    counters = [int(f[len(name) + 1:].split("_")[0]) for f in os.listdir(folder)
+                if f.startswith(name + "_") and f[len(name) + 1:].split("_")[0].isdigit()]
+    return folder, name, max(counters, default=0) + 1, subfolder
+
+
+def save_path(prefix: str, width: int, height: int, temp: bool = False) -> tuple[str, str, int, str, str]:
+    """``(folder, filename, counter, subfolder, type)`` for files named ``f"{filename}_{counter:05}_.ext"``: ComfyUI's
+    ``folder_paths.get_save_image_path`` in its output folder (``type`` "output") or, with ``temp``, its temp folder
+    ("temp", for previews); without ComfyUI the folders of the module docstring."""
+    module = _folder_paths()
+    if module is not None:
+        root = module.get_temp_directory() if temp else module.get_output_directory()
+        folder, filename, counter, subfolder, _ = module.get_save_image_path(prefix, root, width, height)
+    else:
+        root = os.path.join(tempfile.gettempdir(), "lay2story_ui") if temp else (
+            os.environ.get(OUTPUT_DIR_ENV) or os.path.join(tempfile.gettempdir(), "lay2story_output"))
+        folder, filename, counter, subfolder = _fallback_save_path(prefix, root)
+    return folder, filename, counter, subfolder, "temp" if temp else "output"
+
+
+def png_metadata(prompt: object = None, extra_pnginfo: object = None):
+    """The workflow metadata ComfyUI's ``SaveImage`` writes into a PNG (the prompt and the UI workflow), unless
+    ComfyUI runs with ``--disable-metadata``; None when there is nothing to write."""
+    cli_args = _module("comfy.cli_args") if in_comfyui() else None
+    if getattr(getattr(cli_args, "args", None), "disable_metadata", False):
+        return None
+    if prompt is None and not extra_pnginfo:
+        return None
+    import json
+
+    from PIL import PngImagePlugin
+
+    info = PngImagePlugin.PngInfo()
+    if prompt is not None:
+        info.add_text("prompt", json.dumps(prompt))
+    for key, value in (extra_pnginfo or {}).items():
+        info.add_text(key, json.dumps(value))
+    return info

@@ -39,7 +39,7 @@ __all__ = [
 ]
 
 
-_FRAME_PATH = re.compile(r"^layout\.frames\[(\d+)\](?:\.subjects\[(\d+)\](?:\.(\w+))?)?(?:\.(\w+))?$")
+_FRAME_PATH = re.compile(r"^layout\.frames\[(\d+)\](?:\.(subjects|dialogue)\[(\d+)\](?:\.(\w+))?)?(?:\.(\w+))?$")
 _CHARACTER_PATH = re.compile(r"^layout\.characters\[(\d+)\]$")
 _NAMED_PATHS = {"<json>": "JSON text", "layout.frames": "frames", "layout.characters": "character list",
                 "layout.version": "version"}
@@ -47,12 +47,14 @@ _NAMED_PATHS = {"<json>": "JSON text", "layout.frames": "frames", "layout.charac
 
 def editor_location(path: str) -> str:
     """A layout field path in the editor's own numbering (frames and boxes from 1), as its status line shows it:
-    ``"layout.frames[0].subjects[1].box"`` -> ``"frame 1, box 2 (box)"``. Mirrors ``humanPath`` in
-    web/js/layout_schema.js; both are tested against tests/web/layout_json_cases.json."""
+    ``"layout.frames[0].subjects[1].box"`` -> ``"frame 1, box 2 (box)"``, ``"layout.frames[0].dialogue[1].text"``
+    -> ``"frame 1, line 2 (text)"``. Mirrors ``humanPath`` in web/js/layout_schema.js; both are tested against
+    tests/web/layout_json_cases.json."""
     match = _FRAME_PATH.match(path)
     if match:
-        frame, subject, field, frame_field = match.groups()
-        text = f"frame {int(frame) + 1}" + (f", box {int(subject) + 1}" if subject is not None else "")
+        frame, kind, index, field, frame_field = match.groups()
+        what = "box" if kind == "subjects" else "line"
+        text = f"frame {int(frame) + 1}" + (f", {what} {int(index) + 1}" if index is not None else "")
         field = field or frame_field
         return f"{text} ({field})" if field else text
     match = _CHARACTER_PATH.match(path)
@@ -80,16 +82,17 @@ def parse_layout_field(text: object, field: str) -> Layout:
 def apply_layout_to_story(story: object, layout: Layout, field: str = "layout_json") -> Story:
     """The story with the layout merged in (:meth:`Story.apply_layout`).
 
-    Trailing empty frames of the layout beyond the story's length are dropped first (the editor's default layout has
-    4 empty frames; a 3-frame story should not fail on them); frames with subjects beyond it are an error.
+    Trailing empty frames (no subjects, no dialogue lines) of the layout beyond the story's length are dropped first
+    (the editor's default layout has 4 empty frames; a 3-frame story should not fail on them); frames with subjects
+    or lines beyond it are an error. A layout frame with dialogue replaces that frame's lines, one without keeps them.
     """
     if not isinstance(story, Story):
         raise ValueError(f"story: expected an L2S_STORY (a lay2story Story), got {type(story).__name__}")
-    frames = layout.frames
-    if len(frames) > story.num_frames and not any(frames[story.num_frames:]):
+    frames, count = layout.frames, story.num_frames
+    if len(frames) > count and not any(frames[count:]) and not any(layout.dialogue[count:]):
         logger.info("layout has %d frames, story %d: dropping the empty frames past the story's end",
-                    len(frames), story.num_frames)
-        layout = Layout(frames=frames[: story.num_frames], characters=layout.characters)
+                    len(frames), count)
+        layout = Layout(frames=frames[:count], characters=layout.characters, dialogue=layout.dialogue[:count])
     try:
         return story.apply_layout(layout)
     except LayoutError as err:
@@ -161,15 +164,16 @@ class L2S_LayoutEditor:
         "Draw where each character stands in each frame: drag on empty space to draw a box, drag inside to move, "
         "drag an edge or corner to resize (Shift snaps to a 1/8 grid and other boxes), right-click for delete, "
         "duplicate, copy to other frames, full frame and character; Delete/Backspace deletes, PgUp/PgDn pages "
-        "frames. A new box takes the character chosen in the picker. With a story connected, its characters, frame "
-        "prompts and size are read while editing, and the last run's frames show behind the boxes. Frames without "
-        "boxes use the whole frame (layout is optional)."
+        "frames. A new box takes the character chosen in the picker. Each frame's dialogue lines (speaker, speech / "
+        "thought / shout / caption box, text) are edited under the boxes; the comic page letters them. With a story "
+        "connected, its characters, frame prompts and size are read while editing, and the last run's frames show "
+        "behind the boxes. Frames without boxes use the whole frame (layout is optional)."
     )
     FUNCTION = "edit"
     RETURN_TYPES = ("L2S_LAYOUT", "L2S_STORY")
     RETURN_NAMES = ("layout", "story")
     OUTPUT_TOOLTIPS = (
-        "The layout: per frame, the subjects (character, box, subject caption).",
+        "The layout: per frame, the subjects (character, box, subject caption) and dialogue lines.",
         "The connected story with this layout applied; None when no story is connected.",
     )
 
@@ -180,16 +184,18 @@ class L2S_LayoutEditor:
                 "layout_json": ("STRING", {
                     "default": DEFAULT_LAYOUT_JSON,
                     "multiline": True,
-                    "tooltip": "The layout as JSON (the canvas edits it): {\"version\": 1, \"characters\": [...], "
+                    "tooltip": "The layout as JSON (the canvas edits it): {\"version\": 2, \"characters\": [...], "
                                "\"frames\": [{\"subjects\": [{\"character\", \"box\": [x0, y0, x1, y1] in 0..1, "
-                               "\"caption\"}]}]}.",
+                               "\"caption\"}], \"dialogue\": [{\"text\", \"speaker\", \"style\"}]}]}; a frame "
+                               "without \"dialogue\" keeps the story's lines.",
                 }),
             },
             "optional": {
                 "story": ("L2S_STORY", {
-                    "tooltip": "Optional story: frame i gets the layout's frame i subjects (later frames keep "
-                               "theirs). Its characters, frame prompts and size are read by the canvas while "
-                               "editing (Story and Story from JSON nodes; other sources after a run).",
+                    "tooltip": "Optional story: frame i gets the layout's frame i subjects, and its dialogue lines "
+                               "where the layout has some (later frames keep theirs). Its characters, frame prompts "
+                               "and size are read by the canvas while editing (Story with its Character cast, Story "
+                               "from JSON; other sources after a run).",
                 }),
                 "background": ("IMAGE", {
                     "tooltip": "Optional images to draw over, one per frame (or one for all); shown on the canvas "
@@ -207,6 +213,7 @@ class L2S_LayoutEditor:
             ui["l2s_frame_size"] = [merged.width, merged.height]
             ui["l2s_characters"] = list(merged.character_ids)
             ui["l2s_prompts"] = [frame.prompt for frame in merged.frames]
+            ui["l2s_dialogue"] = [[line.to_dict() for line in frame.dialogue] for frame in merged.frames]
         if background is not None:
             records, size = save_backgrounds(background)
             ui["l2s_backgrounds"] = records
@@ -231,8 +238,8 @@ class L2S_LayoutFromJSON:
                 "layout_json": ("STRING", {
                     "default": DEFAULT_LAYOUT_JSON,
                     "multiline": True,
-                    "tooltip": "Layout JSON: {\"version\": 1, \"characters\": [...], \"frames\": [{\"subjects\": "
-                               "[...]}]}; errors name the bad field.",
+                    "tooltip": "Layout JSON: {\"version\": 2, \"characters\": [...], \"frames\": [{\"subjects\": "
+                               "[...], \"dialogue\": [...]}]}; errors name the bad field.",
                 }),
             },
         }

@@ -24,8 +24,8 @@ from lay2story_core.loading import (
     load_t5_tokenizer,
     load_vae,
 )
-from lay2story_core.pipelines.loading import load_subject_branch
-from lay2story_core.text import DEFAULT_MAX_LENGTH
+from lay2story_core.pipelines import PipelineManifest
+from lay2story_core.pipelines.loading import default_max_sequence_length, load_subject_branch
 
 from . import comfy_env, model_files
 from .bundles import StoryModel, SubjectBranchBundle, TextEncoderBundle
@@ -159,6 +159,9 @@ class L2S_ModelLoader:
             "vae", (vae_path, _stamp(vae_path), vae_dtype, run_device),
             lambda: _load("vae", vae, load_vae, vae_path, torch_dtype=vae_dtype, device=home))
 
+        # the caption length (the core loader's rule: the folder's lay2story.json, else the checkpoint's) and what the
+        # model was trained for (its lay2story.json)
+        manifest = PipelineManifest.read(path) if pipeline else PipelineManifest()
         scheduler_config = None
         scheduler_file = os.path.join(path, "scheduler", "scheduler_config.json")
         if pipeline and os.path.isfile(scheduler_file):
@@ -172,7 +175,8 @@ class L2S_ModelLoader:
             patchers = tuple(host.managed(m, run_device) for m in (transformer, branch, vae_model) if m is not None)
         return (StoryModel(transformer=transformer, subject_branch=branch, vae=vae_model, dtype=dtype,
                            device=run_device, source=model, scheduler_config=scheduler_config,
-                           max_text_tokens=info.max_text_tokens or DEFAULT_MAX_LENGTH, patchers=patchers),)
+                           max_text_tokens=default_max_sequence_length(manifest, info), patchers=patchers,
+                           trained_for=manifest.trained_for),)
 
     @staticmethod
     def _subject_branch_path(choice: str, model_path: str, pipeline: bool) -> str | None:

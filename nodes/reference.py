@@ -5,15 +5,17 @@ from __future__ import annotations
 import logging
 from collections.abc import Mapping
 
+import torch
+
 from lay2story_core.pipelines import ReferenceImage
-from lay2story_core.story import LayoutError
+from lay2story_core.story import FULL_FRAME, Box, LayoutError
 from lay2story_core.story.fields import parse_box, parse_id
 
 from .image_utils import check_mask_fits, image_tensor, mask_box, mask_tensor
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["L2S_ReferenceImage", "check_references"]
+__all__ = ["L2S_ReferenceImage", "character_id_input", "check_references", "reference_picture"]
 
 _COORD = {"min": 0.0, "max": 1.0, "step": 0.01}
 MIN_REFERENCE_SIDE = 8  # one latent cell of an 8x VAE
@@ -69,26 +71,38 @@ class L2S_ReferenceImage:
 
     def build(self, image, character_id: str = "hero", x0: float = 0.0, y0: float = 0.0, x1: float = 1.0,
               y1: float = 1.0, mask=None, reference: Mapping | None = None) -> tuple[dict[str, ReferenceImage]]:
-        images = image_tensor(image, "image", min_side=MIN_REFERENCE_SIDE)
-        if images.shape[0] > 1:
-            logger.warning("image: %d images given, the first is the reference", images.shape[0])
-        try:
-            char_id = parse_id(character_id.strip() if isinstance(character_id, str) else character_id,
-                               "character_id")
-        except LayoutError as err:
-            raise ValueError(f"character_id: {err.detail}") from err
-        if mask is not None:
-            masks = mask_tensor(mask, "mask")
-            check_mask_fits(masks, images, "mask")
-            box = mask_box(masks[0], "mask")
-        else:
-            try:
-                box = parse_box([x0, y0, x1, y1], "box")
-            except LayoutError as err:
-                raise ValueError(f"x0/y0/x1/y1: {err.detail}") from err
-        full = box == (0.0, 0.0, 1.0, 1.0)
+        picture, box = reference_picture(image, (x0, y0, x1, y1), mask)
+        char_id = character_id_input(character_id)
         refs = {} if reference is None else check_references(reference)
         if char_id in refs:
             logger.info("reference: replacing the earlier reference of %r", char_id)
-        refs[char_id] = ReferenceImage(image=images[0].permute(2, 0, 1).contiguous(), box=None if full else box)
+        refs[char_id] = ReferenceImage(image=picture, box=box)
         return (refs,)
+
+
+def character_id_input(value: object, field: str = "character_id") -> str:
+    """A character id typed in a node (surrounding whitespace dropped); bad ones raise naming ``field``."""
+    try:
+        return parse_id(value.strip() if isinstance(value, str) else value, field)
+    except LayoutError as err:
+        raise ValueError(f"{field}: {err.detail}") from err
+
+
+def reference_picture(image, box: tuple, mask=None, *, image_field: str = "image", mask_field: str = "mask",
+                      box_field: str = "x0/y0/x1/y1") -> tuple[torch.Tensor, Box | None]:
+    """A reference picture from node inputs: the first image of the batch as ``(3, H, W)`` in 0..1, and the
+    character's box in it (the mask's bounding box if a mask is given, else ``box``; ``None`` = the whole picture).
+    What every node handing references to the sampler uses (Reference Image, Character)."""
+    images = image_tensor(image, image_field, min_side=MIN_REFERENCE_SIDE)
+    if images.shape[0] > 1:
+        logger.warning("%s: %d images given, the first is the reference", image_field, images.shape[0])
+    if mask is not None:
+        masks = mask_tensor(mask, mask_field)
+        check_mask_fits(masks, images, mask_field)
+        found = mask_box(masks[0], mask_field)
+    else:
+        try:
+            found = parse_box(list(box), "box")
+        except LayoutError as err:
+            raise ValueError(f"{box_field}: {err.detail}") from err
+    return images[0].permute(2, 0, 1).contiguous(), None if found == FULL_FRAME else found

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+from .cast import L2S_Character
 from .comic_page import L2S_ComicPage
 from .detector import L2S_LayoutDetector
 from .layout_editor import L2S_LayoutEditor, L2S_LayoutFromJSON, L2S_LayoutToJSON
 from .loaders import L2S_ModelLoader, L2S_SubjectBranchLoader, L2S_TextEncoderLoader
 from .preview import L2S_LayoutPreview
+from .redo import L2S_RedoFrames
 from .reference import L2S_ReferenceImage
 from .sampler import L2S_StorySampler
+from .save_comic import L2S_SaveComic
 from .story_nodes import L2S_LayoutToggle, L2S_Story, L2S_StoryFromJSON, L2S_StoryToJSON
 
 NODE_CLASSES: tuple[type, ...] = (
@@ -16,6 +19,7 @@ NODE_CLASSES: tuple[type, ...] = (
     L2S_TextEncoderLoader,
     L2S_SubjectBranchLoader,
     L2S_Story,
+    L2S_Character,
     L2S_StoryFromJSON,
     L2S_StoryToJSON,
     L2S_ReferenceImage,
@@ -26,7 +30,9 @@ NODE_CLASSES: tuple[type, ...] = (
     L2S_LayoutToggle,
     L2S_LayoutPreview,
     L2S_StorySampler,
+    L2S_RedoFrames,
     L2S_ComicPage,
+    L2S_SaveComic,
 )
 
 

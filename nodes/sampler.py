@@ -14,6 +14,7 @@ import logging
 import torch
 
 from lay2story_core.consistency import SECOND_HALF, ConsistencyConfig
+from lay2story_core.consistency.box_control import BOX_STRENGTH
 from lay2story_core.latents import LatentNormalization
 from lay2story_core.pipelines import SCHEDULERS, StoryPipeline, make_scheduler
 from lay2story_core.pipelines.manifest import MAX_INFERENCE_STEPS, check_guidance_scale, check_num_inference_steps
@@ -24,6 +25,7 @@ from lay2story_core.story import Layout, Story
 from . import comfy_env
 from .bundles import StoryModel, TextEncoderBundle, check_model, check_subject_branch, check_text_encoder
 from .layout_editor import apply_layout_to_story
+from .model_inputs import model_inputs
 from .reference import check_references
 from .story_nodes import check_story
 
@@ -36,15 +38,49 @@ __all__ = ["SCHEDULERS", "L2S_StorySampler", "build_pipeline", "make_scheduler"]
 
 
 def build_pipeline(model: StoryModel, text_encoder: TextEncoderBundle, scheduler: str) -> StoryPipeline:
-    return StoryPipeline(tokenizer=text_encoder.tokenizer, text_encoder=text_encoder.encoder, vae=model.vae,
+    pipe = StoryPipeline(tokenizer=text_encoder.tokenizer, text_encoder=text_encoder.encoder, vae=model.vae,
                          transformer=model.transformer, scheduler=make_scheduler(scheduler, model.scheduler_config),
                          subject_branch=model.subject_branch)
+    pipe.trained_for = model.trained_for  # a story outside it: the pipeline logs one warning line
+    return pipe
+
+
+def trained_for_warning(models: dict, story: Story, settings: dict) -> str | None:
+    """The pipeline's one warning line for a story the connected model was not trained for (its ``lay2story.json``
+    declares size and vocabulary; ComfyUI's own ``MODEL`` declares nothing), for the node's UI text."""
+    declared = models["model"].trained_for if "model" in models else None
+    if declared is None:
+        return None
+    return declared.warning(story, settings["width"], settings["height"])
 
 
 def _int_in(value: object, field: str, lo: int, hi: int) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or not lo <= value <= hi:
         raise ValueError(f"{field}: expected an integer in [{lo}, {hi}], got {value!r}")
     return value
+
+
+def model_sockets(model=None, text_encoder=None, pixart=None, clip=None, vae=None, subject_branch=None) -> dict:
+    """The connected model inputs, checked: ``{"model", "text_encoder"}`` (the pack's loaders) or ``{"pixart",
+    "clip", "vae", "subject_branch"}`` (ComfyUI's own, the branch optional); ``ValueError`` naming the input."""
+    native = pixart is not None or clip is not None or vae is not None
+    if native and (model is not None or text_encoder is not None):
+        raise ValueError("model: connect either a Lay2Story model + text_encoder or a pixart MODEL + clip + vae, "
+                         "not both")
+    if native:
+        for name, value in (("pixart", pixart), ("clip", clip), ("vae", vae)):
+            if value is None:
+                raise ValueError(f"{name}: the pixart MODEL needs clip and vae connected too")
+        return {"pixart": pixart, "clip": clip, "vae": vae, "subject_branch": subject_branch}
+    if model is None:
+        raise ValueError("model: connect a Lay2Story Model Loader, or a pixart MODEL + clip + vae")
+    model = check_model(model)
+    if text_encoder is None:
+        raise ValueError("text_encoder: connect a Lay2Story Text Encoder Loader (with the model input)")
+    text_encoder = check_text_encoder(text_encoder)
+    if subject_branch is not None:
+        raise ValueError("subject_branch: only for a pixart MODEL; the Lay2Story model carries its own")
+    return {"model": model, "text_encoder": text_encoder}
 
 
 class L2S_StorySampler:
@@ -57,11 +93,13 @@ class L2S_StorySampler:
         "attention on plain PixArt, none is plain PixArt. Frames are denoised together; long stories in chunks."
     )
     FUNCTION = "sample"
-    RETURN_TYPES = ("IMAGE", "LATENT")
-    RETURN_NAMES = ("images", "latent")
+    RETURN_TYPES = ("IMAGE", "LATENT", "L2S_STORY_RESULT")
+    RETURN_NAMES = ("images", "latent", "story_result")
     OUTPUT_TOOLTIPS = (
         "All frames of the story, in order (decoded with the model's VAE).",
         "All frames' final latents as one batch (unscaled VAE latents, as ComfyUI's VAE Decode expects).",
+        "The finished story for Lay2Story Redo Frames (frames, latents, initial noise and settings; small, and "
+        "freed with this node's cached outputs).",
     )
 
     @classmethod
@@ -112,20 +150,28 @@ class L2S_StorySampler:
                                                              "(small models need it), or indices like '0,2,5'."}),
             },
             "optional": {
-                "model": ("L2S_MODEL", {"tooltip": "From Lay2Story Model Loader (diffusers or pipeline folders, the "
-                                                   "embedded demo). Or connect pixart + clip + vae instead."}),
-                "text_encoder": ("L2S_TEXT_ENCODER", {"tooltip": "From Lay2Story Text Encoder Loader (with model)."}),
+                **model_inputs(
+                    model="From Lay2Story Model Loader (diffusers or pipeline folders, the embedded demo). Or "
+                          "connect pixart + clip + vae instead.",
+                    text_encoder="From Lay2Story Text Encoder Loader (with model).",
+                ),
                 "layout": ("L2S_LAYOUT", {"tooltip": "A layout to apply to the story first (frame i gets its "
                                                      "frame i subjects)."}),
-                "reference": ("L2S_REFERENCE", {"tooltip": "Reference images of characters (lay2story mode)."}),
-                "pixart": ("MODEL", {"tooltip": "A PixArt-alpha/-Sigma MODEL from ComfyUI's Load Checkpoint or Load "
-                                                "Diffusion Model (LoRAs applied by core nodes work)."}),
-                "clip": ("CLIP", {"tooltip": "The T5 from Load CLIP (type pixart; fp8/GGUF encoders work): every "
-                                             "caption of the story is encoded through it."}),
-                "vae": ("VAE", {"tooltip": "The VAE for the pixart MODEL: references are encoded and frames decoded "
-                                           "through it."}),
-                "subject_branch": ("L2S_SUBJECT_BRANCH", {
-                    "tooltip": "From Lay2Story Subject Branch Loader, for the pixart MODEL (lay2story mode)."}),
+                "reference": ("L2S_REFERENCE", {"tooltip": "Reference images of characters (lay2story mode); a "
+                                                           "character's here wins over its cast picture."}),
+                **model_inputs(
+                    pixart="A PixArt-alpha/-Sigma MODEL from ComfyUI's Load Checkpoint or Load Diffusion Model "
+                           "(LoRAs applied by core nodes work).",
+                    clip="The T5 from Load CLIP (type pixart; fp8/GGUF encoders work): every caption of the story "
+                         "is encoded through it.",
+                    vae="The VAE for the pixart MODEL: references are encoded and frames decoded through it.",
+                    subject_branch="From Lay2Story Subject Branch Loader, for the pixart MODEL (lay2story mode).",
+                ),
+                # a widget added after the shipped ones (optional: saved workflows without it keep working)
+                "box_strength": ("FLOAT", {"default": BOX_STRENGTH, "min": 0.0, "max": 1.0, "step": 0.05,
+                                           "tooltip": "training_free mode: box control, the share of the first "
+                                                      "steps drawn box by box so characters land in their boxes "
+                                                      "(0: boxes only steer subject captions)."}),
             },
         }
 
@@ -134,24 +180,10 @@ class L2S_StorySampler:
                width: int = 0, height: int = 0, chunk_size: int = 0, identity_frames: int = 0,
                subject_scale: float = 1.0, character_scales: str = "", consistency_rate: float = 0.5,
                consistency_blocks: str = SECOND_HALF, layout: Layout | None = None, reference=None, pixart=None,
-               clip=None, vae=None, subject_branch=None) -> tuple[torch.Tensor, dict]:
-        native = pixart is not None or clip is not None or vae is not None
-        if native and (model is not None or text_encoder is not None):
-            raise ValueError("model: connect either a Lay2Story model + text_encoder or a pixart MODEL + clip + vae, "
-                             "not both")
-        if native:
-            for name, value in (("pixart", pixart), ("clip", clip), ("vae", vae)):
-                if value is None:
-                    raise ValueError(f"{name}: the pixart MODEL needs clip and vae connected too")
-        else:
-            if model is None:
-                raise ValueError("model: connect a Lay2Story Model Loader, or a pixart MODEL + clip + vae")
-            model = check_model(model)
-            if text_encoder is None:
-                raise ValueError("text_encoder: connect a Lay2Story Text Encoder Loader (with the model input)")
-            text_encoder = check_text_encoder(text_encoder)
-            if subject_branch is not None:
-                raise ValueError("subject_branch: only for a pixart MODEL; the Lay2Story model carries its own")
+               clip=None, vae=None, subject_branch=None, box_strength: float = BOX_STRENGTH) -> tuple | dict:
+        """``(images, latent, story_result)``; with a story the model was not trained for (size, words), ComfyUI's
+        ``{"ui": {"text": [warning]}, "result": ...}`` so the node shows the warning line too."""
+        models = model_sockets(model, text_encoder, pixart, clip, vae, subject_branch)
         story = check_story(story)
         seed = _int_in(seed, "seed", 0, MAX_SEED)
         steps = check_num_inference_steps(steps, "steps")
@@ -166,8 +198,9 @@ class L2S_StorySampler:
                 raise ValueError(f"layout: expected an L2S_LAYOUT, got {type(layout).__name__}")
             story = apply_layout_to_story(story, layout, field="layout")
         scales = story_scales(story, subject_scale, character_scales)
-        consistency = ConsistencyConfig.from_user(consistency_rate, consistency_blocks,
-                                                  rate_field="consistency_rate", blocks_field="consistency_blocks")
+        consistency = ConsistencyConfig.from_user(consistency_rate, consistency_blocks, box_strength,
+                                                  rate_field="consistency_rate", blocks_field="consistency_blocks",
+                                                  box_strength_field="box_strength")
         references = None if reference is None else check_references(reference)
         if identity_frames and not chunk_size:
             logger.info("identity_frames is used with chunk_size only; all frames are denoised together")
@@ -177,9 +210,24 @@ class L2S_StorySampler:
             "identity_frames": (identity_frames or None) if chunk_size else None, "subject_scale": scales,
             "consistency": consistency,
         }
-        if native:
-            return self._sample_native(pixart, clip, vae, subject_branch, story, mode, scheduler, settings)
-        return self._sample_own(model, text_encoder, story, mode, scheduler, settings)
+        outputs = self.run(models, story, mode, scheduler, settings)
+        warning = trained_for_warning(models, story, settings)
+        return outputs if warning is None else {"ui": {"text": [warning]}, "result": outputs}
+
+    def run(self, models: dict, story: Story, mode: str, scheduler: str, settings: dict, sample=None) -> tuple:
+        """Sample with the model sockets ``models`` (``model`` + ``text_encoder``, or ``pixart`` + ``clip`` + ``vae``
+        + ``subject_branch``) and pipeline settings ``settings``: ``(images, latent, story_result)``. ``sample(pipe,
+        story, kwargs)`` replaces the pipeline call (Lay2Story Redo Frames: a redo)."""
+        sample = sample or (lambda pipe, story, kwargs: pipe(story, **kwargs))
+        if "pixart" in models:
+            native = (models[k] for k in ("pixart", "clip", "vae", "subject_branch"))
+            images, latent, result, run_mode = self._sample_native(*native, story, mode, scheduler, settings, sample)
+        else:
+            images, latent, result, run_mode = self._sample_own(models["model"], models["text_encoder"], story,
+                                                                mode, scheduler, settings, sample)
+        from .redo import StoryResult
+
+        return images, latent, StoryResult.of(result, story, images, run_mode, scheduler, settings)
 
     @staticmethod
     def _progress(steps: int, previewer):
@@ -193,7 +241,7 @@ class L2S_StorySampler:
         return on_step
 
     def _sample_own(self, model: StoryModel, text_encoder: TextEncoderBundle, story: Story, mode: str,
-                    scheduler: str, settings: dict):
+                    scheduler: str, settings: dict, sample):
         run_mode = resolve_mode(mode, model.has_subject_branch)
         pipe = build_pipeline(model, text_encoder, scheduler)
         encode_device = text_encoder.device or model.device
@@ -207,19 +255,19 @@ class L2S_StorySampler:
                                                         force_full_load=True)
             else:
                 text_encoder.encoder.to(encode_device)
-            result = pipe(story, mode=run_mode, max_sequence_length=model.max_text_tokens,
-                          offload_text_encoder=text_encoder.offload and not managed, callback=on_step,
-                          output_type="pt", **settings)
+            result = sample(pipe, story, dict(mode=run_mode, max_sequence_length=model.max_text_tokens,
+                                              offload_text_encoder=text_encoder.offload and not managed,
+                                              callback=on_step, output_type="pt", **settings))
         finally:
             if text_encoder.offload and not managed:
                 text_encoder.encoder.to(comfy_env.offload_device())
             comfy_env.soft_empty_cache()
         images = result.images.detach().float().permute(0, 2, 3, 1).cpu().contiguous()
         samples = LatentNormalization.from_vae(model.vae).from_model(result.latents.detach().float().cpu())
-        return (images, {"samples": samples})
+        return images, {"samples": samples}, result, run_mode
 
     def _sample_native(self, pixart, clip, vae, subject_branch, story: Story, mode: str, scheduler: str,
-                       settings: dict):
+                       settings: dict, sample):
         from .comfy import host
         from .comfy.pipeline import ComfyStoryPipeline
 
@@ -237,9 +285,9 @@ class L2S_StorySampler:
         on_step = self._progress(settings["num_inference_steps"],
                                  comfy_env.latent_previewer(pipe.transformer.device, pipe.latent_format))
         try:
-            result = pipe(story, mode=run_mode, callback=on_step, output_type="latent", **settings)
+            result = sample(pipe, story, dict(mode=run_mode, callback=on_step, output_type="pt", **settings))
             samples = pipe.latent_format.process_out(result.latents.detach().float())  # raw VAE latents
-            images = host.vae_decode(vae, samples).float().clamp(0, 1)
+            images = result.images.float().clamp(0, 1).permute(0, 2, 3, 1)
         finally:
             comfy_env.soft_empty_cache()
-        return (images.cpu().contiguous(), {"samples": samples.cpu()})
+        return images.cpu().contiguous(), {"samples": samples.cpu()}, result, run_mode

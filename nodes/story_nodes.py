@@ -5,16 +5,16 @@ from __future__ import annotations
 import logging
 
 from lay2story_core.story import (
-    DEFAULT_MAX_FRAMES,
-    SCHEMA_VERSION,
     Character,
     Frame,
     Layout,
     LayoutError,
     Story,
     parse_story,
+    story_from_lines,
 )
 
+from .cast import check_cast
 from .layout_editor import apply_layout_to_story
 
 logger = logging.getLogger(__name__)
@@ -60,9 +60,10 @@ class L2S_Story:
     DISPLAY_NAME = "Lay2Story Story"
     CATEGORY = CATEGORY
     DESCRIPTION = (
-        "A story of one character: its identity (how it looks, added to every frame's caption) and one prompt per "
-        "frame, one per line. Add boxes with the Layout Editor or the Layout Detector; more characters via Story "
-        "from JSON."
+        "A story: one prompt per frame, one per line, and its characters: the identity and character_id here (one "
+        "character), or a cast of Lay2Story Character nodes connected to cast (any number; the identity and "
+        "character_id here are then unused). A line can start with who is in that frame, '[hero, cat] on the "
+        "grass'; without a prefix every character is. Add boxes with the Layout Editor or the Layout Detector."
     )
     FUNCTION = "build"
     RETURN_TYPES = ("L2S_STORY",)
@@ -76,11 +77,13 @@ class L2S_Story:
                 "identity": ("STRING", {
                     "default": DEFAULT_IDENTITY, "multiline": True,
                     "tooltip": "The character's identity: what stays the same in every frame (appearance, "
-                               "clothes, style)."}),
+                               "clothes, style). Unused when a cast is connected (its characters' identities are "
+                               "used)."}),
                 "frame_prompts": ("STRING", {
                     "default": DEFAULT_PROMPTS, "multiline": True,
                     "tooltip": "One prompt per frame, one per line (blank lines are ignored): what happens and "
-                               "where."}),
+                               "where. Start a line with the characters in that frame, '[hero, cat] on the grass' "
+                               "(ids of the story's characters); without one, every character is in it."}),
                 "negative_prompt": ("STRING", {
                     "default": DEFAULT_NEGATIVE, "multiline": True,
                     "tooltip": "What no frame should show (the unconditional caption of classifier-free "
@@ -93,29 +96,43 @@ class L2S_Story:
             "optional": {
                 "character_id": ("STRING", {
                     "default": "hero",
-                    "tooltip": "The character's id, used by layouts and reference images to name it."}),
+                    "tooltip": "The character's id, used by layouts and reference images to name it. Unused "
+                               "when a cast is connected."}),
+                "cast": ("L2S_CAST", {
+                    "tooltip": "The story's characters, from chained Lay2Story Character nodes (in chain order, "
+                               "with their reference pictures); replaces identity and character_id."}),
             },
         }
 
     def build(self, identity: str, frame_prompts: str, negative_prompt: str = "", width: int = 512,
-              height: int = 512, character_id: str = "hero") -> tuple[Story]:
+              height: int = 512, character_id: str = "hero", cast=None) -> tuple[Story]:
         prompts = frame_lines(frame_prompts, "frame_prompts")
-        if not prompts:
-            raise ValueError("frame_prompts: no frame; write one prompt per line")
-        if len(prompts) > DEFAULT_MAX_FRAMES:
-            raise ValueError(f"frame_prompts: {len(prompts)} frames exceed the limit of {DEFAULT_MAX_FRAMES}")
-        data = {"version": SCHEMA_VERSION, "width": width, "height": height, "negative_prompt": negative_prompt,
-                "characters": [{"id": character_id.strip() if isinstance(character_id, str) else character_id,
-                                "identity": identity}],
-                "frames": [{"prompt": p} for p in prompts]}
-        try:  # the schema's own checks (lengths, ids, sizes), as for a story file
-            return (Story.from_dict(data),)
+        if cast is None:
+            characters = [{"id": character_id.strip() if isinstance(character_id, str) else character_id,
+                           "identity": identity}]
+            images = ()
+        else:
+            cast = check_cast(cast)
+            if not cast.characters:
+                raise ValueError("cast: no character; connect a Lay2Story Character")
+            logger.debug("cast connected: the identity and character_id widgets are unused")
+            characters, images = cast.characters, cast.reference_images
+        try:  # the schema's own checks (lengths, ids, sizes), as for a story file; one frame per line
+            return (story_from_lines(characters, prompts, width=width, height=height,
+                                     negative_prompt=negative_prompt, reference_images=images,
+                                     list_everyone=cast is not None),)
         except LayoutError as err:
-            raise _node_error(err, prompts) from err
+            raise _node_error(err, prompts, cast is not None) from err
 
 
-def _node_error(err: LayoutError, prompts: list[str]) -> ValueError:
+def _node_error(err: LayoutError, prompts: list[str], with_cast: bool) -> ValueError:
     """A schema error of the story L2S_Story built, named after the node's input."""
+    if err.path == "lines":
+        return _field_error("frame_prompts", err)
+    if err.path.startswith("line "):  # a line's [..] prefix: "frame_prompts: line 3: unknown character 'dog' ..."
+        return ValueError(f"frame_prompts: {err}")
+    if err.path.startswith("characters[") and with_cast:
+        return _field_error("cast", err)
     if err.path == "characters[0].id":
         return _field_error("character_id", err)
     if err.path == "characters[0].identity":

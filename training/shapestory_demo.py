@@ -79,6 +79,17 @@ DEMO_SAMPLING = {"num_inference_steps": 16, "guidance_scale": 2.0}
 DEMO_SCHEDULER = "euler_a"
 
 
+def demo_trained_for():
+    """What the demo's lay2story.json declares it was trained for: ShapeStory's frame size and caption words (a story
+    asking for another size or using other words gets one warning line, lay2story_core.pipelines.trained_for)."""
+    from lay2story_core.pipelines.trained_for import TrainedFor
+    from lay2story_core.shapestory import ShapeStoryConfig
+    from lay2story_core.shapestory.vocab import caption_words
+
+    size = ShapeStoryConfig().size
+    return TrainedFor(size, size, caption_words())
+
+
 def init_model(out: Path, seed: int = 0, vae: Path | None = None, prediction_type: str = "v_prediction") -> Path:
     """A pipeline folder: random-initialised demo PixArt (PixArt's initialisation) + the shipped ShapeStory VAE (or
     ``vae``), T5 encoder and tokenizer, and a scheduler whose ``prediction_type`` the trainer must be given too (the
@@ -174,6 +185,7 @@ def assemble(model: Path, stage1: Path, stage2: Path, out: Path, ema: bool = Tru
     # lay2story.json and model_index.json as save_pretrained writes them, from the pipeline the folder loads as
     pipe = load_story_pipeline(staging)
     pipe.model_name, pipe.sampling_defaults = "ShapeStory demo", SamplingDefaults.from_dict(DEMO_SAMPLING)
+    pipe.trained_for = demo_trained_for()
     pipe.scheduler = make_scheduler(DEMO_SCHEDULER, pipe.scheduler.config)
     shutil.rmtree(staging / "scheduler")
     pipe.scheduler.save_pretrained(staging / "scheduler")

@@ -8,6 +8,8 @@
   later frames read them.
 * :class:`RegionalCrossAttnProcessor`: tokens inside a character's box attend to that character's subject caption
   (token-sparse, :func:`~lay2story_core.attention.segment_cross_attention`); the others keep the global caption.
+* Training-free box control (``ConsistencyConfig.box_strength``, :mod:`.box_control`): the first steps' prediction
+  composed box by box; the pipeline runs it, these processors run inside each of its calls.
 
 The state of one model call travels as ``cross_attention_kwargs={"story_consistency": StoryConsistencyContext}``
 (diffusers forwards only keys named in a processor's ``__call__`` signature; every attention module of the
@@ -25,6 +27,7 @@ import torch
 import torch.nn.functional as F
 
 from ..attention import TokenPacking, segment_cross_attention
+from .box_control import BOX_STRENGTH, check_box_strength
 
 SECOND_HALF = "second_half"  # the user's name for blocks=None (StoryDiffusion's decoder half)
 
@@ -42,6 +45,8 @@ class ConsistencyConfig:
         subject_only: when boxes are given, share only the identity frames' subject tokens.
         regional_captions: route box tokens to their subject caption in cross-attention.
         seed: makes the sampling deterministic.
+        box_strength: training-free box control (:mod:`.box_control`), the share of the first steps whose
+            prediction is composed box by box; 0 = none (the behaviour before box control, bit for bit).
     """
 
     rate: float = 0.5
@@ -51,6 +56,7 @@ class ConsistencyConfig:
     subject_only: bool = True
     regional_captions: bool = True
     seed: int = 0
+    box_strength: float = BOX_STRENGTH
     # the user's name for ``blocks`` in errors (``from_user``: the CLI option or node input it came from)
     blocks_field: str | None = field(default=None, compare=False, repr=False)
 
@@ -61,15 +67,19 @@ class ConsistencyConfig:
             raise ValueError(f"plain_share: expected a value in [0, 1], got {self.plain_share!r}")
         if isinstance(self.blocks, str) and self.blocks != "all":
             raise ValueError(f"blocks: expected block indices, None or 'all', got {self.blocks!r}")
+        check_box_strength(self.box_strength)
 
     @classmethod
-    def from_user(cls, rate: float = 0.5, blocks: str = SECOND_HALF, *, rate_field: str = "rate",
-                  blocks_field: str = "blocks") -> ConsistencyConfig:
-        """The settings a user types (CLI, node): ``rate`` in [0, 1] and ``blocks`` as ``"second_half"``
-        (StoryDiffusion), ``"all"`` or block indices ``"0,2,5"``. Errors name the user's field."""
+    def from_user(cls, rate: float = 0.5, blocks: str = SECOND_HALF, box_strength: float = BOX_STRENGTH, *,
+                  rate_field: str = "rate", blocks_field: str = "blocks",
+                  box_strength_field: str = "box_strength") -> ConsistencyConfig:
+        """The settings a user types (CLI, node): ``rate`` in [0, 1], ``blocks`` as ``"second_half"``
+        (StoryDiffusion), ``"all"`` or block indices ``"0,2,5"``, and the box-control strength in [0, 1]. Errors
+        name the user's field."""
         if isinstance(rate, bool) or not isinstance(rate, (int, float)) or not 0.0 <= rate <= 1.0:
             raise ValueError(f"{rate_field}: expected a number in [0, 1], got {rate!r}")
-        return cls(rate=float(rate), blocks=cls.parse_blocks(blocks, field=blocks_field), blocks_field=blocks_field)
+        return cls(rate=float(rate), blocks=cls.parse_blocks(blocks, field=blocks_field),
+                   box_strength=check_box_strength(box_strength, box_strength_field), blocks_field=blocks_field)
 
     @staticmethod
     def parse_blocks(text: str, field: str = "blocks") -> tuple[int, ...] | str | None:
@@ -114,6 +124,10 @@ class StoryConsistencyContext:
         bank: stored ``(k, v, group)`` per (step, block) for write/read.
         regional: packing over the conditional frames' subject slots, and the projected subject captions
             ``(S, L, D)`` with their padding mask, for regional cross-attention; or ``None``.
+        readers: ``(B, N)`` bool, the tokens that attend to the shared tokens (box control: the frame's boxes, so
+            a character's tokens carry to the character and not to the background), or ``None`` for all.
+        bank_key: added to the bank's ``(step, block)`` keys, so calls of one step keep apart entries (box control:
+            one per character), or ``None``.
     """
 
     config: ConsistencyConfig
@@ -124,6 +138,8 @@ class StoryConsistencyContext:
     mode: str = "joint"
     bank: dict = field(default_factory=dict)
     regional: tuple[TokenPacking, torch.Tensor, torch.Tensor | None] | None = None
+    readers: torch.Tensor | None = None
+    bank_key: str | None = None
 
     def uses_consistency(self, block: int, num_blocks: int) -> bool:
         cfg = self.config
@@ -165,7 +181,7 @@ class ConsistentSelfAttnProcessor:
         q, k, v = (_heads(attn, f(hidden_states)) for f in (attn.to_q, attn.to_k, attn.to_v))
         batch, tokens = q.shape[:2]
         # 2. the shared tokens: a fresh random sample of the identity frames' (subject) tokens, or the bank's
-        key = (ctx.step, self.block)
+        key = (ctx.step, self.block) if ctx.bank_key is None else (ctx.step, self.block, ctx.bank_key)
         if ctx.mode == "read":
             shared_k, shared_v, shared_group, shared_owner = ctx.bank.get(key, (None,) * 4)
         else:
@@ -184,6 +200,9 @@ class ConsistentSelfAttnProcessor:
         keys = torch.cat([k, shared_k[None].expand(batch, -1, -1, -1)], dim=1)
         values = torch.cat([v, shared_v[None].expand(batch, -1, -1, -1)], dim=1)
         mask = torch.cat([allowed.new_ones(batch, tokens), allowed], dim=1)[:, None, None, :]
+        if ctx.readers is not None:  # box control: only the subjects' own tokens read the shared ones (B, 1, N, N + E)
+            readers = ctx.readers.to(q.device)[:, None, :, None]
+            mask = torch.cat([mask[..., :tokens].expand(-1, -1, tokens, -1), mask[..., tokens:] & readers], dim=-1)
         out = F.scaled_dot_product_attention(q.transpose(1, 2), keys.transpose(1, 2), values.transpose(1, 2),
                                              attn_mask=mask)
         return _finish(attn, out.transpose(1, 2), hidden_states)

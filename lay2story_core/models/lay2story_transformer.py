@@ -187,6 +187,15 @@ class Lay2StoryTransformer(nn.Module):
             return (output,)
         return Transformer2DModelOutput(sample=output)
 
+    def run_subject_branch(self, hidden_states: torch.Tensor, timestep: torch.Tensor, subject: SubjectInputs,
+                           added_cond_kwargs: dict[str, torch.Tensor] | None = None):
+        """The subject branch alone on ``(B, C, H, W)`` latents (the global blocks do not run): what a write pass
+        of these frames stores in ``subject.bank``, at the cost of the branch (the kept frames of a redo,
+        :mod:`lay2story_core.pipelines.redo`). Returns the branch's output."""
+        timestep_emb = self.transformer.adaln_single(timestep, added_cond_kwargs, batch_size=hidden_states.shape[0],
+                                                     hidden_dtype=hidden_states.dtype)[0]
+        return self._subject_residuals(hidden_states, timestep, added_cond_kwargs, timestep_emb, subject)
+
     def _subject_residuals(self, latents, timestep, added_cond_kwargs, timestep_emb, subject: SubjectInputs):
         pixart = self.transformer
         dtype = latents.dtype

@@ -107,6 +107,15 @@ class IdentityBank:
             rows = slice(None) if valid is None else valid[i]
             self._store[(self.step, layer_key, group)] = (self._keep(padded_k[i][rows]), self._keep(padded_v[i][rows]))
 
+    def put(self, step: int, layer_key: object, group: int, key: torch.Tensor, value: torch.Tensor) -> None:
+        """Store ``(E, H, D)`` keys/values of group ``group`` for (``step``, ``layer_key``) as a write would (e.g. the
+        kept frames of a story being redone, :mod:`lay2story_core.pipelines.redo`)."""
+        self._store[(step, layer_key, group)] = (self._keep(key), self._keep(value))
+
+    def entries(self) -> list[tuple[tuple, torch.Tensor, torch.Tensor]]:
+        """``((step, layer_key, group), keys, values)`` of everything stored."""
+        return [(k, kv[0], kv[1]) for k, kv in self._store.items()]
+
     def _keep(self, x: torch.Tensor) -> torch.Tensor:
         return x.detach().to(device=self.storage_device or x.device, dtype=self.storage_dtype or x.dtype)
 

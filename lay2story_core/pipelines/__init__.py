@@ -2,6 +2,8 @@
 
 from .images import contact_sheet, to_pil, to_tensor_image
 from .manifest import PipelineManifest, SamplingDefaults, check_guidance_scale, check_num_inference_steps
+from .redo import FinishedStory, RedoOutput, redo_story
+from .redo_identity import IdentityCache
 from .schedulers import SCHEDULERS, make_scheduler, scheduler_label, scheduler_name
 from .story_pipeline import (
     MODES,
@@ -15,8 +17,11 @@ from .story_pipeline import (
 __all__ = [
     "MODES",
     "SCHEDULERS",
+    "FinishedStory",
     "GenerationCancelled",
+    "IdentityCache",
     "PipelineManifest",
+    "RedoOutput",
     "ReferenceImage",
     "StoryPipeline",
     "SamplingDefaults",
@@ -26,6 +31,7 @@ __all__ = [
     "contact_sheet",
     "default_scheduler",
     "make_scheduler",
+    "redo_story",
     "scheduler_label",
     "scheduler_name",
     "to_pil",

@@ -17,7 +17,8 @@ from diffusers import DiffusionPipeline, SchedulerMixin
 from ..loading import (
     ModelLoadError,
     ModelNotFoundError,
-    load_pixart_transformer,
+    PixArtCheckpointInfo,
+    load_pixart_transformer_with_info,
     load_t5_encoder,
     load_t5_tokenizer,
     load_vae,
@@ -25,12 +26,24 @@ from ..loading import (
 from ..loading.folder import load_diffusers_folder
 from ..loading.modeling import resolve_dtype
 from ..models import SubjectBranch
+from ..text import DEFAULT_MAX_LENGTH
 from .manifest import MANIFEST_FILE, PipelineManifest
 from .story_pipeline import StoryPipeline, default_scheduler
 
 logger = logging.getLogger(__name__)
 
 SUBFOLDERS = ("transformer", "subject_branch", "vae", "text_encoder", "tokenizer", "scheduler")
+
+
+def default_max_sequence_length(manifest: PipelineManifest, info: PixArtCheckpointInfo | None) -> int:
+    """The caption length a loaded model samples with unless a call says otherwise, one rule for every loader
+    (:func:`load_story_pipeline`, the nodes' model loader): the folder's ``lay2story.json``, else what the
+    checkpoint tells (PixArt-Sigma 300, alpha 120: ``PixArtCheckpointInfo.max_text_tokens``), else alpha's 120."""
+    if manifest.max_sequence_length is not None:
+        return manifest.max_sequence_length
+    if info is not None and info.max_text_tokens:
+        return int(info.max_text_tokens)
+    return DEFAULT_MAX_LENGTH
 
 
 def load_subject_branch(path: str | os.PathLike, *, torch_dtype: torch.dtype | None = None,
@@ -62,8 +75,10 @@ def load_story_pipeline(
 
     Args:
         model: a pipeline folder (with the subfolders above; ``model_index.json`` optional; its ``lay2story.json``
-            gives the name and the sampling defaults, see :mod:`~lay2story_core.pipelines.manifest`), or a PixArt
-            transformer (folder, single file, hub id).
+            gives the name, the sampling defaults and the caption length, see
+            :mod:`~lay2story_core.pipelines.manifest`), or a PixArt transformer (folder, single file, hub id). The
+            pipeline's :attr:`~StoryPipeline.max_sequence_length` is the model's (PixArt-Sigma 300, alpha 120:
+            :func:`default_max_sequence_length`).
         subject_branch: ``"auto"`` (the pipeline folder's ``subject_branch/`` if present), a folder (or a folder
             holding ``subject_branch/``, as the trainer's ``output_dir``), a loaded module, or ``None``.
         vae, text_encoder, tokenizer: override or complete the components, as paths or loaded objects (required when
@@ -84,7 +99,9 @@ def load_story_pipeline(
             raise ModelNotFoundError(f"{name}: not found; {os.fspath(model)!r} is not a pipeline folder, pass {name}=")
         return loader(source, **extra)
 
-    transformer = transformer if transformer is not None else load_pixart_transformer(model, **kwargs)
+    info = None
+    if transformer is None:
+        transformer, info = load_pixart_transformer_with_info(model, **kwargs)
     branch = None
     if isinstance(subject_branch, str) and subject_branch == "auto":
         if is_pipeline and (root / "subject_branch").is_dir():
@@ -102,6 +119,8 @@ def load_story_pipeline(
         subject_branch=branch,
     )
     pipe.sampling_defaults, pipe.model_name = manifest.sampling, manifest.name
+    pipe.trained_for = manifest.trained_for
+    pipe.max_sequence_length = default_max_sequence_length(manifest, info)
     return pipe
 
 
@@ -128,9 +147,10 @@ PIPELINE_ENTRIES = (*SUBFOLDERS, "model_index.json", MANIFEST_FILE)
 
 def write_manifest(pipe: StoryPipeline, folder: Path) -> Path:
     """``folder/lay2story.json`` for ``pipe`` saved there: its name, the component folders present, its sampling
-    defaults."""
+    defaults, caption length and what it was trained for."""
     return PipelineManifest(name=pipe.model_name, components=tuple(n for n in SUBFOLDERS if (folder / n).is_dir()),
-                            sampling=pipe.sampling_defaults).write(folder)
+                            sampling=pipe.sampling_defaults, max_sequence_length=pipe.max_sequence_length,
+                            trained_for=pipe.trained_for).write(folder)
 
 
 def save_story_pipeline(pipe: StoryPipeline, folder: str | os.PathLike, **kwargs) -> None:

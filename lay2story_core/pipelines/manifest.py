@@ -4,6 +4,10 @@ The manifest names the model, lists its components and carries the sampling sett
 (``"sampling": {"num_inference_steps": 16, "guidance_scale": 2.0}``). Those are the pipeline's defaults: a call,
 the CLI or the bench that does not choose steps or a guidance scale gets them; one that does always wins. A folder
 without a manifest, or a manifest without ``"sampling"``, samples with PixArt-alpha's settings (25 steps, CFG 4.5).
+``"max_sequence_length"`` is the caption length in T5 tokens the model was trained with (120 PixArt-alpha, 300
+PixArt-Sigma), likewise a default a caller may override; without it the loader asks the checkpoint.
+``"trained_for"`` declares the frame size and vocabulary the model was trained for (:mod:`.trained_for`): a story
+asking for others gets one warning line; without it, none.
 """
 
 from __future__ import annotations
@@ -15,14 +19,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..loading import ModelLoadError
+from .trained_for import TrainedFor
 
-__all__ = ["MANIFEST_FILE", "MAX_INFERENCE_STEPS", "PipelineManifest", "SamplingDefaults", "check_guidance_scale",
-           "check_num_inference_steps"]
+__all__ = ["MANIFEST_FILE", "MAX_INFERENCE_STEPS", "MAX_SEQUENCE_LENGTH", "PipelineManifest", "SamplingDefaults",
+           "check_guidance_scale", "check_max_sequence_length", "check_num_inference_steps"]
 
 MANIFEST_FILE = "lay2story.json"
 FORMAT = "lay2story-pipeline"
 VERSION = 1
 MAX_INFERENCE_STEPS = 1000  # a scheduler trained on fewer timesteps lowers it (``check_inputs``)
+MAX_SEQUENCE_LENGTH = 1024  # T5 tokens; PixArt trains with 120 (alpha) or 300 (Sigma)
 
 
 def check_guidance_scale(value: object, field: str = "guidance_scale") -> float:
@@ -38,6 +44,15 @@ def check_num_inference_steps(value: object, field: str = "num_inference_steps",
     (``why`` says where a lower limit comes from, e.g. the scheduler's training timesteps)."""
     if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= limit:
         raise ValueError(f"{field}: expected an integer in 1..{limit}{why}, got {value!r}")
+    return value
+
+
+def check_max_sequence_length(value: object, field: str = "max_sequence_length") -> int:
+    """The one rule for a caption length in T5 tokens (pipeline, CLI, manifests): an integer in
+    1..:data:`MAX_SEQUENCE_LENGTH`."""
+    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= MAX_SEQUENCE_LENGTH:
+        raise ValueError(f"{field}: expected an integer in 1..{MAX_SEQUENCE_LENGTH} (T5 tokens; PixArt-alpha 120, "
+                         f"PixArt-Sigma 300), got {value!r}")
     return value
 
 
@@ -85,6 +100,8 @@ class PipelineManifest:
     name: str | None = None
     components: tuple[str, ...] = ()
     sampling: SamplingDefaults = field(default_factory=SamplingDefaults)
+    max_sequence_length: int | None = None  # None: not recorded (the loader asks the checkpoint)
+    trained_for: TrainedFor | None = None  # None: no declaration (no warning)
 
     def to_dict(self) -> dict:
         data: dict = {"format": FORMAT, "version": VERSION}
@@ -94,6 +111,10 @@ class PipelineManifest:
             data["components"] = list(self.components)
         if self.sampling != SamplingDefaults():
             data["sampling"] = self.sampling.to_dict()
+        if self.max_sequence_length is not None:
+            data["max_sequence_length"] = self.max_sequence_length
+        if self.trained_for is not None:
+            data["trained_for"] = self.trained_for.to_dict()
         return data
 
     def write(self, folder: str | os.PathLike) -> Path:
@@ -125,6 +146,11 @@ class PipelineManifest:
             if not isinstance(components, list) or not all(isinstance(c, str) for c in components):
                 raise ValueError(f"components: expected a list of folder names, got {components!r}")
             sampling = SamplingDefaults.from_dict(data.get("sampling", {}))
+            tokens = data.get("max_sequence_length")
+            if tokens is not None:
+                check_max_sequence_length(tokens)
+            trained_for = None if data.get("trained_for") is None else TrainedFor.from_dict(data["trained_for"])
         except ValueError as err:
             raise ModelLoadError(path, str(err)) from err
-        return cls(name=name, components=tuple(components), sampling=sampling)
+        return cls(name=name, components=tuple(components), sampling=sampling, max_sequence_length=tokens,
+                   trained_for=trained_for)

@@ -17,6 +17,7 @@ from collections.abc import Callable, Mapping, Sequence
 from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 from diffusers import DiffusionPipeline, DPMSolverMultistepScheduler
@@ -26,17 +27,32 @@ from ..attention import SubjectSlots, TokenPacking
 from ..attention.backends import BackendChooser
 from ..conditioning import REFERENCE_CAPTION, FrameSpec, build_subject_inputs, plan_subject_slots
 from ..consistency import ConsistencyConfig, StoryConsistencyContext, story_consistency_processors
+from ..consistency.box_control import BoxPlan, box_captions
 from ..latents import LatentNormalization
 from ..models import IdentityBank, Lay2StoryTransformer, SubjectInputs
 from ..story import Box, Story, parse_story
 from ..text import DEFAULT_MAX_LENGTH, encode_texts
 from .images import to_pil, to_tensor_image
-from .manifest import MAX_INFERENCE_STEPS, SamplingDefaults, check_guidance_scale, check_num_inference_steps
+from .manifest import (
+    MAX_INFERENCE_STEPS,
+    SamplingDefaults,
+    check_guidance_scale,
+    check_max_sequence_length,
+    check_num_inference_steps,
+)
 from .modes import MODE_NAMES, Mode, get_mode
+from .trained_for import TrainedFor
+
+if TYPE_CHECKING:
+    from .redo import RedoPlan
+    from .redo_identity import IdentityCache
 
 logger = logging.getLogger(__name__)
 
 MODES = MODE_NAMES  # the names; the Mode objects are lay2story_core.pipelines.modes.MODES
+# identity frames of the write/read scheme when a call names none: at most this many (StoryDiffusion's 4); also the
+# kept frames a redo reads (pipelines.redo)
+DEFAULT_IDENTITY_FRAMES = 4
 StepCallback = Callable[[int, int, torch.Tensor], "bool | None"]
 # diffusers' callback_on_step_end(pipe, step, timestep, callback_kwargs) -> callback_kwargs
 StepEndCallback = Callable[["StoryPipeline", int, torch.Tensor, dict], "dict | None"]
@@ -129,6 +145,13 @@ class StoryPipeline(DiffusionPipeline):
     # pipeline by load_story_pipeline), else PixArt-alpha's 25 steps and CFG 4.5; and the manifest's "name"
     sampling_defaults: SamplingDefaults = SamplingDefaults()
     model_name: str | None = None
+    # what the model folder's lay2story.json says it was trained for (size, vocabulary): a story outside it gets one
+    # warning line (pipelines.trained_for); None: no declaration, no warning
+    trained_for: TrainedFor | None = None
+    # the caption length (T5 tokens) a call that chooses none pads and cuts to: the one the model was trained with,
+    # 120 for PixArt-alpha, 300 for PixArt-Sigma (set by load_story_pipeline from the checkpoint or the folder's
+    # lay2story.json, and saved there)
+    max_sequence_length: int = DEFAULT_MAX_LENGTH
 
     @property
     def max_inference_steps(self) -> int:
@@ -245,16 +268,32 @@ class StoryPipeline(DiffusionPipeline):
         return encode_texts(texts, self.tokenizer, self.text_encoder, max_length=max_length, device=device,
                             dtype=self.transformer.dtype)
 
+    def prepared_scheduler(self, num_inference_steps: int, device: torch.device | str | None = None):
+        """A fresh copy of :attr:`scheduler` with its timesteps set for ``num_inference_steps``, as diffusers'
+        pipelines prepare theirs (``set_timesteps``, then ``set_begin_index(0)``): what each denoising pass steps
+        with (a copy per pass: multistep solvers keep history) and what the initial noise is scaled by. The one
+        rule for both: Euler-family samplers' ``init_noise_sigma`` depends on the schedule actually run (e.g.
+        ``timestep_spacing="leading"`` never starts at the last training timestep), so it is read only here."""
+        scheduler = copy.deepcopy(self.scheduler)
+        scheduler.set_timesteps(num_inference_steps, device=device)
+        if hasattr(scheduler, "set_begin_index"):
+            scheduler.set_begin_index(0)
+        return scheduler
+
     def prepare_latents(self, num_frames: int, height: int, width: int, generator: torch.Generator | None,
-                        device: torch.device, dtype: torch.dtype, latents: torch.Tensor | None = None):
-        """Initial noise ``(F, C, h, w)``, drawn on the CPU so a seed gives the same story on every device."""
+                        device: torch.device, dtype: torch.dtype, latents: torch.Tensor | None = None, *,
+                        num_inference_steps: int):
+        """Initial noise ``(F, C, h, w)``, drawn on the CPU so a seed gives the same story on every device, scaled
+        by the ``init_noise_sigma`` of the schedule of ``num_inference_steps`` steps (:meth:`prepared_scheduler`).
+        Given ``latents`` are unscaled standard-normal noise, as in diffusers."""
         shape = (num_frames, self.latent_channels, height // self.vae_scale_factor,
                  width // self.vae_scale_factor)
         if latents is None:
             latents = torch.randn(shape, generator=generator, dtype=torch.float32)
         elif tuple(latents.shape) != shape:
             raise ValueError(f"latents: expected shape {shape}, got {tuple(latents.shape)}")
-        return (latents.to(device=device, dtype=torch.float32) * self.scheduler.init_noise_sigma).to(dtype)
+        sigma = self.prepared_scheduler(num_inference_steps, device).init_noise_sigma
+        return (latents.to(device=device, dtype=torch.float32) * sigma).to(dtype)
 
     @torch.no_grad()
     def encode_references(self, story: Story, references: Mapping[str, ReferenceImage], height: int, width: int,
@@ -275,8 +314,10 @@ class StoryPipeline(DiffusionPipeline):
 
     # -- helpers -----------------------------------------------------------------------------------------------------
     def _story_references(self, story: Story, references) -> dict[str, ReferenceImage]:
-        refs = {c.id: ReferenceImage(c.reference.image, c.reference.box) for c in story.characters
-                if c.reference is not None and c.reference.image is not None}
+        # a reference's picture: its file, or the story's in-memory one (a cast built in ComfyUI); its box either way
+        pictures = dict(story.reference_images)
+        refs = {c.id: ReferenceImage(pictures.get(c.id, c.reference.image), c.reference.box) for c in story.characters
+                if c.reference is not None and pictures.get(c.id, c.reference.image) is not None}
         for char_id, ref in (references or {}).items():
             refs[char_id] = ref if isinstance(ref, ReferenceImage) else ReferenceImage(ref)
         return refs
@@ -312,7 +353,7 @@ class StoryPipeline(DiffusionPipeline):
         chunk_size: int | None = None,
         identity_frames: int | None = None,
         consistency: ConsistencyConfig | None = None,
-        max_sequence_length: int = DEFAULT_MAX_LENGTH,
+        max_sequence_length: int | None = None,
         offload_text_encoder: bool = False,
         bank_device: torch.device | str | None = None,
         callback: StepCallback | None = None,
@@ -322,6 +363,8 @@ class StoryPipeline(DiffusionPipeline):
         callback_on_step_end_tensor_inputs: Sequence[str] | None = None,
         return_dict: bool = True,
         attention_3d: bool = True,
+        identity_cache: IdentityCache | None = None,
+        redo: RedoPlan | None = None,
     ) -> StoryPipelineOutput:
         """Generate every frame of ``story``.
 
@@ -336,11 +379,15 @@ class StoryPipeline(DiffusionPipeline):
                 folder's recommendation in ``lay2story.json``, else 25 steps and CFG 4.5, as the paper).
             height, width: output size (default: the story's).
             negative_prompt: unconditional caption (default: the story's, else empty).
-            seed, generator, latents: randomness (``seed`` wins over ``generator``).
+            seed, generator, latents: randomness (``seed`` wins over ``generator``); ``latents`` are the unscaled
+                initial noise ``(F, C, h, w)`` (scaled by the schedule's ``init_noise_sigma`` here, as in diffusers).
             chunk_size: frames per denoising pass; ``None`` = all frames jointly. Longer stories: the first
                 ``identity_frames`` (default ``min(chunk_size, 4)``) are generated jointly and write their keys/values,
                 the rest are generated ``chunk_size`` at a time and read them.
-            consistency: settings of ``mode="training_free"``.
+            consistency: settings of ``mode="training_free"``: consistent self-attention, regional captions and box
+                control (``ConsistencyConfig.box_strength``, the share of steps composed box by box; 0: off).
+            max_sequence_length: caption length in T5 tokens (captions are padded and cut to it); ``None``:
+                :attr:`max_sequence_length` (the model's: 300 for PixArt-Sigma, 120 for PixArt-alpha).
             offload_text_encoder: move T5 to the CPU after encoding (saves accelerator memory).
             bank_device: where the identity keys/values are kept (e.g. ``"cpu"`` for very long stories).
             callback: ``callback(step, total, latents)`` after every step; returning ``False`` cancels
@@ -356,6 +403,11 @@ class StoryPipeline(DiffusionPipeline):
                 or per character id (characters not named keep 1.0); 0 = the global branch alone, 1 = as trained.
             attention_3d: ``False`` cuts the subject branch's masked 3D attention across frames (each frame's
                 subject tokens attend within their own slot only): the paper's "w/o 3D attention" ablation.
+            identity_cache: an empty :class:`~lay2story_core.pipelines.redo_identity.IdentityCache` to record every
+                identity frame's per-step keys/values in (a jointly sampled story: every frame), for redoing frames
+                later with ``kv="cached"``; the frames are the same as without it.
+            redo: set by :func:`~lay2story_core.pipelines.redo.redo_story` (use that): the kept frames' keys/values
+                are written first and only the frames it names are sampled, in read mode.
         """
         # 0. Inputs
         story = parse_story(_story_source(story))
@@ -365,6 +417,8 @@ class StoryPipeline(DiffusionPipeline):
         width = width or story.width
         mode = get_mode(mode)
         num_inference_steps, guidance_scale = self.sampling_defaults.resolve(num_inference_steps, guidance_scale)
+        max_sequence_length = check_max_sequence_length(
+            self.max_sequence_length if max_sequence_length is None else max_sequence_length)
         self.check_inputs(story, height, width, num_inference_steps, guidance_scale, mode, chunk_size,
                           identity_frames, subject_scale, consistency)
         if output_type not in ("pil", "pt", "latent"):
@@ -376,6 +430,10 @@ class StoryPipeline(DiffusionPipeline):
         do_cfg = guidance_scale > 1.0
         num_frames = story.num_frames
         negative = story.negative_prompt if negative_prompt is None else negative_prompt
+        if self.trained_for is not None:  # a size or words the model was not trained for: one warning line
+            warning = self.trained_for.warning(story, width, height, negative, self.model_name)
+            if warning:
+                logger.warning(warning)
         boxes_on = layout and mode.uses_layout
         captions_on = subject_captions and mode.uses_layout
 
@@ -384,6 +442,8 @@ class StoryPipeline(DiffusionPipeline):
         global_texts = [story.global_caption(i) for i in range(num_frames)]
         subject_texts = [s.caption for frame in resolved for s in frame]
         texts = global_texts + [negative, REFERENCE_CAPTION] + subject_texts
+        if mode.consistency and (consistency or ConsistencyConfig()).box_strength > 0:
+            texts += box_captions(story, resolved)  # training-free box control's background and character captions
         embeds, mask = self.encode_prompt(texts, device, max_sequence_length)
         text = {t: (embeds[i], mask[i]) for i, t in enumerate(texts)}
         if offload_text_encoder and device.type != "cpu":
@@ -395,14 +455,18 @@ class StoryPipeline(DiffusionPipeline):
             logger.warning("references are used by mode='lay2story' only; ignored in mode=%r", mode.name)
         ref_latents = self.encode_references(story, refs, height, width, device) if refs else {}
 
-        # 3. Initial noise for all frames (independent of chunking)
-        all_latents = self.prepare_latents(num_frames, height, width, generator, device, dtype, latents)
+        # 3. Initial noise for all frames (independent of chunking), scaled for the schedule the passes run
+        all_latents = self.prepare_latents(num_frames, height, width, generator, device, dtype, latents,
+                                           num_inference_steps=num_inference_steps)
 
-        # 4. Passes: all frames jointly, or identity frames (write) then chunks (read)
-        if chunk_size is None or chunk_size >= num_frames:
-            passes = [(list(range(num_frames)), "joint")]
+        # 4. Passes: all frames jointly, or identity frames (write) then chunks (read); a redo: the frames it samples
+        #    (read), after the kept frames' keys/values (pipelines.redo); recording: a joint pass that writes
+        if redo is not None:
+            passes = redo.passes(chunk_size)
+        elif chunk_size is None or chunk_size >= num_frames:
+            passes = [(list(range(num_frames)), "joint" if identity_cache is None else "write")]
         else:
-            n_ident = identity_frames or min(chunk_size, 4)
+            n_ident = identity_frames or min(chunk_size, DEFAULT_IDENTITY_FRAMES)
             rest = list(range(n_ident, num_frames))
             passes = [(list(range(n_ident)), "write")] + [(rest[i:i + chunk_size], "read")
                                                            for i in range(0, len(rest), chunk_size)]
@@ -417,8 +481,13 @@ class StoryPipeline(DiffusionPipeline):
         processors = self.consistency_processors() if mode.consistency else nullcontext()
         try:
             with processors:
+                if redo is not None:
+                    results[list(redo.kept)] = redo.kept_latents.to(results)
+                    redo.write_identity(job, model)
                 for pass_index, (frames, kind) in enumerate(passes):
                     results[frames] = job.denoise(model, frames, all_latents[frames], kind, pass_index)
+                    if identity_cache is not None and kind == "write":
+                        identity_cache.capture(job, frames)
             job.bank.clear()
 
             # 5. Decode
@@ -479,7 +548,7 @@ class _PassState:
     ``cond``/``cond_mask``: ``(B, L, C)`` global captions (conditional half first); ``added``: 1024-MS
     micro-conditions or ``None``; ``subject``: subject-branch inputs with their packing, projected captions and
     per-slot scales (``mode.subject_branch``), else ``None``; ``consistency``: the training-free context
-    (``mode.consistency``), else ``None``.
+    (``mode.consistency``), else ``None``; ``box``: training-free box control's plan, else ``None``.
     """
 
     frames: tuple[int, ...]
@@ -489,6 +558,7 @@ class _PassState:
     added: dict | None
     subject: SubjectInputs | None = None
     consistency: StoryConsistencyContext | None = None
+    box: BoxPlan | None = None
 
 
 @dataclass
@@ -598,8 +668,42 @@ class _Job:
         else:
             subject = None
         ctx = self._consistency_context(frames, batch, plan, kind) if self.mode.consistency else None
+        box = None
+        if self.mode.consistency:
+            latent_size = (self.height // self.pipe.vae_scale_factor, self.width // self.pipe.vae_scale_factor)
+            box = BoxPlan.build(self.story, frames, self.resolved, latent_size, self.pipe.patch_size,
+                                self.consistency.box_strength, self.num_steps, self.device)
+            if box is not None:  # the boxes' tokens alone read the identity frames' shared tokens
+                ctx.readers = ctx.subject_masks
         return _PassState(frames=tuple(frames), batch=batch, cond=cond, cond_mask=cond_mask, added=added,
-                          subject=subject, consistency=ctx)
+                          subject=subject, consistency=ctx, box=box)
+
+    def _box_noise(self, model, model_in: torch.Tensor, timestep: torch.Tensor, state: _PassState,
+                   step: int) -> torch.Tensor:
+        """Training-free box control's prediction (:class:`~lay2story_core.consistency.box_control.BoxPlan`): a
+        background call on the frames as they are, and one call per boxed character on the frames rolled so its
+        boxes are centred (its tokens shared and kept apart in the bank under its id), composed box by box."""
+        box, ctx = state.box, state.consistency
+        negative = [self.negative] * (state.batch - len(state.frames))  # the unconditional half, if any
+        timestep = timestep.expand(state.batch)
+        # 1. background (B, C, h, w): each frame's caption without its boxed characters
+        cond, cond_mask = self._texts(list(box.background) + negative)
+        background_ctx = dataclasses.replace(ctx, regional=None, step=step)
+        background = model(model_in, cond, timestep, state.added, cond_mask,
+                           cross_attention_kwargs={"story_consistency": background_ctx}).sample
+        # 2. per character: the frames rolled so its boxes are centred (B, C, h, w), predicted, rolled back
+        predictions = []
+        for region in box.regions:
+            halves = state.batch // len(state.frames)
+            tokens = region.tokens.repeat(halves, 1)  # (B, N)
+            region_ctx = dataclasses.replace(ctx, regional=None, step=step, subject_masks=tokens, readers=tokens,
+                                             bank_key=region.character)
+            cond, cond_mask = self._texts(list(region.captions) + negative)
+            out = model(region.window(model_in), cond, timestep, state.added, cond_mask,
+                        cross_attention_kwargs={"story_consistency": region_ctx}).sample
+            predictions.append(region.unroll(out))
+        # 3. the background outside the boxes, each character inside its box
+        return box.compose(background, predictions)
 
     def denoise(self, model: Lay2StoryTransformer, frames: list[int], latents: torch.Tensor, kind: str,
                 pass_index: int) -> torch.Tensor:
@@ -608,9 +712,8 @@ class _Job:
         state = self.prepare_pass(frames, kind)
         batch, cond, cond_mask, added, subject, ctx = (state.batch, state.cond, state.cond_mask, state.added,
                                                        state.subject, state.consistency)
-        # b. a fresh scheduler per pass (multistep solvers keep history)
-        scheduler = copy.deepcopy(pipe.scheduler)
-        scheduler.set_timesteps(self.num_steps, device=self.device)
+        # b. a fresh scheduler per pass (multistep solvers keep history), prepared as the initial noise was
+        scheduler = pipe.prepared_scheduler(self.num_steps, self.device)
         # stochastic samplers (euler_a, ddpm) draw their step noise from the call's generator, as diffusers'
         # pipelines do: the seed decides the whole story, whatever else used the global RNG
         step_kwargs = {"generator": self.generator} if "generator" in inspect.signature(scheduler.step).parameters \
@@ -625,8 +728,11 @@ class _Job:
             if ctx is not None:
                 ctx.step = i
                 kwargs = {"story_consistency": ctx}
-            noise = model(model_in, cond, t.expand(batch).to(self.device), added, cond_mask, subject=subject,
-                          cross_attention_kwargs=kwargs).sample
+            if state.box is not None and state.box.active(i):  # training-free box control: composed box by box
+                noise = self._box_noise(model, model_in, t.to(self.device), state, i)
+            else:
+                noise = model(model_in, cond, t.expand(batch).to(self.device), added, cond_mask, subject=subject,
+                              cross_attention_kwargs=kwargs).sample
             # d. learned sigma: keep the noise prediction; classifier-free guidance
             if noise.shape[1] == 2 * latents.shape[1]:
                 noise = noise[:, : latents.shape[1]]

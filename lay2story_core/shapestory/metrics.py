@@ -10,6 +10,9 @@ For every subject of every frame:
   overlapping its box, other characters' colours removed), then its dominant colour, shape (nearest exemplar of a
   bbox occupancy grid) and pattern are read off. Accuracy compares with the identity text; consistency is the share
   of frame pairs of a story in which a character's (colour, shape) agree.
+- **identity anywhere** (:func:`identity_anywhere`): in frames with two or more characters, a character counts as
+  drawn when some blob anywhere in the frame has its colour, shape and pattern (no box asked: what a model without
+  layout is judged by).
 - **prompt following**: the frame's background (median of background pixels in the top and bottom quarter) is
   classified to the nearest ShapeStory scene and compared with the frame prompt.
 
@@ -39,7 +42,9 @@ __all__ = [
     "SubjectScore",
     "box_hit",
     "classify_scene",
+    "drawn_identities",
     "identify",
+    "identity_anywhere",
     "score_story",
     "summarize",
 ]
@@ -151,6 +156,39 @@ def identify(image: Image.Image | np.ndarray | PaletteLabels, box: tuple[float, 
     marks = labels.secondary & (labels.colour == colour)
     return Identification(_COLOUR_NAMES[colour], classify_shape(blob), classify_pattern(blob, marks),
                           int(blob.sum()))
+
+
+def drawn_identities(image: Image.Image | np.ndarray | PaletteLabels) -> list[Identification]:
+    """Every character-like blob of an image, wherever it is: for each colour, each connected blob of it (at least
+    ``MIN_BLOB_PIXELS``, holes filled) with its shape and pattern, read as :func:`identify` reads one."""
+    labels = image if isinstance(image, PaletteLabels) else label_palette(image)
+    found = []
+    for colour, name in enumerate(_COLOUR_NAMES):
+        blobs, count = components(labels.colour == colour)
+        sizes = np.bincount(blobs.ravel(), minlength=count + 1)[1:]
+        marks = labels.secondary & (labels.colour == colour)
+        for k in np.flatnonzero(sizes >= MIN_BLOB_PIXELS):
+            blob = ndimage.binary_fill_holes(blobs == k + 1)
+            found.append(Identification(name, classify_shape(blob), classify_pattern(blob, marks), int(blob.sum())))
+    return found
+
+
+def identity_anywhere(images: Sequence[Image.Image | np.ndarray], story: Story) -> list[bool]:
+    """For each subject of each frame with two or more characters (frame order, then the frame's subjects): whether
+    some blob drawn anywhere in the frame (:func:`drawn_identities`) has the character's colour, shape and pattern."""
+    if len(images) != story.num_frames:
+        raise LayoutError("images", f"got {len(images)} images for a story of {story.num_frames} frames", len(images))
+    found = []
+    for i, image in enumerate(images):
+        subjects = story.resolve_frame(i)
+        if len(subjects) < 2:
+            continue
+        pixels = np.rint(as_rgb_array(image, f"images[{i}]")).astype(np.uint8)
+        drawn = {(d.colour, d.shape, d.pattern) for d in drawn_identities(pixels)}
+        for subject in subjects:
+            spec = character_look(story, subject.character)
+            found.append((spec.colour, spec.shape, spec.pattern) in drawn)
+    return found
 
 
 def classify_scene(image: Image.Image | np.ndarray, labels: PaletteLabels | None = None) -> SceneSpec:

@@ -23,7 +23,8 @@ from .metrics import identify
 from .segment import label_palette
 from .vocab import IDENTITY_FORMS, PARTIAL_FORMS
 
-__all__ = ["ProtocolStory", "attribute_agreement", "partial_stories", "stories_with_characters"]
+__all__ = ["ProtocolStory", "agreement_with_others", "attribute_agreement", "partial_stories",
+           "stories_with_characters"]
 
 ATTRIBUTES = ("colour", "shape", "pattern")
 
@@ -89,3 +90,17 @@ def attribute_agreement(images: Sequence[Image.Image | np.ndarray], item: Protoc
                 agree.append(float(values[a] is not None and values[a] == values[b]))
     return {"agreement": float(np.mean(agree)) if agree else None,
             "reference_match": float(np.mean(match)) if match else None}
+
+
+def agreement_with_others(images: Sequence[Image.Image | np.ndarray], item: ProtocolStory, frames: Sequence[int],
+                          character: str = "c0") -> float | None:
+    """For the attributes ``item``'s prompt leaves out: the share of pairs (a frame of ``frames``, a frame not in
+    ``frames``) of the character's frames that show the same value, e.g. redone frames against the kept ones of a
+    story (a frame where the character is not found disagrees, as in :func:`attribute_agreement`)."""
+    found = {f: _found_attributes(im, item.truth, f, character) for f, im in enumerate(images)}
+    found = {f: p for f, p in found.items() if p is not None}  # frames the character is in
+    ours = [f for f in found if f in set(frames)]
+    others = [f for f in found if f not in set(frames)]
+    agree = [float(found[a][attribute] is not None and found[a][attribute] == found[b][attribute])
+             for attribute in item.unnamed for a in ours for b in others]
+    return float(np.mean(agree)) if agree else None

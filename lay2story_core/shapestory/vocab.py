@@ -10,6 +10,7 @@ import re
 from dataclasses import dataclass
 
 from ..story.errors import LayoutError
+from ..text import caption_words as _words
 
 __all__ = [
     "COLOURS",
@@ -23,6 +24,7 @@ __all__ = [
     "SceneSpec",
     "all_character_specs",
     "all_scene_specs",
+    "caption_words",
     "character_spec",
     "IDENTITY_FORMS",
     "PARTIAL_FORMS",
@@ -301,3 +303,17 @@ def parse_scene(prompt: str) -> SceneSpec:
         )
     time = "night" if TIME_PHRASES["night"] in low else "day"
     return SceneSpec(places[0], time)
+
+
+def caption_words() -> tuple[str, ...]:
+    """Every word a ShapeStory caption can use (identity texts in every form, frame prompts, subject captions of
+    every size and position), sorted: the vocabulary the demo model was trained on (its ``lay2story.json``)."""
+    texts = [identity_text(spec, form) for spec in all_character_specs() for form in IDENTITY_FORMS]
+    texts += [scene_prompt(scene) for scene in all_scene_specs()]
+    spec = all_character_specs()[0]
+    for side in (0.2, 0.4, 0.6):
+        for cx in (1 / 6, 1 / 2, 5 / 6):
+            for cy in (1 / 6, 1 / 2, 5 / 6):
+                box = (cx - side / 2, cy - side / 2, cx + side / 2, cy + side / 2)
+                texts += [subject_caption(spec, box, form) for form in IDENTITY_FORMS]
+    return tuple(sorted({word for text in texts for word in _words(text)}))

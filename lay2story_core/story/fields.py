@@ -16,7 +16,9 @@ from .errors import LayoutError
 
 logger = logging.getLogger(__name__)
 
-SCHEMA_VERSION: int = 1
+SCHEMA_VERSION: int = 2
+SUPPORTED_VERSIONS: tuple[int, ...] = (1, 2)
+DIALOGUE_VERSION: int = 2  # the first schema version with per-frame dialogue lines
 DEFAULT_MAX_FRAMES = 256
 DEFAULT_MAX_CAPTION_CHARS = 1000
 BOX_EPSILON = 1e-3
@@ -165,9 +167,18 @@ def parse_size(value: object, path: str) -> int:
 
 
 def parse_version(value: object, path: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or int(value) != SCHEMA_VERSION:
-        raise LayoutError(path, f"unsupported schema version {show(value)} (this code reads {SCHEMA_VERSION})", value)
-    return SCHEMA_VERSION
+    """A schema version this code reads (1 or 2; version 2 added dialogue lines, version-1 data reads unchanged)."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or int(value) not in SUPPORTED_VERSIONS:
+        readable = " or ".join(map(str, SUPPORTED_VERSIONS))
+        raise LayoutError(path, f"unsupported schema version {show(value)} (this code reads {readable})", value)
+    return int(value)
+
+
+def check_version_has(version: int, needed: int, path: str, what: str, value: object = None) -> None:
+    """A field added in schema version ``needed`` used in data that says an older ``version``."""
+    if version < needed:
+        raise LayoutError(path, f"{what} needs schema version {needed} or later (this data says version {version})",
+                          value)
 
 
 def parse_box(value: object, path: str) -> Box:

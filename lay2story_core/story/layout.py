@@ -1,14 +1,17 @@
-"""The layout editor's document: per-frame subjects (character, box, caption) and no prompts.
+"""The layout editor's document: per-frame subjects (character, box, caption), optional per-frame dialogue lines
+and no prompts.
 
-JSON form::
+JSON form (version 2; version-1 layouts, which have no dialogue, read unchanged)::
 
-    {"version": 1, "characters": ["hero", "villain"],
-     "frames": [{"subjects": [{"character": "hero", "box": [0.1, 0.2, 0.5, 0.9], "caption": "..."}]},
+    {"version": 2, "characters": ["hero", "villain"],
+     "frames": [{"subjects": [{"character": "hero", "box": [0.1, 0.2, 0.5, 0.9], "caption": "..."}],
+                 "dialogue": [{"text": "Run!", "speaker": "hero", "style": "shout"}, {"text": "Later..."}]},
                 {"subjects": []}]}
 
 ``characters`` are the ids the editor's picker offers. Subjects follow the story's rules (boxes, captions, one
-subject per character per frame); whether their character ids exist is checked only when the layout is applied to
-a story (:meth:`Story.apply_layout`).
+subject per character per frame); dialogue lines the story's (:class:`DialogueLine`). Whether character ids and
+speakers exist is checked only when the layout is applied to a story (:meth:`Story.apply_layout`). A frame without
+a ``"dialogue"`` key keeps the story's lines when applied; with one (even ``[]``) it replaces them.
 """
 
 from __future__ import annotations
@@ -20,9 +23,11 @@ from .errors import LayoutError
 from .fields import (
     DEFAULT_MAX_CAPTION_CHARS,
     DEFAULT_MAX_FRAMES,
+    DIALOGUE_VERSION,
     SCHEMA_VERSION,
     check_keys,
     check_limits,
+    check_version_has,
     item,
     join,
     parse_id,
@@ -30,8 +35,9 @@ from .fields import (
     parse_version,
     require_list,
     require_mapping,
+    show,
 )
-from .schema import Subject, parse_subjects, subject_tuple
+from .schema import DialogueLine, Subject, dialogue_tuple, parse_dialogue, parse_subjects, subject_tuple
 
 __all__ = ["Layout"]
 
@@ -48,13 +54,34 @@ def _character_ids(value: object, path: str) -> tuple[str, ...]:
     return ids
 
 
+def _dialogue(value: object, count: int, version: int) -> tuple[tuple[DialogueLine, ...] | None, ...]:
+    """Per-frame dialogue for direct construction: ``()`` = no frame has any; else one entry per frame."""
+    path = join(_ROOT, "dialogue")
+    entries = tuple(require_list(value, path, "a sequence of per-frame dialogue (or None)"))
+    if not entries:
+        return (None,) * count
+    if len(entries) != count:
+        raise LayoutError(path, f"has {len(entries)} entries for {count} frames", len(entries))
+    out = []
+    for i, lines in enumerate(entries):
+        frame_path = join(item(join(_ROOT, "frames"), i), "dialogue")
+        if lines is not None:
+            check_version_has(version, DIALOGUE_VERSION, frame_path, "dialogue")
+        out.append(None if lines is None else dialogue_tuple(lines, frame_path))
+    return tuple(out)
+
+
 @dataclass(frozen=True)
 class Layout:
-    """Per-frame subjects, as drawn in the layout editor. ``frames[i]`` is frame i's subject tuple."""
+    """Per-frame subjects and dialogue, as edited in the layout editor. ``frames[i]`` is frame i's subject tuple;
+    ``dialogue[i]`` frame i's dialogue lines, or ``None`` when the layout leaves that frame's lines to the story
+    (given as ``()`` it means ``None`` for every frame). ``version`` is checked like :attr:`Story.version` and
+    always held as :data:`SCHEMA_VERSION`."""
 
     frames: tuple[tuple[Subject, ...], ...]
     characters: tuple[str, ...] = ()
     version: int = SCHEMA_VERSION
+    dialogue: tuple[tuple[DialogueLine, ...] | None, ...] = ()
 
     def __post_init__(self) -> None:
         frames_path = join(_ROOT, "frames")
@@ -62,9 +89,11 @@ class Layout:
             subject_tuple(frame, join(item(frames_path, i), "subjects"))
             for i, frame in enumerate(require_list(self.frames, frames_path, "a sequence of frames"))
         )
+        version = parse_version(self.version, join(_ROOT, "version"))
         object.__setattr__(self, "frames", frames)
         object.__setattr__(self, "characters", _character_ids(self.characters, join(_ROOT, "characters")))
-        object.__setattr__(self, "version", parse_version(self.version, join(_ROOT, "version")))
+        object.__setattr__(self, "dialogue", _dialogue(self.dialogue, len(frames), version))
+        object.__setattr__(self, "version", SCHEMA_VERSION)
 
     @property
     def num_frames(self) -> int:
@@ -84,28 +113,40 @@ class Layout:
         if "version" in data:
             parse_version(data["version"], join(_ROOT, "version"))
         check_keys(data, _ROOT, ("version", "frames"), ("characters",), root=_ROOT)
+        version = parse_version(data["version"], join(_ROOT, "version"))
         frames_path = join(_ROOT, "frames")
         raw_frames = require_list(data["frames"], frames_path, "a list of frames")
         if len(raw_frames) > max_frames:
             raise LayoutError(frames_path, f"{len(raw_frames)} frames exceed the limit of {max_frames}",
                               len(raw_frames))
-        frames = []
+        frames, dialogue = [], []
         for i, raw in enumerate(raw_frames):
             path = item(frames_path, i)
             raw = require_mapping(raw, path)
-            check_keys(raw, path, (), ("subjects",), root=_ROOT)
+            check_keys(raw, path, (), ("subjects", "dialogue"), root=_ROOT)
             frames.append(parse_subjects(raw.get("subjects"), join(path, "subjects"),
                                          max_caption_chars=max_caption_chars))
+            if "dialogue" in raw:
+                check_version_has(version, DIALOGUE_VERSION, join(path, "dialogue"), "dialogue", raw["dialogue"])
+                if raw["dialogue"] is None:
+                    raise LayoutError(join(path, "dialogue"), f"expected a list of dialogue lines, got "
+                                      f"{show(None)} (leave the key out to keep the story's lines)", None)
+                dialogue.append(parse_dialogue(raw["dialogue"], join(path, "dialogue"),
+                                               max_caption_chars=max_caption_chars))
+            else:
+                dialogue.append(None)
         raw_chars = data.get("characters")
         characters = () if raw_chars is None else _character_ids(raw_chars, join(_ROOT, "characters"))
-        return cls(frames=tuple(frames), characters=characters)
+        return cls(frames=tuple(frames), characters=characters, dialogue=tuple(dialogue))
 
     def to_dict(self) -> dict:
-        return {
-            "version": self.version,
-            "characters": list(self.characters),
-            "frames": [{"subjects": [s.to_dict() for s in frame]} for frame in self.frames],
-        }
+        frames = []
+        for subjects, lines in zip(self.frames, self.dialogue):
+            frame: dict = {"subjects": [s.to_dict() for s in subjects]}
+            if lines is not None:
+                frame["dialogue"] = [line.to_dict() for line in lines]
+            frames.append(frame)
+        return {"version": self.version, "characters": list(self.characters), "frames": frames}
 
     @classmethod
     def from_json(cls, text: str, **limits: int) -> Layout:

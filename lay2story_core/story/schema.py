@@ -27,8 +27,11 @@ from .fields import (
     show,
 )
 
-__all__ = ["Character", "Frame", "Reference", "ResolvedSubject", "Subject", "check_unique_subjects",
-           "parse_subjects", "subject_tuple"]
+__all__ = ["DIALOGUE_STYLES", "Character", "DialogueLine", "Frame", "Reference", "ResolvedSubject", "Subject",
+           "check_unique_subjects", "dialogue_tuple", "parse_dialogue", "parse_subjects", "subject_tuple"]
+
+DIALOGUE_STYLES: tuple[str, ...] = ("speech", "thought", "shout", "caption")
+"""How a dialogue line is lettered: a speech bubble, a thought bubble, a shout (spiky) bubble or a caption box."""
 
 
 def _set(obj: object, **fields: object) -> None:
@@ -189,14 +192,80 @@ def subject_tuple(value: object, path: str) -> tuple[Subject, ...]:
     return subjects
 
 
+def default_style(speaker: str | None) -> str:
+    """A line's style when none is given: ``"speech"`` for a speaker, ``"caption"`` for narration."""
+    return "caption" if speaker is None else "speech"
+
+
+@dataclass(frozen=True)
+class DialogueLine:
+    """One line of a frame's dialogue: the text (non-empty), who says it (a character id; ``None`` = narration) and
+    how it is lettered (one of :data:`DIALOGUE_STYLES`; ``None`` = :func:`default_style`). Whether the speaker is
+    one of the story's characters is checked by the story (:class:`Story`, :meth:`Story.apply_layout`)."""
+
+    text: str
+    speaker: str | None = None
+    style: str | None = None
+
+    def __post_init__(self) -> None:
+        _set(self, **self._checked("dialogue_line", self.text, self.speaker, self.style, None))
+
+    @staticmethod
+    def _checked(path: str, text: object, speaker: object, style: object, max_chars: int | None) -> dict:
+        text = parse_text(text, join(path, "text"), max_chars=max_chars)
+        speaker = None if speaker is None else parse_id(speaker, join(path, "speaker"))
+        if style is None:
+            style = default_style(speaker)
+        elif not isinstance(style, str):
+            raise LayoutError(join(path, "style"), f"expected a string, got {show(style)}", style)
+        elif style not in DIALOGUE_STYLES:
+            raise LayoutError(join(path, "style"), f"unknown style {style!r} (allowed: {', '.join(DIALOGUE_STYLES)})",
+                              style)
+        return {"text": text, "speaker": speaker, "style": style}
+
+    @classmethod
+    def from_dict(cls, data: object, *, path: str = "dialogue_line",
+                  max_caption_chars: int = DEFAULT_MAX_CAPTION_CHARS) -> DialogueLine:
+        data = require_mapping(data, path)
+        check_keys(data, path, ("text",), ("speaker", "style"))
+        return cls(**cls._checked(path, data["text"], data.get("speaker"), data.get("style"), max_caption_chars))
+
+    def to_dict(self) -> dict:
+        out: dict = {"text": self.text}
+        if self.speaker is not None:
+            out["speaker"] = self.speaker
+        out["style"] = self.style
+        return out
+
+
+def parse_dialogue(value: object, path: str, *, max_caption_chars: int) -> tuple[DialogueLine, ...]:
+    """A frame's dialogue list from JSON (``None`` = no lines), with per-line paths."""
+    if value is None:
+        return ()
+    items = require_list(value, path, "a list of dialogue lines")
+    return tuple(DialogueLine.from_dict(raw, path=item(path, k), max_caption_chars=max_caption_chars)
+                 for k, raw in enumerate(items))
+
+
+def dialogue_tuple(value: object, path: str) -> tuple[DialogueLine, ...]:
+    """Validates an already-built dialogue sequence (direct construction)."""
+    lines = tuple(require_list(value, path, "a sequence of DialogueLine"))
+    for k, line in enumerate(lines):
+        if not isinstance(line, DialogueLine):
+            raise LayoutError(item(path, k), f"expected a DialogueLine, got {show(line)}", line)
+    return lines
+
+
 @dataclass(frozen=True)
 class Frame:
-    """One frame: its prompt (non-empty), the subjects laid out in it (empty = every character, no layout) and an
-    optional ground-truth image path (training data, benchmark; same path rules as :attr:`Reference.image`)."""
+    """One frame: its prompt (non-empty), the subjects laid out in it (empty = every character, no layout), an
+    optional ground-truth image path (training data, benchmark; same path rules as :attr:`Reference.image`) and its
+    dialogue lines (schema version 2; lettered on the comic page, not drawn by the model)."""
 
     prompt: str
     subjects: tuple[Subject, ...] = ()
     image: str | None = None
+    dialogue: tuple[DialogueLine, ...] = ()
 
     def __post_init__(self) -> None:
         _set(
@@ -204,23 +273,28 @@ class Frame:
             prompt=parse_text(self.prompt, "frame.prompt"),
             subjects=subject_tuple(self.subjects, "frame.subjects"),
             image=parse_file_path(self.image, "frame.image"),
+            dialogue=dialogue_tuple(self.dialogue, "frame.dialogue"),
         )
 
     @classmethod
     def from_dict(cls, data: object, *, path: str = "frame",
                   max_caption_chars: int = DEFAULT_MAX_CAPTION_CHARS) -> Frame:
         data = require_mapping(data, path)
-        check_keys(data, path, ("prompt",), ("subjects", "image"))
+        check_keys(data, path, ("prompt",), ("subjects", "image", "dialogue"))
         return cls(
             prompt=parse_text(data["prompt"], join(path, "prompt"), max_chars=max_caption_chars),
             subjects=parse_subjects(data.get("subjects"), join(path, "subjects"), max_caption_chars=max_caption_chars),
             image=parse_file_path(data.get("image"), join(path, "image")),
+            dialogue=parse_dialogue(data.get("dialogue"), join(path, "dialogue"), max_caption_chars=max_caption_chars),
         )
 
     def to_dict(self) -> dict:
+        """The JSON form; ``dialogue`` is written only when the frame has lines."""
         out: dict = {"prompt": self.prompt, "subjects": [s.to_dict() for s in self.subjects]}
         if self.image is not None:
             out["image"] = self.image
+        if self.dialogue:
+            out["dialogue"] = [line.to_dict() for line in self.dialogue]
         return out
 
 

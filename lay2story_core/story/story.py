@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 from . import jsontext
@@ -12,10 +13,12 @@ from .errors import LayoutError
 from .fields import (
     DEFAULT_MAX_CAPTION_CHARS,
     DEFAULT_MAX_FRAMES,
+    DIALOGUE_VERSION,
     FULL_FRAME,
     SCHEMA_VERSION,
     check_keys,
     check_limits,
+    check_version_has,
     item,
     join,
     parse_int,
@@ -26,8 +29,9 @@ from .fields import (
     require_mapping,
     show,
 )
+from .frame_lines import merge_layout_subjects
 from .layout import Layout
-from .schema import Character, Frame, ResolvedSubject, Subject
+from .schema import Character, DialogueLine, Frame, ResolvedSubject, Subject
 
 __all__ = ["Story"]
 
@@ -55,9 +59,51 @@ def _map_image_paths(story: Story, fn) -> Story:
     return dataclasses.replace(story, characters=characters, frames=frames)
 
 
+def _check_speakers(lines: tuple[DialogueLine, ...], path: str, known: dict[str, int], word: str) -> None:
+    """Every line's speaker (``None`` = narration) is one of the story's character ids."""
+    for k, line in enumerate(lines):
+        if line.speaker is not None and line.speaker not in known:
+            names = ", ".join(map(repr, known))
+            raise LayoutError(f"{item(path, k)}.speaker", f"unknown character {line.speaker!r} ({word}: {names})",
+                              line.speaker)
+
+
+def check_reference_images(value: object, characters: tuple[Character, ...]) -> tuple[tuple[str, object], ...]:
+    """:attr:`Story.reference_images` as ``(id, image)`` pairs in character order; each id names a character whose
+    reference has a box (or the whole picture) but no image path."""
+    pairs = tuple(value.items()) if isinstance(value, Mapping) else tuple(require_list(
+        value, "reference_images", "a mapping or (character id, image) pairs"))
+    images: dict[str, object] = {}
+    for k, pair in enumerate(pairs):
+        if not isinstance(pair, tuple) or len(pair) != 2 or not isinstance(pair[0], str):
+            raise LayoutError(item("reference_images", k), f"expected a (character id, image) pair, got {show(pair)}",
+                              pair)
+        char_id, image = pair
+        character = next((c for c in characters if c.id == char_id), None)
+        if character is None:
+            raise LayoutError(item("reference_images", k), f"unknown character {char_id!r} (known: "
+                              f"{', '.join(repr(c.id) for c in characters)})", char_id)
+        if character.reference is None or character.reference.image is not None or image is None:
+            raise LayoutError(item("reference_images", k), f"character {char_id!r} needs a reference without an "
+                              "image path (Reference(box=...)) and a picture here", char_id)
+        if char_id in images:
+            raise LayoutError(item("reference_images", k), f"a second picture for {char_id!r}", char_id)
+        images[char_id] = image
+    return tuple((c.id, images[c.id]) for c in characters if c.id in images)
+
+
 @dataclass(frozen=True)
 class Story:
-    """A validated story. Construct it directly, or parse it with :meth:`from_dict` / :meth:`from_json`."""
+    """A validated story. Construct it directly, or parse it with :meth:`from_dict` / :meth:`from_json`.
+
+    ``version`` is the schema version the data was written for: any version this code reads (1 or 2; dialogue
+    lines need 2). Older data reads unchanged, so a built story always holds (and writes) :data:`SCHEMA_VERSION`.
+
+    ``reference_images``: in-memory reference pictures (a tensor, PIL image, ... as the pipeline takes them) of
+    characters whose :attr:`Character.reference` has no image path (its box says where the character is in the
+    picture); given as a mapping or ``(id, image)`` pairs, held as pairs in character order. Not part of the JSON
+    form nor of ``==`` (what a cast built in ComfyUI carries to the sampler, like a ``--reference`` of the CLI).
+    """
 
     characters: tuple[Character, ...]
     frames: tuple[Frame, ...]
@@ -65,6 +111,7 @@ class Story:
     height: int = 512
     negative_prompt: str = ""
     version: int = SCHEMA_VERSION
+    reference_images: tuple[tuple[str, object], ...] = dataclasses.field(default=(), compare=False, repr=False)
 
     def __post_init__(self) -> None:
         characters = _typed_tuple(self.characters, "characters", Character, "character")
@@ -78,6 +125,7 @@ class Story:
                     character.id,
                 )
             index[character.id] = k
+        version = parse_version(self.version, "version")
         for i, frame in enumerate(frames):
             for k, subject in enumerate(frame.subjects):
                 if subject.character not in index:
@@ -86,13 +134,18 @@ class Story:
                         f"unknown character {subject.character!r} (known: {', '.join(map(repr, index))})",
                         subject.character,
                     )
+            if frame.dialogue:
+                check_version_has(version, DIALOGUE_VERSION, f"frames[{i}].dialogue", "dialogue")
+            _check_speakers(frame.dialogue, f"frames[{i}].dialogue", index, "known")
         for name, value in (
             ("characters", characters),
             ("frames", frames),
             ("width", parse_size(self.width, "width")),
             ("height", parse_size(self.height, "height")),
             ("negative_prompt", parse_text(self.negative_prompt, "negative_prompt", allow_empty=True)),
-            ("version", parse_version(self.version, "version")),
+            # an older version's data reads unchanged in this one: the story is upgraded (to_dict writes it)
+            ("version", SCHEMA_VERSION),
+            ("reference_images", check_reference_images(self.reference_images, characters)),
         ):
             object.__setattr__(self, name, value)
 
@@ -106,6 +159,7 @@ class Story:
         if "version" in data:  # a newer file fails on its version, not on the keys it added
             parse_version(data["version"], "version")
         check_keys(data, "", ("version", "characters", "frames"), ("width", "height", "negative_prompt"), root=_ROOT)
+        version = parse_version(data["version"], "version")
         raw_chars = require_list(data["characters"], "characters", "a list of characters")
         if not raw_chars:
             raise LayoutError("characters", "must list at least one character", raw_chars)
@@ -118,6 +172,10 @@ class Story:
             raise LayoutError("frames", "must list at least one frame", raw_frames)
         if len(raw_frames) > max_frames:
             raise LayoutError("frames", f"{len(raw_frames)} frames exceed the limit of {max_frames}", len(raw_frames))
+        for i, raw in enumerate(raw_frames):  # an old file using a newer field fails naming it, before anything else
+            if isinstance(raw, Mapping) and "dialogue" in raw:
+                check_version_has(version, DIALOGUE_VERSION, join(item("frames", i), "dialogue"), "dialogue",
+                                  raw["dialogue"])
         frames = tuple(
             Frame.from_dict(raw, path=item("frames", i), max_caption_chars=max_caption_chars)
             for i, raw in enumerate(raw_frames)
@@ -232,17 +290,24 @@ class Story:
         return dataclasses.replace(self, frames=frames)
 
     def layout(self) -> Layout:
-        """The layout editor's document for this story."""
-        return Layout(frames=tuple(f.subjects for f in self.frames), characters=self.character_ids)
+        """The layout editor's document for this story (every frame's subjects and dialogue lines)."""
+        return Layout(frames=tuple(f.subjects for f in self.frames), characters=self.character_ids,
+                      dialogue=tuple(f.dialogue for f in self.frames))
 
     def apply_layout(self, layout: Layout) -> Story:
-        """Frame i's subjects become ``layout.frames[i]`` for i < len(layout.frames); later frames keep theirs."""
+        """Frame i's subjects become ``layout.frames[i]`` for i < len(layout.frames); later frames keep theirs.
+        Subjects of frame i with neither box nor caption (who is in the frame, e.g. a frame line's ``[hero, cat]``
+        prefix) stay unless the layout places their character (:func:`~.frame_lines.merge_layout_subjects`).
+
+        Dialogue: a layout frame that has dialogue (``layout.dialogue[i]`` not ``None``, i.e. the JSON frame has a
+        ``"dialogue"`` key, even an empty list) replaces that frame's lines; one without keeps the story's lines.
+        """
         if not isinstance(layout, Layout):
             raise LayoutError("layout", f"expected a Layout, got {show(layout)}", layout)
         if len(layout.frames) > len(self.frames):
             raise LayoutError("layout.frames", f"has {len(layout.frames)} frames, the story only "
                               f"{len(self.frames)}", len(layout.frames))
-        known = set(self.character_ids)
+        known = {cid: k for k, cid in enumerate(self.character_ids)}
         for i, subjects in enumerate(layout.frames):
             for k, subject in enumerate(subjects):
                 if subject.character not in known:
@@ -252,11 +317,15 @@ class Story:
                         f"{', '.join(map(repr, self.character_ids))})",
                         subject.character,
                     )
-        frames = tuple(
-            dataclasses.replace(frame, subjects=layout.frames[i]) if i < len(layout.frames) else frame
-            for i, frame in enumerate(self.frames)
-        )
-        return dataclasses.replace(self, frames=frames)
+            _check_speakers(layout.dialogue[i] or (), f"layout.frames[{i}].dialogue", known, "the story has")
+        frames = []
+        for i, frame in enumerate(self.frames):
+            if i < len(layout.frames):
+                lines = layout.dialogue[i]
+                frame = dataclasses.replace(frame, subjects=merge_layout_subjects(frame.subjects, layout.frames[i]),
+                                            dialogue=frame.dialogue if lines is None else lines)
+            frames.append(frame)
+        return dataclasses.replace(self, frames=tuple(frames))
 
     def resolve_paths(self, base_dir: str | os.PathLike) -> Story:
         """A copy whose relative image paths (references, frame images) are made absolute against ``base_dir``."""

@@ -284,6 +284,14 @@ class ComfyPixArt:
         x = dm.final_layer(x, t)
         return _Output(sample=dm.unpatchify(x, lat_h, lat_w))
 
+    def run_subject_branch(self, hidden_states: torch.Tensor, timestep: torch.Tensor, subject: SubjectInputs,
+                           added_cond_kwargs: dict | None = None):
+        """The subject branch alone (the global blocks do not run), as :meth:`Lay2StoryTransformer.
+        run_subject_branch`: what a write pass of these frames stores in ``subject.bank`` (a redo's kept frames)."""
+        latents = hidden_states.to(device=self.device, dtype=self.dtype)
+        t0 = self.modulation(timestep, added_cond_kwargs, latents.shape[0])[1]
+        return self._subject_residuals(latents, t0, added_cond_kwargs, subject)
+
     def _subject_residuals(self, latents, t0, added, subject: SubjectInputs):
         branch = self.subject_branch
         bdtype = branch.dtype

@@ -48,7 +48,7 @@ def test_run_all_collects_reports_and_skips_missing(tmp_path, monkeypatch, capsy
     payload = run_all.main(["--quick", "--out", str(out), "--json", str(tmp_path / "summary.json")])
     status = {r["benchmark"]: r["status"] for r in payload["rows"]}
     assert status == {"attention": "ok", "model": "skipped", "sampling": "skipped", "train": "failed (exit 1)",
-                      "shapestory": "skipped"}
+                      "shapestory": "skipped", "redo": "skipped", "comic_bubbles": "skipped"}
     md = (out / "report.md").read_text()
     assert "## fake attention (`bench.attention`)" in md and "- a note" in md and "![time and memory" in md
     report = json.loads((out / "report.json").read_text())

@@ -23,3 +23,17 @@ def test_vae_round_trip_keeps_the_truth_readable():
     score = score_story(out, story)
     assert score.box_success >= 0.9 and score.colour_accuracy == 1.0 and score.prompt_following == 1.0
     assert out[0].tobytes() == vae_round_trip(pipe, frames[:1])[0].tobytes()  # per frame, deterministic
+
+
+def test_summaries_count_identity_anywhere_and_the_bars_list_the_global_branch_rows():
+    from bench.shapestory import ABLATION_COLUMNS, BAR_COLUMNS, BAR_VARIANTS, PLAIN, TRAINING_FREE, _bar, _summaries
+
+    stories = stories_with_characters(2, 3, 9, "test")
+    pairs = [(s, render_story(s)[0]) for s in stories]
+    summary = _summaries({3: [score_story(frames, s) for s, frames in pairs]}, pairs)
+    assert summary["anywhere"] == 1.0 and _bar(summary)["identity_anywhere"] == 1.0
+    assert _summaries({3: [score_story(frames, s) for s, frames in pairs]})["anywhere"] is None
+    assert BAR_VARIANTS["plain"] is PLAIN and BAR_VARIANTS["training-free"] is TRAINING_FREE
+    for columns in (ABLATION_COLUMNS, BAR_COLUMNS):
+        assert {"colour_accuracy", "shape_accuracy", "pattern_accuracy", "identity_anywhere"} <= set(columns)
+    assert set(_bar(summary)) == set(BAR_COLUMNS) - {"characters", "variant", "box_success_1", "box_success_2"}

@@ -262,7 +262,8 @@ def test_consistency_options_reach_the_pipeline(tmp_path, model_dir, capsys):
         expected = pipe(story, mode="training_free", consistency=config, num_inference_steps=2, height=16, width=16,
                         seed=3).images
         assert all(np.array_equal(a, np.asarray(b)) for a, b in zip(frames, expected)) == same
-    assert json.loads((tmp_path / "o" / "settings.json").read_text())["consistency"] == {"rate": 1.0, "blocks": "all"}
+    assert json.loads((tmp_path / "o" / "settings.json").read_text())["consistency"] == {
+        "rate": 1.0, "blocks": "all", "box_strength": ConsistencyConfig().box_strength}
 
     for flag, value in (("--consistency-rate", "1.5"), ("--consistency-blocks", "1,x"),
                         ("--consistency-blocks", "0,99")):
@@ -270,3 +271,68 @@ def test_consistency_options_reach_the_pipeline(tmp_path, model_dir, capsys):
         err = capsys.readouterr().err.strip().splitlines()
         assert len(err) == 1 and flag in err[0] and value.split(",")[-1] in err[0], err
         assert not (tmp_path / "bad").exists()
+
+
+def test_a_sigma_model_samples_with_300_token_captions_unless_told(tmp_path, capsys):
+    """A PixArt-Sigma model's captions are cut at 300 tokens (as diffusers' Sigma pipeline and the sampler node
+    do), not alpha's 120; ``--max-sequence-length`` chooses, recorded in the settings; a bad value is one line."""
+    import numpy as np
+    from diffusers import PixArtSigmaPipeline
+    from tiny_models import make_pixart, make_t5, make_tokenizer, make_vae
+
+    from lay2story_core.pipelines import default_scheduler
+    from lay2story_core.pipelines.loading import load_story_pipeline
+
+    sigma = tmp_path / "sigma"
+    pixart = make_pixart("sigma")
+    PixArtSigmaPipeline(tokenizer=make_tokenizer(), text_encoder=make_t5(pixart.config.caption_channels),
+                        vae=make_vae(), transformer=pixart, scheduler=default_scheduler()).save_pretrained(sigma)
+    capsys.readouterr()  # the writers' progress bars
+    story = tmp_path / "long.json"
+    story.write_text(json.dumps({
+        "version": 1, "width": 16, "height": 16, "characters": [{"id": "fox", "identity": "a small red fox"}],
+        "frames": [{"prompt": " ".join(["reading a book under a big green tree in the grass at night"] * 12)}]}))
+    args = ["generate", "--story", str(story), "--model", str(sigma), "--mode", "none", "--steps", "2", "--seed", "1",
+            "--quiet"]
+    pipe = load_story_pipeline(sigma)
+    assert len(pipe.tokenizer(load_story(story).global_caption(0)).input_ids) > 120
+    for extra, tokens in (([], 300), (["--max-sequence-length", "120"], 120)):
+        out = tmp_path / f"o{tokens}"
+        assert main([*args, "--out", str(out), *extra]) == 0, capsys.readouterr().err
+        expected = pipe(str(story), mode="none", num_inference_steps=2, seed=1, max_sequence_length=tokens).images[0]
+        assert np.array_equal(np.asarray(Image.open(out / "frame_000.png")), np.asarray(expected))
+        assert json.loads((out / "settings.json").read_text())["max_sequence_length"] == tokens
+    assert pipe.max_sequence_length == 300
+    assert not np.array_equal(np.asarray(Image.open(tmp_path / "o300" / "frame_000.png")),
+                              np.asarray(Image.open(tmp_path / "o120" / "frame_000.png")))
+    for bad in ("0", "5000"):
+        assert main([*args, "--out", str(tmp_path / "bad"), "--max-sequence-length", bad]) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert err == [f"error: --max-sequence-length: expected an integer in 1..1024 (T5 tokens; PixArt-alpha 120, "
+                       f"PixArt-Sigma 300), got {bad}"], err
+        assert not (tmp_path / "bad").exists()
+
+
+def test_box_strength_option_and_the_trained_for_warning(tmp_path, model_dir, capsys, caplog):
+    """``--box-strength`` is recorded and checked like the other options; a story the model's lay2story.json was
+    not trained for samples, with one warning line (the pipeline's log: stderr outside pytest)."""
+    import logging
+    import shutil
+
+    from lay2story_core.pipelines.manifest import PipelineManifest
+    from lay2story_core.pipelines.trained_for import TrainedFor
+
+    declared = tmp_path / "declared"
+    shutil.copytree(model_dir, declared)
+    manifest = PipelineManifest.read(declared)
+    PipelineManifest(manifest.name, manifest.components, manifest.sampling, manifest.max_sequence_length,
+                     TrainedFor(16, 16, ("a", "fox"))).write(declared)
+    args = ["generate", "--story", "stories/story.json", "--model", str(declared), *ARGS, "--mode", "training_free"]
+    with caplog.at_level(logging.WARNING):
+        assert main([*args, "--out", str(tmp_path / "o"), "--box-strength", "0.25"]) == 0
+    lines = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
+    assert len(lines) == 1 and "was not trained for this story" in lines[0] and "'wearing'" in lines[0], lines
+    settings = json.loads((tmp_path / "o" / "settings.json").read_text())
+    assert settings["consistency"]["box_strength"] == 0.25
+    assert main([*args, "--out", str(tmp_path / "o2"), "--box-strength", "2"]) == 2
+    assert "--box-strength" in _one_error_line(capsys)

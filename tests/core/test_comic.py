@@ -129,7 +129,7 @@ def test_colours_and_style_validation():
 
 def test_compose_errors():
     with pytest.raises(ValueError, match="^layout: expected one of"):
-        compose_comic(frames(1), layout="manga")
+        compose_comic(frames(1), layout="comic_book")
     with pytest.raises(ValueError, match="^images: need at least one frame"):
         compose_comic([])
     with pytest.raises(ValueError, match="^captions: 3 captions for 2 frames"):

@@ -240,6 +240,43 @@ def example_drawn_layout() -> list[Node]:
     ]
 
 
+CAST = (("hero", "a red striped star", ("star", "red", "stripes")),
+        ("friend", "a blue dotted circle", ("circle", "blue", "dots")))
+# Who is in each frame (a [..] prefix; none: both) and where: boxes for both characters in the layout editor.
+CAST_FRAMES = (
+    ("[hero, friend] on the grass", {"hero": (0.05, 0.4, 0.45, 0.8), "friend": (0.55, 0.45, 0.9, 0.8)}),
+    ("[hero] in the sky", {"hero": (0.3, 0.1, 0.7, 0.5)}),
+    ("[friend] on the beach at night", {"friend": (0.35, 0.4, 0.75, 0.8)}),
+    ("in a room", {"hero": (0.08, 0.45, 0.43, 0.8), "friend": (0.55, 0.3, 0.9, 0.65)}),
+)
+
+
+def cast_layout() -> Layout:
+    """The boxes of :data:`CAST_FRAMES`, each with the subject caption the demo was trained on."""
+    from lay2story_core.shapestory.vocab import character_spec, subject_caption
+
+    specs = {cid: character_spec(*spec) for cid, _, spec in CAST}
+    return Layout(frames=tuple(tuple(Subject(cid, box, subject_caption(specs[cid], box)) for cid, box in boxes.items())
+                               for _, boxes in CAST_FRAMES), characters=tuple(cid for cid, _, _ in CAST))
+
+
+def example_cast_two_characters() -> list[Node]:
+    (hero_id, hero, _), (friend_id, friend, _) = CAST
+    return _loaders(EMBEDDED_LABEL, EMBEDDED_LABEL) + [
+        Node(3, "L2S_Character", (40, 540), {"character_id": hero_id, "identity": hero}),
+        Node(4, "L2S_Character", (40, 800), {"character_id": friend_id, "identity": friend}, {"cast": (3, 0)}),
+        Node(5, "L2S_Story", (40, 1060), {"frame_prompts": "\n".join(line for line, _ in CAST_FRAMES),
+                                          "negative_prompt": "", "width": 64, "height": 64}, {"cast": (4, 0)}),
+        Node(6, "L2S_LayoutEditor", (420, 60), {"layout_json": cast_layout().to_json(indent=None)},
+             {"story": (5, 0)}),
+        _sampler(7, (1020, 60), (6, 1), 21, mode="lay2story"),
+        Node(8, "L2S_LayoutPreview", (1420, 360), {}, {"story": (6, 1), "images": (7, 0)}),
+        Node(9, "L2S_ComicPage", (1420, 900), {"layout": "four_panel", "panel_width": 256, "font_size": 18},
+             {"images": (7, 0), "story": (6, 1)}),
+        Node(10, "SaveImage", (1420, 60), {"filename_prefix": "lay2story/cast_two_characters"}, {"images": (9, 0)}),
+    ]
+
+
 def example_detected_layout() -> list[Node]:
     return _loaders(EMBEDDED_LABEL, EMBEDDED_LABEL) + [
         Node(3, "L2S_Story", (40, 540), {"identity": SHAPE_IDENTITY, "frame_prompts": "\n".join(SHAPE_PROMPTS),
@@ -325,6 +362,7 @@ EXAMPLES = {
     "comic_page": example_comic_page,
     "lay2story_core_loaders": example_core_loaders,
     "training_free_core_loaders": example_core_loaders_training_free,
+    "lay2story_cast_two_characters": example_cast_two_characters,
 }
 # Templates whose models only a real ComfyUI installation has (core loaders build full-size T5-XXL): their
 # thumbnail is a card of the graph, not a run (core_loader_card below).
@@ -345,6 +383,8 @@ DESCRIPTIONS = {
                               "three characters, each in its own boxes; LATENT out to VAE Decode",
     "training_free_core_loaders": "Plain PixArt-alpha from ComfyUI's core loaders, consistent across frames "
                                   "without training; LATENT out to VAE Decode",
+    "lay2story_cast_two_characters": "Two characters from chained Character nodes, frame lines saying who is in "
+                                     "each frame, a box for each in the layout editor (ShapeStory demo model)",
 }
 
 

@@ -38,7 +38,8 @@ from nodes.registry import NODE_CLASS_MAPPINGS  # noqa: E402
 
 logger = logging.getLogger("render_thumbnails")
 EXAMPLES = os.path.join(ROOT, "example_workflows")
-NAMES = ("lay2story_drawn_layout", "lay2story_detected_layout", "training_free_story", "comic_page")
+NAMES = ("lay2story_drawn_layout", "lay2story_detected_layout", "training_free_story", "comic_page",
+         "lay2story_cast_two_characters")
 THUMB_SIDE = 512
 PANEL = ComicStyle(panel_width=248, margin=4, gutter=8, font_size=16)
 # A six-frame story in the demo model's vocabulary, for templates whose own story it cannot draw.
@@ -136,7 +137,7 @@ def run(prompt: dict, steps: int | None) -> tuple[dict, dict, dict]:
 
 def picture(name: str, prompt: dict, outputs: dict, sinks: dict) -> Image.Image:
     """What the template makes, as one picture (its preview / comic output, or its frames as a 2 x 2 page)."""
-    if name == "lay2story_drawn_layout":
+    if name in ("lay2story_drawn_layout", "lay2story_cast_two_characters"):
         panels = to_pil_list(outputs[_of_type(prompt, "L2S_LayoutPreview")[0]][0], "preview")
         return compose_comic(panels[:4], None, "four_panel", PANEL)[0]
     if name == "lay2story_detected_layout":

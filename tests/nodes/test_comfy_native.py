@@ -16,7 +16,7 @@ from tiny_models import make_t5, make_tokenizer, make_vae
 from lay2story_core.consistency import ConsistencyConfig
 from lay2story_core.loading import load_pixart_transformer
 from lay2story_core.models import SubjectBranch
-from lay2story_core.pipelines import make_scheduler
+from lay2story_core.pipelines import SCHEDULERS, default_scheduler, make_scheduler
 from lay2story_core.story import Story
 from nodes.bundles import StoryModel, SubjectBranchBundle, TextEncoderBundle
 from nodes.comfy import ComfyPixArt, ComfyStoryPipeline, pixart_grid_settings
@@ -66,13 +66,14 @@ def host(monkeypatch, tmp_path):
 def native(h, branch=True, **kwargs):
     bundle = SubjectBranchBundle(h.branch, managed(h.branch), "test") if branch else None
     return L2S_StorySampler().sample(story=kwargs.pop("story", STORY), pixart=h.model, clip=h.clip, vae=h.comfy_vae,
-                                     subject_branch=bundle, **{**WIDGETS, **kwargs})
+                                     subject_branch=bundle, **{**WIDGETS, **kwargs})[:2]
 
 
-def own(h, branch=True, **kwargs):
-    model = StoryModel(h.diffusers, h.branch if branch else None, h.vae, torch.float32, torch.device("cpu"), "test")
+def own(h, branch=True, scheduler_config=None, **kwargs):
+    model = StoryModel(h.diffusers, h.branch if branch else None, h.vae, torch.float32, torch.device("cpu"), "test",
+                       scheduler_config=scheduler_config)
     text = TextEncoderBundle(h.tok, h.t5, torch.float32, None, False, "test")
-    return L2S_StorySampler().sample(model, text, kwargs.pop("story", STORY), **{**WIDGETS, **kwargs})
+    return L2S_StorySampler().sample(model, text, kwargs.pop("story", STORY), **{**WIDGETS, **kwargs})[:2]
 
 
 def rel(a, b) -> float:
@@ -153,7 +154,7 @@ def test_ms_model_at_native_and_other_sizes(host, tmp_path, latent_hw):
 
 
 # ---------------------------------------------------------------------------------------------- the sampler
-@pytest.mark.parametrize("mode", ["none", "training_free", "lay2story"])
+@pytest.mark.parametrize("mode", ["training_free", "lay2story"])  # none: with every sampler, below
 def test_native_sampler_equals_the_pack_path_on_the_same_weights(host, mode):
     images, latent = native(host, mode=mode)
     own_images, own_latent = own(host, mode=mode)
@@ -161,6 +162,41 @@ def test_native_sampler_equals_the_pack_path_on_the_same_weights(host, mode):
     # T5 unpadded (ComfyUI) vs padded + masked (ours), same weights otherwise: measured rel ~1e-6
     assert rel(latent["samples"], own_latent["samples"]) < 1e-4
     assert (images - own_images).abs().max() < 1e-3
+
+
+# a model folder's scheduler with leading spacing (Stable Diffusion's, steps_offset 1): Euler's starting sigma then
+# depends on the step count (2 steps: t=501, sigma 1.0 instead of t=999's 157.4)
+LEADING = {**default_scheduler().config, "timestep_spacing": "leading", "steps_offset": 1}
+
+
+def diffusers_images(h, scheduler: str, config: dict | None) -> torch.Tensor:
+    """diffusers' ``PixArtAlphaPipeline`` on the pack path's weights, the widgets' settings: ``(F, H, W, 3)``."""
+    from diffusers import PixArtAlphaPipeline
+
+    pipe = PixArtAlphaPipeline(tokenizer=h.tok, text_encoder=h.t5, vae=h.vae, transformer=h.diffusers,
+                               scheduler=make_scheduler(scheduler, config))
+    pipe.set_progress_bar_config(disable=True)
+    images = pipe([STORY.global_caption(i) for i in range(STORY.num_frames)], negative_prompt=STORY.negative_prompt,
+                  num_inference_steps=WIDGETS["steps"], guidance_scale=WIDGETS["cfg"], height=STORY.height,
+                  width=STORY.width, generator=torch.Generator().manual_seed(WIDGETS["seed"]),
+                  use_resolution_binning=False, clean_caption=False, output_type="pt").images
+    return images.permute(0, 2, 3, 1)
+
+
+@pytest.mark.parametrize("scheduler", list(SCHEDULERS))
+def test_plain_sampling_on_both_paths_equals_diffusers(host, scheduler):
+    """mode none with every offered sampler: the native sampler (MODEL + CLIP + VAE; no model folder, so PixArt's
+    schedule) equals the pack path on the same weights, and the pack path equals diffusers' PixArtAlphaPipeline,
+    also for a model folder whose scheduler has leading spacing (the initial noise scaled for the schedule run)."""
+    images, latent = native(host, mode="none", scheduler=scheduler)
+    own_images, own_latent = own(host, mode="none", scheduler=scheduler)
+    # T5 unpadded (ComfyUI) vs padded + masked (ours), same weights otherwise: measured rel ~1e-6
+    assert rel(latent["samples"], own_latent["samples"]) < 1e-4
+    assert (images - own_images).abs().max() < 1e-3
+    # the same fp32 operations batched differently (conditional half first here): measured <= 2e-6
+    assert (own_images - diffusers_images(host, scheduler, None)).abs().max() < 1e-4
+    leading = own(host, mode="none", scheduler=scheduler, scheduler_config=LEADING)[0]
+    assert (leading - diffusers_images(host, scheduler, LEADING)).abs().max() < 1e-4
 
 
 def test_the_subject_branch_and_its_scale_change_the_story(host):
@@ -331,7 +367,7 @@ def test_the_pack_loaders_hand_their_models_to_comfyui(models_root, monkeypatch)
     story = Story.from_dict({"version": 1, "width": 16, "height": 16,
                              "characters": [{"id": "hero", "identity": "a red fox"}],
                              "frames": [{"prompt": "in the grass"}, {"prompt": "at night"}]})
-    images, latent = L2S_StorySampler().sample(model, text, story, **WIDGETS)
+    images, latent, _ = L2S_StorySampler().sample(model, text, story, **WIDGETS)
     assert images.shape == (2, 16, 16, 3) and torch.isfinite(latent["samples"]).all()
     (call,) = [c for c in mm.calls if c[0] == "load_models_gpu"]
     assert set(call[1]) == {id(p) for p in (*text.patchers, *model.patchers)} and call[3] is True
@@ -340,3 +376,21 @@ def test_the_pack_loaders_hand_their_models_to_comfyui(models_root, monkeypatch)
     del model, call
     gc.collect()
     assert ref() is None
+
+
+def test_redo_frames_on_comfyui_models_equals_the_pack_path(host):
+    """Lay2Story Redo Frames over the pixart MODEL + CLIP + VAE: the kept frame stays as it was, and the redone one
+    (its kept frame's keys/values re-derived through ComfyPixArt's subject branch alone) is the pack path's."""
+    from nodes.redo import L2S_RedoFrames
+
+    bundle = SubjectBranchBundle(host.branch, managed(host.branch), "test")
+    images, _, result = L2S_StorySampler().sample(story=STORY, pixart=host.model, clip=host.clip, vae=host.comfy_vae,
+                                                  subject_branch=bundle, **{**WIDGETS, "mode": "lay2story"})
+    redone, latent, _ = L2S_RedoFrames().redo(result, "1", 9, True, "", 0, pixart=host.model, clip=host.clip,
+                                              vae=host.comfy_vae, subject_branch=bundle)
+    assert torch.equal(redone[0], images[0]) and not torch.allclose(redone[1], images[1])
+    model = StoryModel(host.diffusers, host.branch, host.vae, torch.float32, torch.device("cpu"), "test")
+    text = TextEncoderBundle(host.tok, host.t5, torch.float32, None, False, "test")
+    _, _, own_result = L2S_StorySampler().sample(model, text, STORY, **{**WIDGETS, "mode": "lay2story"})
+    _, own_latent, _ = L2S_RedoFrames().redo(own_result, "1", 9, True, "", 0, model=model, text_encoder=text)
+    assert rel(latent["samples"][1], own_latent["samples"][1]) < 1e-4

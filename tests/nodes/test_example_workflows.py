@@ -17,7 +17,7 @@ from nodes.registry import NODE_CLASS_MAPPINGS
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLES = ROOT / "example_workflows"
 NAMES = ("lay2story_drawn_layout", "lay2story_detected_layout", "training_free_story", "comic_page",
-         "lay2story_core_loaders", "training_free_core_loaders")
+         "lay2story_core_loaders", "training_free_core_loaders", "lay2story_cast_two_characters")
 WIDGET_TYPES = ("INT", "FLOAT", "STRING", "BOOLEAN")
 CORE_WIDGETS = {"SaveImage": ["filename_prefix"], "PreviewImage": [], "UNETLoader": ["unet_name", "weight_dtype"],
                 "CLIPLoader": ["clip_name", "type", "device"], "VAELoader": ["vae_name"], "VAEDecode": []}
@@ -114,7 +114,7 @@ def test_drawn_layout_example_runs(comfy_models, run_api):
     assert [len(f.subjects) for f in story.frames] == [1, 1, 1, 1]
     assert all(f.subjects[0].box is not None for f in story.frames)
     [sampler] = of_type(prompt, "L2S_StorySampler")
-    images, latent = outputs[sampler]
+    images, latent, _ = outputs[sampler]
     assert images.shape == (4, SIZE, SIZE, 3) and images.dtype == torch.float32
     assert 0.0 <= float(images.min()) and float(images.max()) <= 1.0 and float(images.std()) > 0
     assert latent["samples"].shape == (4, 4, SIZE // 2, SIZE // 2)
@@ -166,3 +166,24 @@ def test_comic_page_example_runs(comfy_models, run_api):
     assert classic.shape[0] == 1 and classic.shape[2] > 256  # one page, panels 256 px wide
     assert four.shape[0] == 2 and four.shape[2] == 2 * 256 + 2 * 24 + 12  # 6 frames -> 2 pages of 2 x 2
     assert len(pages) == 2
+
+
+def test_cast_example_runs(comfy_models, run_api):
+    prompt = load("lay2story_cast_two_characters")
+    outputs, uis, sinks = run_api(prompt, FAST)
+    casts = of_type(prompt, "L2S_Character")
+    assert [outputs[k][0].character_ids for k in casts] == [("hero",), ("hero", "friend")]  # chained
+    [story_node] = of_type(prompt, "L2S_Story")
+    assert outputs[story_node][0].character_ids == ("hero", "friend")
+    [editor] = of_type(prompt, "L2S_LayoutEditor")
+    layout, story = outputs[editor]
+    assert uis[editor]["l2s_characters"] == ["hero", "friend"]
+    assert [[s.character for s in f.subjects] for f in story.frames] == [
+        ["hero", "friend"], ["hero"], ["friend"], ["hero", "friend"]]
+    assert all(s.box is not None for f in story.frames for s in f.subjects)  # a box for each, as drawn
+    assert [f.prompt for f in story.frames] == ["on the grass", "in the sky", "on the beach at night", "in a room"]
+    images, *_ = outputs[of_type(prompt, "L2S_StorySampler")[0]]
+    assert images.shape == (4, SIZE, SIZE, 3) and float(images.std()) > 0
+    [page] = of_type(prompt, "L2S_ComicPage")
+    assert sinks[of_type(prompt, "SaveImage")[0]]["images"] is outputs[page][0]
+    assert outputs[of_type(prompt, "L2S_LayoutPreview")[0]][0].shape[0] == 4

@@ -56,6 +56,24 @@ def test_single_files_need_a_vae(comfy_models):
     assert model.scheduler_config is None and model.max_text_tokens == 120
 
 
+def test_the_caption_length_is_the_core_loaders(comfy_models):
+    """A pipeline folder's caption length as the CLI and the Python API read it (its lay2story.json, else the
+    checkpoint's: 300 for PixArt-Sigma, 120 for alpha); the sampler pads and cuts captions to it."""
+    import json
+
+    (model,) = L2S_ModelLoader().load(PIPE, "none", "auto", "fp32", "cpu")
+    assert model.max_text_tokens == 120
+    sigma = comfy_models / "lay2story" / "tiny_sigma"
+    shutil.copytree(comfy_models / PIPE, sigma)
+    try:
+        manifest = json.loads((sigma / "lay2story.json").read_text())
+        (sigma / "lay2story.json").write_text(json.dumps({**manifest, "max_sequence_length": 300}))
+        (model,) = L2S_ModelLoader().load("lay2story/tiny_sigma", "none", "auto", "fp32", "cpu")
+        assert model.max_text_tokens == 300
+    finally:
+        shutil.rmtree(sigma)
+
+
 def test_loaded_models_are_reused_until_a_widget_changes(comfy_models):
     loader = L2S_ModelLoader()
     (a,) = loader.load(PIPE, "auto", "auto", "fp32", "cpu")

@@ -15,11 +15,11 @@ ROOT = Path(__file__).resolve().parents[2]
 CATEGORIES = {"Lay2Story/loaders", "Lay2Story/story", "Lay2Story/layout", "Lay2Story/sampling", "Lay2Story/output"}
 WIDGET_TYPES = {"INT", "FLOAT", "STRING", "BOOLEAN"}
 SOCKET_TYPES = {"L2S_MODEL", "L2S_TEXT_ENCODER", "L2S_STORY", "L2S_LAYOUT", "L2S_REFERENCE", "IMAGE", "MASK",
-                "LATENT", "L2S_SUBJECT_BRANCH", "MODEL", "CLIP", "VAE"}
+                "L2S_CAST", "L2S_STORY_RESULT", "LATENT", "L2S_SUBJECT_BRANCH", "MODEL", "CLIP", "VAE"}
 EXPECTED = {"L2S_ModelLoader", "L2S_TextEncoderLoader", "L2S_Story", "L2S_LayoutToggle", "L2S_ReferenceImage",
             "L2S_LayoutDetector", "L2S_LayoutPreview", "L2S_StorySampler", "L2S_ComicPage", "L2S_StoryToJSON",
             "L2S_StoryFromJSON", "L2S_LayoutEditor", "L2S_LayoutFromJSON", "L2S_LayoutToJSON",
-            "L2S_SubjectBranchLoader"}
+            "L2S_SubjectBranchLoader", "L2S_Character", "L2S_SaveComic", "L2S_RedoFrames"}
 
 
 def test_the_registry_holds_every_node_once():
@@ -74,8 +74,9 @@ def test_input_types_are_well_formed(cls):
 
 def test_seed_widgets_have_a_control_after_generate():
     for cls in NODE_CLASSES:
-        for section in cls.INPUT_TYPES().values():
-            for name, (kind, options) in section.items():
+        for key, section in cls.INPUT_TYPES().items():
+            for name, entry in section.items() if key != "hidden" else ():
+                kind, options = entry
                 if name == "seed":
                     assert kind == "INT" and options.get("control_after_generate") is True
 

@@ -37,7 +37,7 @@ def sample(models, **kwargs):
     model, text_encoder = models
     args = {"seed": 1, "steps": 2, "cfg": 4.5, "scheduler": "dpmsolver++", "mode": "auto", "width": 0, "height": 0,
             "chunk_size": 0, "identity_frames": 0}
-    return L2S_StorySampler().sample(model, text_encoder, kwargs.pop("story", STORY), **{**args, **kwargs})
+    return L2S_StorySampler().sample(model, text_encoder, kwargs.pop("story", STORY), **{**args, **kwargs})[:2]
 
 
 def test_outputs_are_comfyui_images_and_unscaled_latents(models):
@@ -190,3 +190,44 @@ def test_cancel_in_training_free_mode_restores_the_attention_processors(models, 
     assert {name: type(p) for name, p in model.transformer.attn_processors.items()} == before
     monkeypatch.setattr(comfy_env, "throw_if_interrupted", lambda: None)
     assert torch.isfinite(sample(models, mode="none")[0]).all()  # the shared model still samples
+
+
+def test_box_strength_widget_is_the_pipelines_box_control(models):
+    """box_strength (appended last) reaches ConsistencyConfig; 0 is training-free sampling without box control."""
+    from lay2story_core.consistency import ConsistencyConfig
+    from nodes.layout_editor import apply_layout_to_story
+
+    model, text_encoder = models
+    kwargs = dict(mode="training_free", layout=LAYOUT, consistency_rate=1.0, consistency_blocks="all")
+    off, _ = sample(models, box_strength=0.0, **kwargs)
+    on, _ = sample(models, box_strength=1.0, **kwargs)
+    pipe = build_pipeline(model, text_encoder, "dpmsolver++")
+    laid_out = apply_layout_to_story(STORY, LAYOUT, field="layout")
+    for strength, result in ((0.0, off), (1.0, on)):
+        expected = pipe(laid_out, mode="training_free", num_inference_steps=2, guidance_scale=4.5, seed=1,
+                        output_type="pt", consistency=ConsistencyConfig(rate=1.0, blocks="all",
+                                                                        box_strength=strength)).images
+        torch.testing.assert_close(result, expected.permute(0, 2, 3, 1), atol=1e-6, rtol=0)
+    assert not torch.equal(on, off)
+    with pytest.raises(ValueError, match=r"^box_strength: expected a number in \[0, 1\]"):
+        sample(models, box_strength=1.5)
+
+
+def test_a_story_the_model_was_not_trained_for_shows_one_warning_line(models):
+    """A model whose lay2story.json declares what it was trained for: the node returns the pipeline's warning as UI
+    text beside its outputs; an undeclared model (or a story that fits) returns the plain outputs."""
+    import dataclasses
+
+    from lay2story_core.pipelines.trained_for import TrainedFor
+
+    model, text_encoder = models
+    args = {"seed": 1, "steps": 1, "cfg": 1.0, "scheduler": "dpmsolver++", "mode": "none", "width": 0, "height": 0,
+            "chunk_size": 0, "identity_frames": 0}
+    assert isinstance(L2S_StorySampler().sample(model, text_encoder, STORY, **args), tuple)
+    declared = dataclasses.replace(model, trained_for=TrainedFor(16, 16, ("a", "red", "fox", "in", "the", "grass")))
+    out = L2S_StorySampler().sample(declared, text_encoder, STORY, **{**args, "width": 32})
+    (line,) = out["ui"]["text"]
+    assert "asks for 32x16 px, the model was trained at 16x16 px" in line and "'bridge'" in line
+    assert out["result"][0].shape == (3, 16, 32, 3) and len(out["result"]) == 3
+    fits = dataclasses.replace(STORY, frames=STORY.frames[:1])
+    assert isinstance(L2S_StorySampler().sample(declared, text_encoder, fits, **args), tuple)

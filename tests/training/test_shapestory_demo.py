@@ -68,3 +68,21 @@ def test_assemble_takes_a_joint_fine_tunes_global_branch(parts):
     loaded = load_story_pipeline(assemble(root / "model", root / "stage1", root / "stage2", root / "out"))
     assert all(torch.equal(a, b) for a, b in zip(loaded.transformer.state_dict().values(),
                                                  tuned.state_dict().values()))
+
+
+def test_assemble_writes_the_shipped_manifests_declarations(parts):
+    """What the demo's lay2story.json declares (name, sampling, what it was trained for) is what assemble writes."""
+    import json
+
+    from lay2story_core.cli import EMBEDDED_MODEL
+    from lay2story_core.pipelines.manifest import MANIFEST_FILE
+    from training.shapestory_demo import demo_trained_for
+
+    pipe, root = parts
+    written = json.loads((assemble(root / "model", root / "stage1", root / "stage2", root / "out") / MANIFEST_FILE)
+                         .read_text())
+    shipped = json.loads((EMBEDDED_MODEL / MANIFEST_FILE).read_text())
+    for key in ("format", "version", "name", "components", "sampling", "trained_for"):
+        assert written[key] == shipped[key], key
+    assert shipped["trained_for"] == demo_trained_for().to_dict()
+    assert load_story_pipeline(root / "out").trained_for == demo_trained_for()

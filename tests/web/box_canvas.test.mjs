@@ -9,6 +9,7 @@ import {
   boxFromDrag,
   boxPixels,
   copyBoxes,
+  copySummary,
   findDuplicateKey,
   fitFrames,
   humanPath,
@@ -35,7 +36,18 @@ import {
   resizeBox,
   roundCoord,
 } from "../../web/js/layout_state.js";
-import { readStory, runImageSinks, storyFromNode } from "../../web/js/story_graph.js";
+import { castIds, readStory, runImageSinks, storyFromNode } from "../../web/js/story_graph.js";
+import {
+  DIALOGUE_STYLES,
+  NEW_LINE_TEXT,
+  addLine,
+  defaultStyle,
+  deleteLine,
+  dialogueSpeakers,
+  frameDialogue,
+  setLine,
+  useStoryDialogue,
+} from "../../web/js/dialogue_state.js";
 
 const close = (a, b, eps = 1e-9) => assert.ok(Math.abs(a - b) <= eps, `${a} != ${b}`);
 const closeBox = (a, b, eps = 1e-9) => a.forEach((v, i) => close(v, b[i], eps));
@@ -152,6 +164,7 @@ test("the shared layout-JSON cases: same verdict, path and wording as the Python
     assert.equal(humanPath(error.path), expected.where, c.name);
     const at = pathLocation(error.path);
     if (/frame \d+, box \d+/.test(expected.where)) assert.ok(at.frame >= 0 && at.subject >= 0, c.name);
+    if (/frame \d+, line \d+/.test(expected.where)) assert.ok(at.frame >= 0 && at.line >= 0, c.name);
   }
 });
 
@@ -176,7 +189,7 @@ test("layoutToText rounds coordinates and drops blank captions", () => {
   const data = JSON.parse(layoutToText(layout));
   assert.deepEqual(data.frames[1].subjects[0], { character: "hero", box: [0.1235, 0, 0.5, 0.7778] });
   assert.deepEqual(data.frames[0], { subjects: [] });
-  assert.equal(data.version, 1);
+  assert.equal(data.version, 2);
 });
 
 test("freeCharacter and newCharacterId (newCharacterId is for the + new character field only)", () => {
@@ -214,18 +227,25 @@ test("snapping: the 1/8 grid and other boxes' edges, within the tolerance only",
   closeBox(snapEdges([0.21, 0.2, 0.61, 0.74], "e", targets, 0.02, 0.02), [0.21, 0.2, 0.625, 0.74], 1e-9);
 });
 
-test("copyBoxes replaces the target frames' box of the same character and keeps the others", () => {
+test("copyBoxes copies only characters without a box there, keeps the others and says so", () => {
   const layout = emptyLayout(3, ["hero", "friend"]);
   layout.frames[0].subjects.push({ character: "hero", box: [0.1, 0.1, 0.4, 0.4], caption: "waving" });
   layout.frames[1].subjects.push({ character: "hero", box: [0.5, 0.5, 0.9, 0.9] }, { character: "friend", box: [0, 0, 0.2, 0.2] });
-  assert.equal(copyBoxes(layout, 0, [0, 1, 2]), 2);
-  assert.deepEqual(layout.frames[1].subjects, [{ character: "hero", box: [0.1, 0.1, 0.4, 0.4], caption: "waving" },
-    { character: "friend", box: [0, 0, 0.2, 0.2] }]);
+  const report = copyBoxes(layout, 0, [0, 1, 2]);
+  assert.deepEqual(report, { frames: 2, copied: [{ frame: 2, character: "hero" }], kept: [{ frame: 1, character: "hero" }] });
+  assert.equal(copySummary(report), "copied hero to frame 3; kept the box already there (hero in frame 2): delete it there first to replace it");
+  assert.deepEqual(layout.frames[1].subjects, [{ character: "hero", box: [0.5, 0.5, 0.9, 0.9] },
+    { character: "friend", box: [0, 0, 0.2, 0.2] }]); // frame 2's own hero box is not replaced
   assert.deepEqual(layout.frames[2].subjects, [{ character: "hero", box: [0.1, 0.1, 0.4, 0.4], caption: "waving" }]);
   layout.frames[2].subjects[0].box[0] = 0.3; // copies, not shared arrays
   assert.equal(layout.frames[0].subjects[0].box[0], 0.1);
-  assert.equal(copyBoxes(layout, 1, [0], 1), 1);
+  assert.deepEqual(copyBoxes(layout, 1, [0], 1), { frames: 1, copied: [{ frame: 0, character: "friend" }], kept: [] });
   assert.deepEqual(layout.frames[0].subjects.map((s) => s.character), ["hero", "friend"]);
+  const again = copyBoxes(layout, 1, [0], 1); // the same box is already there: nothing copied, nothing to keep
+  assert.equal(copySummary(again), "nothing copied: the same boxes are already there");
+  assert.equal(copySummary({ frames: 0, copied: [], kept: [] }), "no other frame to copy to");
+  const many = { frames: 6, copied: [1, 2, 3, 4, 5, 6].map((f) => ({ frame: f, character: "hero" })), kept: [] };
+  assert.equal(copySummary(many), "copied hero to frames 2, 3, 4, 5 and 2 more");
   closeBox(offsetBox([0.1, 0.1, 0.4, 0.4]), [0.14, 0.14, 0.44, 0.44], 1e-9);
   closeBox(offsetBox([0.7, 0.7, 1, 1]), [0.66, 0.66, 0.96, 0.96], 1e-9);
 });
@@ -238,6 +258,9 @@ test("pruneCharacters drops ids no box uses unless kept; story characters come f
   assert.ok(pruneCharacters(layout, [], ["friend", "hero"]));
   assert.deepEqual(layout.characters, ["friend", "hero", "villain"]);
   assert.ok(!pruneCharacters(layout, [], ["friend", "hero"]));
+  layout.frames[0].dialogue = [{ text: "Hi", speaker: "owl", style: "speech" }, { text: "Later", style: "caption" }];
+  assert.ok(pruneCharacters(layout, [], ["friend"])); // a speaker stays in the list like a box's character
+  assert.deepEqual(layout.characters, ["friend", "villain", "owl"]);
 });
 
 test("fitFrames pads to the story's length and drops only trailing empty frames", () => {
@@ -248,6 +271,46 @@ test("fitFrames pads to the story's length and drops only trailing empty frames"
   assert.ok(fitFrames(layout, 2));
   assert.equal(layout.frames.length, 3); // frame 3 has a subject: kept (and reported by storyProblems)
   assert.deepEqual(storyProblems(layout, { characters: ["hero"], prompts: ["a", "b"] }).map((p) => p.path), ["layout.frames"]);
+  layout.frames[2].subjects = [];
+  layout.frames[2].dialogue = [{ text: "The end.", style: "caption" }];
+  assert.ok(!fitFrames(layout, 2)); // a frame with dialogue lines is not empty either
+  layout.frames[2].dialogue = [];
+  assert.ok(fitFrames(layout, 2));
+  assert.equal(layout.frames.length, 2);
+});
+
+test("dialogue lines: the story's shown until the first edit copies them; add, set, delete, back to the story's", () => {
+  const layout = emptyLayout(2, ["hero", "cat"]);
+  const story = { characters: ["hero", "cat"], prompts: ["a", "b"],
+    dialogue: [[{ text: "Hello", speaker: "hero" }, { text: "Meanwhile", style: "caption" }], []] };
+  assert.deepEqual(frameDialogue(layout, story, 0), { fromStory: true, lines: [
+    { text: "Hello", speaker: "hero", style: "speech" }, { text: "Meanwhile", style: "caption" }] });
+  assert.deepEqual(frameDialogue(layout, null, 0), { fromStory: true, lines: [] });
+  assert.ok(setLine(layout, story, 0, 0, { text: "Hi there" })); // the frame now owns a copy of the story's lines
+  assert.deepEqual(layout.frames[0].dialogue, [{ text: "Hi there", speaker: "hero", style: "speech" },
+    { text: "Meanwhile", style: "caption" }]);
+  assert.equal(story.dialogue[0][0].text, "Hello");
+  assert.ok(!setLine(layout, story, 0, 0, { text: "   " })); // empty text is refused, as the schema refuses it
+  assert.equal(layout.frames[0].dialogue[0].text, "Hi there");
+  assert.ok(setLine(layout, story, 0, 0, { speaker: null })); // a speech line turned narration: a caption box
+  assert.deepEqual(layout.frames[0].dialogue[0], { text: "Hi there", style: "caption" });
+  assert.ok(setLine(layout, story, 0, 0, { speaker: "cat", style: "thought" }));
+  assert.deepEqual(layout.frames[0].dialogue[0], { text: "Hi there", speaker: "cat", style: "thought" });
+  assert.ok(setLine(layout, story, 0, 0, { speaker: "hero" })); // a style of one's own is kept
+  assert.equal(layout.frames[0].dialogue[0].style, "thought");
+  assert.ok(!setLine(layout, story, 0, 5, { text: "x" }));
+  assert.ok(setLine(layout, story, 0, 1, { text: "y".repeat(1200) }));
+  assert.equal(layout.frames[0].dialogue[1].text.length, 1000);
+  assert.equal(addLine(layout, story, 1, "cat"), 0);
+  assert.deepEqual(layout.frames[1].dialogue, [{ text: NEW_LINE_TEXT, speaker: "cat", style: "speech" }]);
+  assert.deepEqual(dialogueSpeakers(layout), ["hero", "cat"]);
+  assert.ok(deleteLine(layout, story, 1, 0) && !deleteLine(layout, story, 1, 0));
+  assert.deepEqual(layout.frames[1].dialogue, []); // owns no lines: the story's are replaced by none
+  assert.deepEqual(parseLayoutText(layoutToText(layout)).frames[1].dialogue, []);
+  assert.ok(useStoryDialogue(layout, 1) && !useStoryDialogue(layout, 1));
+  assert.ok(!("dialogue" in JSON.parse(layoutToText(layout)).frames[1]));
+  assert.equal(defaultStyle(undefined), "caption");
+  assert.deepEqual(DIALOGUE_STYLES, ["speech", "thought", "shout", "caption"]);
 });
 
 test("prettyLayoutText is the same layout, indented, with boxes on one line", () => {
@@ -263,8 +326,11 @@ test("humanPath and pathLocation number frames and boxes from 1", () => {
   assert.equal(humanPath("layout.frames[0].subjects[1].character"), "frame 1, box 2 (character)");
   assert.equal(humanPath("layout.frames[3]"), "frame 4");
   assert.equal(humanPath("<json>"), "JSON text");
-  assert.deepEqual(pathLocation("layout.frames[2].subjects[0].box"), { frame: 2, subject: 0 });
-  assert.deepEqual(pathLocation("layout.frames"), { frame: -1, subject: -1 });
+  assert.equal(humanPath("layout.frames[1].dialogue[2].speaker"), "frame 2, line 3 (speaker)");
+  assert.equal(humanPath("layout.frames[1].dialogue"), "frame 2 (dialogue)");
+  assert.deepEqual(pathLocation("layout.frames[2].subjects[0].box"), { frame: 2, subject: 0, line: -1 });
+  assert.deepEqual(pathLocation("layout.frames[2].dialogue[1].text"), { frame: 2, subject: -1, line: 1 });
+  assert.deepEqual(pathLocation("layout.frames"), { frame: -1, subject: -1, line: -1 });
 });
 
 // A tiny stand-in for a LiteGraph graph: nodes with inputs/outputs and a links table, as the frontend keeps them.
@@ -295,9 +361,29 @@ test("readStory reads a Story node's widgets, a Story from JSON, and through a l
     { id: 6, type: "L2S_LayoutEditor" },
   ], [[1, 1, 0, 2, "story"], [2, 2, 0, 3, "story"], [3, 4, 0, 5, "story"]]);
   assert.deepEqual(readStory(g.getNodeById(3)), { characters: ["star"], prompts: ["on the grass", "in the sky"], width: 64, height: 48 });
-  assert.deepEqual(readStory(g.getNodeById(5)), { characters: ["hero", "friend"], prompts: ["a", "b"], width: 512, height: 256 });
+  assert.deepEqual(readStory(g.getNodeById(5)), { characters: ["hero", "friend"], prompts: ["a", "b"], width: 512, height: 256,
+    dialogue: [[], []] });
   assert.equal(readStory(g.getNodeById(6)), null); // nothing connected
   assert.equal(storyFromNode({ type: "L2S_StoryFromJSON", widgets: widgets({ story_json: "{bad" }) }), null);
+});
+
+test("readStory reads the characters of a cast chain (Character -> Character -> Story), first in chain first", () => {
+  const g = fakeGraph([
+    { id: 1, type: "L2S_Character", widgets: widgets({ character_id: "hero", identity: "a fox" }) },
+    { id: 2, type: "L2S_Character", widgets: widgets({ character_id: " cat ", identity: "a cat" }) },
+    { id: 3, type: "L2S_Character", widgets: widgets({ character_id: "owl", identity: "an owl" }) },
+    { id: 4, type: "L2S_Story", widgets: widgets({ frame_prompts: "[hero, cat] on the grass\nin the sky", character_id: "hero", width: 64, height: 64 }) },
+    { id: 5, type: "L2S_LayoutEditor" },
+    { id: 6, type: "SomeOtherCastSource" },
+    { id: 7, type: "L2S_Story", widgets: widgets({ frame_prompts: "a" }) },
+    { id: 8, type: "L2S_LayoutEditor" },
+  ], [[1, 1, 0, 2, "cast"], [2, 2, 0, 3, "cast"], [3, 3, 0, 4, "cast"], [4, 4, 0, 5, "story"],
+    [5, 6, 0, 7, "cast"], [6, 7, 0, 8, "story"]]);
+  assert.deepEqual(castIds(g.getNodeById(4)), ["hero", "cat", "owl"]);
+  assert.deepEqual(readStory(g.getNodeById(5)), { characters: ["hero", "cat", "owl"],
+    prompts: ["[hero, cat] on the grass", "in the sky"], width: 64, height: 64 });
+  assert.equal(readStory(g.getNodeById(8)), null); // a cast the editor cannot read before a run: unknown, not wrong
+  assert.deepEqual(castIds(g.getNodeById(1)), []);
 });
 
 test("runImageSinks finds the image outputs of a sampler downstream of the editor, not the pack's drawing nodes", () => {

@@ -1,21 +1,9 @@
 // Drives the layout editor in the real ComfyUI frontend with Debian's chromium through playwright-core, and writes
 // what it saw as JSON for tests/web/test_layout_editor_browser.py to check (the Python side parses the layout texts
 // with Layout.from_json). Usage: node drive_layout_editor.mjs CONFIG_JSON_FILE (see the Python test for its keys).
-import { readFileSync, writeFileSync } from "node:fs";
+import { NODE_ID, runDriver } from "./editor_page.mjs";
 
-import { NODE_ID, editorDriver, launch, openFrontend } from "./editor_page.mjs";
-
-const config = JSON.parse(readFileSync(process.argv[2], "utf8"));
-const t0 = Date.now();
-const result = { steps: {}, errors: [], timings: {}, checks: {} };
-const mark = (name) => (result.timings[name] = Date.now() - t0);
-
-const browser = await launch(config);
-mark("browser");
-try {
-  const page = await openFrontend(browser, config, result);
-  mark("frontend_ready");
-
+await runDriver(async ({ config, result, mark, page, d }) => {
   // One editor node on an empty graph, unzoomed, big enough to draw on.
   await page.evaluate((id) => {
     app.graph.clear();
@@ -24,14 +12,13 @@ try {
     const node = LiteGraph.createNode(id);
     node.pos = [120, 140];
     app.graph.add(node);
-    node.setSize([560, 620]);
+    node.setSize([560, 780]);
     app.canvas.setDirty(true, true);
     window.__l2sNode = node;
   }, NODE_ID);
   await page.locator(".l2s-box-editor canvas").waitFor({ state: "visible" });
   await page.waitForTimeout(300);
 
-  const d = editorDriver(page);
   const { state, drag, click, pixel } = d;
   const snap = async (name) => {
     await page.waitForTimeout(50);
@@ -182,7 +169,4 @@ try {
     await snap("drawn_on_background");
   }
   mark("done");
-} finally {
-  await browser.close();
-  writeFileSync(config.out, JSON.stringify(result, null, 1));
-}
+});

@@ -4,21 +4,11 @@
 // the boxes, a bad character outlined in red, save + reload, screenshots at 100% and 200% zoom, and a second page at
 // device scale factor 2. Writes what it saw as JSON for tests/web/test_story_editor_browser.py.
 // Usage: node drive_story_editor.mjs CONFIG_JSON_FILE.
-import { readFileSync, writeFileSync } from "node:fs";
+import { readFileSync } from "node:fs";
 
-import { NODE_ID, editorDriver, launch, openFrontend } from "./editor_page.mjs";
+import { NODE_ID, editorDriver, openFrontend, runDriver } from "./editor_page.mjs";
 
-const config = JSON.parse(readFileSync(process.argv[2], "utf8"));
-const t0 = Date.now();
-const result = { steps: {}, errors: [], timings: {}, checks: {}, pixels: {} };
-const mark = (name) => (result.timings[name] = Date.now() - t0);
-
-const browser = await launch(config);
-mark("browser");
-try {
-  const page = await openFrontend(browser, config, result, { viewport: { width: 1400, height: 1100 } });
-  mark("frontend_ready");
-  const d = editorDriver(page);
+await runDriver(async ({ browser, config, result, mark, page, d }) => {
   const snap = async (name) => {
     await page.waitForTimeout(60);
     result.steps[name] = await d.state();
@@ -51,6 +41,7 @@ try {
   await page.waitForTimeout(400);
   await snap("loaded");
   result.checks.preview_node_size = await page.evaluate(() => [...app.graph.nodes.find((n) => n.type === "L2S_LayoutPreview").size]);
+  await d.closeDialogs(); // frontend 1.27 opens a missing-nodes dialog for its default graph at start
   await page.mouse.move(...(await d.at([0.3, 0.7]))); // hover the hero box: its full caption as the tooltip
   result.checks.hover_title = await page.evaluate(() => window.__l2sNode.l2sEditor.canvas.title);
 
@@ -116,12 +107,7 @@ try {
   await page.mouse.up();
 
   // 8. A run: the SaveImage fed by the sampler reports its frames; they show behind the boxes, per frame.
-  await page.evaluate(async (records) => {
-    const { api } = await import("/scripts/api.js");
-    const save = app.graph.nodes.find((n) => n.type === "SaveImage");
-    api.dispatchEvent(new CustomEvent("executed", { detail: { node: String(save.id), display_node: String(save.id),
-      output: { images: records }, prompt_id: "test" } }));
-  }, config.run_records);
+  await d.showRunFrames(config.run_records);
   await page.waitForFunction(() => {
     const images = [...window.__l2sNode.l2sEditor.images.values()];
     return images.length >= 2 && images.every((img) => img.complete && img.naturalWidth > 0);
@@ -203,7 +189,4 @@ try {
   await h.drag([0.1, 0.15], [0.45, 0.8]);
   result.steps.hidpi_drawn = await h.state();
   mark("hidpi_done");
-} finally {
-  await browser.close();
-  writeFileSync(config.out, JSON.stringify(result, null, 1));
-}
+}, { fields: { pixels: {} }, contextOptions: { viewport: { width: 1400, height: 1100 } } });

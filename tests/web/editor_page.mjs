@@ -1,6 +1,7 @@
-// Helpers shared by the real-browser drivers of the layout editor (drive_layout_editor.mjs, drive_story_editor.mjs):
-// start Debian's chromium through playwright-core, open the ComfyUI frontend served by conftest.py, and drive the
-// editor canvas of one node with the mouse, in frame coordinates (0..1), whatever the zoom and device pixel ratio.
+// Helpers shared by the real-browser drivers of the layout editor (drive_*.mjs): start Debian's chromium through
+// playwright-core, open the ComfyUI frontend served by conftest.py, and drive the editor canvas of one node with the
+// mouse, in frame coordinates (0..1), whatever the zoom and device pixel ratio.
+import { readFileSync, writeFileSync } from "node:fs";
 import { createRequire } from "node:module";
 
 export const NODE_ID = "L2S_LayoutEditor";
@@ -10,6 +11,29 @@ const ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "
 export async function launch(config) {
   const { chromium } = createRequire(`${config.playwright_dir}/`)("playwright-core");
   return chromium.launch({ executablePath: config.chromium, args: ARGS });
+}
+
+/**
+ * A driver's run: reads its config (the JSON file named by the first argument), starts the browser, opens the
+ * frontend (contextOptions as for openFrontend) and calls body({ browser, config, result, mark, page, d }); the
+ * result (steps, errors, timings from mark(name), checks, then `fields`) goes to config.out however body ends.
+ */
+export async function runDriver(body, { fields = {}, contextOptions = {} } = {}) {
+  const config = JSON.parse(readFileSync(process.argv[2], "utf8"));
+  const t0 = Date.now();
+  const result = { steps: {}, errors: [], timings: {}, checks: {}, ...fields };
+  const mark = (name) => (result.timings[name] = Date.now() - t0);
+
+  const browser = await launch(config);
+  mark("browser");
+  try {
+    const page = await openFrontend(browser, config, result, contextOptions);
+    mark("frontend_ready");
+    await body({ browser, config, result, mark, page, d: editorDriver(page) });
+  } finally {
+    await browser.close();
+    writeFileSync(config.out, JSON.stringify(result, null, 1));
+  }
 }
 
 /** A page with the frontend loaded; errors from this pack's code go to result.errors, others to other_errors. */
@@ -124,6 +148,13 @@ export function editorDriver(page) {
     const r = c.getBoundingClientRect();
     return { backing: [c.width, c.height], screen: [r.width, r.height], dpr: window.devicePixelRatio };
   });
+  /** A run's frames: the SaveImage fed by the sampler reports `records` (ComfyUI's "executed" event). */
+  d.showRunFrames = (records) => page.evaluate(async (r) => {
+    const { api } = await import("/scripts/api.js");
+    const save = app.graph.nodes.find((n) => n.type === "SaveImage");
+    api.dispatchEvent(new CustomEvent("executed", { detail: { node: String(save.id), display_node: String(save.id),
+      output: { images: r }, prompt_id: "test" } }));
+  }, records);
   d.setJson = (text) => page.evaluate((t) => {
     window.__l2sNode.widgets.find((x) => x.name === "layout_json").value = t;
     app.canvas.setDirty(true, true);

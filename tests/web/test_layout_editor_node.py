@@ -106,6 +106,33 @@ def test_trailing_empty_layout_frames_past_the_story_are_dropped_but_drawn_ones_
         L2S_LayoutEditor().edit(json.dumps(LAYOUT), story=story)
 
 
+def test_layout_dialogue_replaces_a_frames_lines_and_the_run_reports_every_frames_lines():
+    story = Story.from_dict({**STORY, "version": 2, "frames": [
+        {"prompt": "in a park", "dialogue": [{"text": "Nice day.", "speaker": "hero"}]},
+        {"prompt": "at a lake", "dialogue": [{"text": "Meanwhile..."}]}, {"prompt": "in the rain"}]})
+    layout = {**LAYOUT, "version": 2, "frames": [
+        {**LAYOUT["frames"][0], "dialogue": [{"text": "Run!", "speaker": "hero", "style": "shout"}]},
+        LAYOUT["frames"][1], {**LAYOUT["frames"][2], "dialogue": []}]}
+    out = L2S_LayoutEditor().edit(json.dumps(layout), story=story)
+    _, merged = out["result"]
+    assert [line.text for line in merged.frames[0].dialogue] == ["Run!"]  # replaced
+    assert merged.frames[1].dialogue == story.frames[1].dialogue  # no "dialogue" key: the story's lines stay
+    assert merged.frames[2].dialogue == ()  # an empty list clears them
+    assert out["ui"]["l2s_dialogue"] == [[{"text": "Run!", "speaker": "hero", "style": "shout"}],
+                                         [{"text": "Meanwhile...", "style": "caption"}], []]
+
+
+def test_dialogue_past_the_story_is_an_error_and_unknown_speakers_name_the_line():
+    story = Story.from_dict({**STORY, "frames": STORY["frames"][:2]})
+    text = json.dumps({"version": 2, "frames": [{}, {}, {"dialogue": [{"text": "The end."}]}]})
+    with pytest.raises(ValueError, match=r"^layout_json: layout\.frames: has 3 frames, the story only 2"):
+        L2S_LayoutEditor().edit(text, story=story)
+    text = json.dumps({"version": 2, "frames": [{"dialogue": [{"text": "Boo", "speaker": "ghost"}]}]})
+    with pytest.raises(ValueError, match=r"^layout_json: layout\.frames\[0\]\.dialogue\[0\]\.speaker: unknown "
+                                         r"character 'ghost' .*\(in the editor: frame 1, line 1 \(speaker\)\)$"):
+        L2S_LayoutEditor().edit(text, story=story)
+
+
 @pytest.mark.parametrize(
     ("text", "pattern"),
     [

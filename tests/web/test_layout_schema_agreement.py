@@ -1,7 +1,7 @@
 """The canvas's JS layout validation (web/js/layout_schema.js) and the Python schema agree on generated layout texts:
-random edits of a valid layout (fields set to values of every JSON type, keys dropped or added, subjects repeated,
-duplicate keys, cut text). Same verdict for every text, and the same field path for every refusal, so the editor
-never shows "ok" for text the node refuses (and never refuses what it accepts)."""
+random edits of a valid layout (fields set to values of every JSON type, keys dropped or added, subjects and
+dialogue lines repeated, duplicate keys, cut text). Same verdict for every text, and the same field path for every
+refusal, so the editor never shows "ok" for text the node refuses (and never refuses what it accepts)."""
 
 from __future__ import annotations
 
@@ -18,16 +18,18 @@ from lay2story_core.story import Layout, LayoutError
 
 HERE = Path(__file__).resolve().parent
 BASE = {
-    "version": 1, "characters": ["hero", "friend"],
+    "version": 2, "characters": ["hero", "friend"],
     "frames": [
         {"subjects": [{"character": "hero", "box": [0.1, 0.2, 0.5, 0.9], "caption": "red coat"},
-                      {"character": "friend", "box": [0.6, 0.1, 0.95, 0.8]}]},
-        {"subjects": []},
+                      {"character": "friend", "box": [0.6, 0.1, 0.95, 0.8]}],
+         "dialogue": [{"text": "Look!", "speaker": "hero", "style": "shout"}, {"text": "Later that day."}]},
+        {"subjects": [], "dialogue": []},
         {"subjects": [{"character": "friend"}]},
     ],
 }
 VALUES = [None, "", " hero", "hero", "ghost", 0, -1, 0.5, 1.5, 2, True, [], {}, [0, 0, 1], [0.5, 0, 0.2, 1],
-          [0, 0, 1, 1], [0.2, 0.2, 0.2, 0.4], [-0.0005, 0, 1.0005, 1], ["a", "a"], "x" * 200, {"subjects": []}]
+          [0, 0, 1, 1], [0.2, 0.2, 0.2, 0.4], [-0.0005, 0, 1.0005, 1], ["a", "a"], "x" * 200, {"subjects": []},
+          "speech", "thought", "whisper", {"text": "Hi"}, [{"text": "Hi", "speaker": "friend"}], 1]
 
 
 def _slots(data, path=()):
@@ -49,7 +51,7 @@ def _mutate(rng: random.Random) -> str:
         elif op < 0.75 and isinstance(container, dict):
             del container[key]
         elif op < 0.85 and isinstance(container, dict):
-            container[rng.choice(["extra", "boxes", "subject", "Version"])] = 1
+            container[rng.choice(["extra", "boxes", "subject", "Version", "dialogue", "style"])] = 1
         elif isinstance(container, list):
             container.append(copy.deepcopy(container[key]))
     text = json.dumps(data)

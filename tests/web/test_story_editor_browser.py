@@ -11,9 +11,7 @@ import importlib.util
 import json
 import os
 import re
-import subprocess
 import sys
-import time
 import types
 import warnings
 from pathlib import Path
@@ -72,22 +70,11 @@ def run_records(frontend_server, run_frames, monkeypatch):
 
 
 @pytest.fixture
-def story_drive(browser_tools, frontend_server, run_records, tmp_path):
-    _, chromium, playwright = browser_tools
+def story_drive(run_driver, run_records, tmp_path):
     shots = os.environ.get("L2S_SCREENSHOT_DIR") or str(tmp_path / "shots")
     os.makedirs(shots, exist_ok=True)
-    config = {"url": frontend_server.url, "chromium": chromium, "playwright_dir": str(playwright.parent),
-              "out": str(tmp_path / "result.json"), "workflow": str(WORKFLOW), "story": STORY,
-              "run_records": run_records, "screenshot_dir": shots}
-    (tmp_path / "config.json").write_text(json.dumps(config))
-    start = time.monotonic()
-    proc = subprocess.run(["node", str(HERE / "drive_story_editor.mjs"), str(tmp_path / "config.json")],
-                          capture_output=True, text=True, timeout=180)
-    out = Path(config["out"])
-    result = json.loads(out.read_text()) if out.is_file() else {}
-    assert proc.returncode == 0, (f"driver failed ({time.monotonic() - start:.1f} s):\n{proc.stderr[-4000:]}\n"
-                                  f"steps seen: {list(result.get('steps', {}))}\nerrors: {result.get('errors')}")
-    result["seconds"] = time.monotonic() - start
+    result = run_driver("drive_story_editor.mjs", workflow=str(WORKFLOW), story=STORY, run_records=run_records,
+                        screenshot_dir=shots)
     result["shots"] = shots
     return result
 
@@ -165,9 +152,13 @@ def test_story_aware_editor_in_the_real_frontend(story_drive, run_frames, tmp_pa
     assert steps["character_taken"]["json"] == steps["full_frame"]["json"]
     assert list(_boxes(steps["menu_deleted"], 2)) == ["hero"]
 
-    # copy from the previous frame: frame 2's boxes into frame 3
+    # copy from the previous frame: frame 2's boxes into frame 3, never over frame 3's own (hero's is kept, said so)
     prev = _layout(steps["copied_prev"])
-    assert {s.character: s.box for s in prev.frames[2]} == {s.character: s.box for s in prev.frames[1]}
+    before = _layout(steps["menu_deleted"])
+    assert {s.character: s.box for s in prev.frames[2]} == {
+        **{s.character: s.box for s in prev.frames[1]}, **{s.character: s.box for s in before.frames[2]}}
+    assert steps["copied_prev"]["status"] == ("copied friend to frame 3; kept the box already there (hero in frame "
+                                              "3): delete it there first to replace it")
 
     # Shift snaps to the 1/8 grid (and keeps the size); without Shift nothing snaps
     free = _boxes(steps["moved_free"], 0)["hero"]

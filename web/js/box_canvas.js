@@ -26,6 +26,7 @@ import {
   snapMove,
   snapEdges,
   copyBoxes,
+  copySummary,
   offsetBox,
   pruneCharacters,
   fitFrames,
@@ -260,27 +261,32 @@ export class BoxCanvasEditor {
     this._emit();
   }
 
+  // Copies never replace a box: a character already boxed in the target frame keeps its box there, and the status
+  // line says what was copied and what was kept. Each copy is one change of the JSON widget (ComfyUI's undo).
+  _copy(from, to, index = -1) {
+    const report = copyBoxes(this.layout, from, to, index);
+    const summary = copySummary(report);
+    if (!report.copied.length) return this._refresh(summary);
+    return this._emit(summary);
+  }
+
   _copyFromPrevious() {
     if (!this.layout || this.frame === 0) return this._refresh("frame 1 has no previous frame");
     if (!this.layout.frames[this.frame - 1].subjects.length) return this._refresh(`frame ${this.frame} has no boxes`);
-    copyBoxes(this.layout, this.frame - 1, [this.frame]);
     this.selected = -1;
-    this._emit(`copied frame ${this.frame}'s boxes into frame ${this.frame + 1}`);
+    this._copy(this.frame - 1, [this.frame]);
   }
 
   /** Copies the frame's boxes (or box `index`) to every other frame. */
   _copyToAll(index) {
     if (!this.layout || (index < 0 && !this._subjects().length)) return this._refresh("this frame has no boxes");
-    const all = this.layout.frames.map((_, f) => f);
-    const n = copyBoxes(this.layout, this.frame, all, index);
-    this._emit(`copied ${index >= 0 ? "the box" : "this frame's boxes"} to ${n} other frame${n === 1 ? "" : "s"}`);
+    this._copy(this.frame, this.layout.frames.map((_, f) => f), index);
   }
 
   _copyToNext(index) {
     if (!this.layout) return;
     if (this.frame + 1 >= this.layout.frames.length) return this._refresh("this is the last frame");
-    copyBoxes(this.layout, this.frame, [this.frame + 1], index);
-    this._emit(`copied the box to frame ${this.frame + 2}`);
+    this._copy(this.frame, [this.frame + 1], index);
   }
 
   _duplicate(index) {
@@ -313,7 +319,8 @@ export class BoxCanvasEditor {
 
   _noFreeCharacter() {
     const who = this.layout.characters.join(", ");
-    const more = this.story ? "add a character to the story for another box" : "add a character (+ new character\u2026)";
+    const more = this.story ? "add a character to the story (a Lay2Story Character in its cast) for another box"
+      : "add a character (+ new character\u2026)";
     return `every character already has a box in frame ${this.frame + 1} (${who}): ${more}`;
   }
 

@@ -1,13 +1,18 @@
-// Lay2Story box editor: its DOM (toolbar, frame prompt, frame strip, canvas, picker, caption, readout, hint, JSON
-// view, status line) and the refresh of everything but the canvas after each change. Functions of the editor
-// (`ed`, a BoxCanvasEditor); box_canvas.js owns the state and the input handling.
+// Lay2Story box editor: its DOM (toolbar, frame prompt, frame strip, canvas, picker, caption, readout, dialogue
+// lines, hint, JSON view, status line) and the refresh of everything but the canvas after each change. Functions of
+// the editor (`ed`, a BoxCanvasEditor); box_canvas.js owns the state and the input handling. Every row but the
+// canvas keeps its height whatever it shows (the status line reserves two lines, the dialogue list scrolls), so a
+// message or a page turn never resizes the canvas under the mouse.
 
 import { freeCharacter, humanPath } from "./layout_state.js";
 import { ERROR_COLOUR, colourFor } from "./canvas_draw.js";
+import { buildDialogue, refreshDialogue } from "./editor_dialogue.js";
 
 export const NEW_CHARACTER = "\u0000new";
-export const GESTURE_HINT = "drag: draw \u00B7 drag a box: move \u00B7 edges: resize \u00B7 Shift: snap \u00B7 " +
+export const GESTURE_HINT = "drag: draw \u00B7 drag a box: move \u00B7 edge: resize \u00B7 Shift: snap \u00B7 " +
   "right-click: menu \u00B7 PgUp/PgDn: frame \u00B7 Del: delete";
+export const STATUS_LINES = 2;
+const STATUS_LINE_PX = 14;
 
 export function el(tag, props = {}, style = {}) {
   const node = document.createElement(tag);
@@ -71,14 +76,19 @@ export function buildEditor(ed, container) {
   ed.deleteButton = button("\u2715", "Delete the selected box (Delete / Backspace)", () => ed._deleteSelected());
   props.append(ed.pickerLabel, ed.characterSelect, ed.newCharacterInput, ed.captionInput, ed.readout,
     ed.deleteButton);
-  ed.hint = el("div", { className: "l2s-hint", textContent: GESTURE_HINT, title: GESTURE_HINT }, small);
+  buildDialogue(ed, button);
+  // The hint wraps (never cut at a narrow node) and the status line keeps room for two lines, empty or not.
+  ed.hint = el("div", { className: "l2s-hint", textContent: GESTURE_HINT, title: GESTURE_HINT },
+    { ...small, whiteSpace: "normal", textOverflow: "clip", flex: "none", lineHeight: "13px" });
 
   ed.jsonArea = el("textarea", { className: "l2s-json", spellcheck: false },
     { display: "none", height: "160px", minHeight: "60px", resize: "vertical", font: "11px monospace", flex: "none",
       whiteSpace: "pre", overflow: "auto" });
-  ed.status = el("div", { className: "l2s-status" }, { minHeight: "14px", whiteSpace: "normal",
-    overflowWrap: "anywhere", flex: "none", userSelect: "text" });
-  ed.root.append(nav, ed.promptLine, ed.strip, ed.canvasWrap, props, ed.hint, ed.jsonArea, ed.status);
+  ed.status = el("div", { className: "l2s-status" }, { height: `${STATUS_LINES * STATUS_LINE_PX}px`,
+    lineHeight: `${STATUS_LINE_PX}px`, whiteSpace: "normal", overflowWrap: "anywhere", overflowY: "auto",
+    flex: "none", userSelect: "text", boxSizing: "border-box" });
+  ed.root.append(nav, ed.promptLine, ed.strip, ed.canvasWrap, props, ed.dialoguePanel, ed.hint, ed.jsonArea,
+    ed.status);
   container.append(ed.root);
 
   ed.canvas.addEventListener("pointerdown", (e) => ed._pointerDown(e));
@@ -177,6 +187,7 @@ export function refreshPanel(ed, status = "") {
   ed._showReadout();
   const problems = ed._problems();
   refreshStrip(ed, problems);
+  refreshDialogue(ed, problems);
   const first = problems[0];
   ed.status.textContent = first ? `Layout error in ${humanPath(first.path)}: ${first.detail}` : status;
   ed.status.style.color = first ? "#ff6b6b" : "";

@@ -2,8 +2,10 @@
 // The node's `layout_json` STRING widget stays the state (hidden, still saved in workflows and API prompts); the
 // canvas is a DOM widget kept out of both (`serialize: false` in its options and on the widget), added after all
 // value widgets so saved widget values keep their positions. Hooks are chained, never overwritten.
-// While editing, the editor reads the connected story (characters, frame prompts, size) from the graph
-// (story_graph.js), and shows the frames of the last run of a sampler fed by it behind the boxes.
+// While editing, the editor reads the connected story (characters, frame prompts, size, dialogue) from the graph
+// (story_graph.js), and shows the frames of the last run of a sampler fed by it behind the boxes. What a run told
+// an editor (backgrounds, frame size, the run's story) is remembered per workflow and node id on the app, so an undo
+// or a reload of the graph (which rebuilds the node) keeps showing it.
 import { app } from "../../../scripts/app.js";
 import { api } from "../../../scripts/api.js";
 import { BoxCanvasEditor } from "./box_canvas.js";
@@ -13,10 +15,11 @@ const NODE_ID = "L2S_LayoutEditor";
 const PREVIEW_ID = "L2S_LayoutPreview";
 const JSON_WIDGET = "layout_json";
 const EDITOR_WIDGET = "layout_canvas";
-const EDITOR_MIN_HEIGHT = 500;
+const EDITOR_MIN_HEIGHT = 600;
 const NODE_MIN_WIDTH = 540;
 const PREVIEW_MIN_SIZE = [420, 480];
 const SYNC_INTERVAL_MS = 250;
+const RUN_MEMORY_SIZE = 64; // editors whose last run is remembered (oldest forgotten first)
 
 /** Replaces obj[name] by a function that calls the previous one first, then `after`; returns the previous result. */
 function chain(obj, name, after) {
@@ -41,6 +44,40 @@ function imageURL(record) {
     type: record.type ?? "temp",
   });
   return api.apiURL(`/view?${params}`);
+}
+
+/** Where the runs seen by this page are remembered: a Map on the app (not in the workflow, not in undo states). */
+function runMemory() {
+  app.l2sRunMemory = app.l2sRunMemory instanceof Map ? app.l2sRunMemory : new Map();
+  return app.l2sRunMemory;
+}
+
+function runKey(node) {
+  const workflow = app.extensionManager?.workflow?.activeWorkflow?.path ?? "";
+  return node.id === undefined || node.id === null || node.id === -1 ? null : `${workflow}\u0000${node.id}`;
+}
+
+/** Merges `patch` ({backgrounds: {wired, run}, frameSize, story}) into what is remembered of `node`'s last run. */
+function rememberRun(node, patch) {
+  const key = runKey(node);
+  if (key === null) return;
+  const memory = runMemory();
+  const entry = { ...(memory.get(key) ?? {}), ...patch };
+  if (patch.backgrounds) entry.backgrounds = { ...(memory.get(key)?.backgrounds ?? {}), ...patch.backgrounds };
+  memory.delete(key);
+  memory.set(key, entry);
+  while (memory.size > RUN_MEMORY_SIZE) memory.delete(memory.keys().next().value);
+}
+
+/** Shows a rebuilt node's last run again (frame size, backgrounds, the run's story). */
+function recallRun(node) {
+  const entry = runMemory().get(runKey(node));
+  const editor = node.l2sEditor;
+  if (!entry || !editor) return;
+  if (entry.frameSize) editor.setFrameSize(entry.frameSize[0], entry.frameSize[1]);
+  for (const [kind, urls] of Object.entries(entry.backgrounds ?? {})) editor.setBackgrounds(urls, kind);
+  if (entry.story) node.l2sRunStory = entry.story;
+  node.l2sSync?.();
 }
 
 /** Grows the node to at least `min` (and what its widgets need); never shrinks it. */
@@ -109,7 +146,9 @@ function onExecutedEvent(event) {
   for (const node of app.graph.nodes ?? []) {
     if (node.type !== NODE_ID || !node.l2sEditor) continue;
     if (runImageSinks(node).some((sink) => String(sink.id) === id)) {
-      node.l2sEditor.setBackgrounds(images.map(imageURL), "run");
+      const urls = images.map(imageURL);
+      node.l2sEditor.setBackgrounds(urls, "run");
+      rememberRun(node, { backgrounds: { run: urls } });
     }
   }
 }
@@ -141,6 +180,7 @@ app.registerExtension({
       const jsonWidget = this.widgets?.find((w) => w.name === JSON_WIDGET);
       if (this.l2sEditor && jsonWidget) this.l2sEditor.setLayoutText(String(jsonWidget.value ?? ""));
       ensureMinSize(this, [NODE_MIN_WIDTH, EDITOR_MIN_HEIGHT]);
+      recallRun(this); // an undo or reload rebuilt the node: the last run's frames stay behind the boxes
     });
     chain(proto, "onRemoved", function () {
       clearInterval(this.l2sTimer);
@@ -163,8 +203,15 @@ app.registerExtension({
       const editor = this.l2sEditor;
       if (!editor || !output) return;
       const size = output.l2s_frame_size;
-      if (Array.isArray(size) && size.length === 2 && size[0] > 0 && size[1] > 0) editor.setFrameSize(size[0], size[1]);
-      if (Array.isArray(output.l2s_backgrounds)) editor.setBackgrounds(output.l2s_backgrounds.map(imageURL), "wired");
+      if (Array.isArray(size) && size.length === 2 && size[0] > 0 && size[1] > 0) {
+        editor.setFrameSize(size[0], size[1]);
+        rememberRun(this, { frameSize: [size[0], size[1]] });
+      }
+      if (Array.isArray(output.l2s_backgrounds)) {
+        const urls = output.l2s_backgrounds.map(imageURL);
+        editor.setBackgrounds(urls, "wired");
+        rememberRun(this, { backgrounds: { wired: urls } });
+      }
       if (Array.isArray(output.l2s_characters)) {
         // The story the run used; the graph's own story (read while editing) wins when it can be read.
         this.l2sRunStory = {
@@ -172,6 +219,8 @@ app.registerExtension({
           prompts: Array.isArray(output.l2s_prompts) ? output.l2s_prompts : null,
           width: size?.[0], height: size?.[1],
         };
+        if (Array.isArray(output.l2s_dialogue)) this.l2sRunStory.dialogue = output.l2s_dialogue;
+        rememberRun(this, { story: this.l2sRunStory });
         this.l2sSync?.();
       }
     });

@@ -3,7 +3,10 @@
 // same wording, so the editor never shows "ok" for text the node refuses. Both sides are tested against one set of
 // cases (tests/web/layout_json_cases.json). No DOM; re-exported by layout_state.js.
 
-export const LAYOUT_VERSION = 1;
+export const LAYOUT_VERSION = 2; // version 2 added per-frame dialogue lines; version-1 layouts read unchanged
+export const SUPPORTED_VERSIONS = [1, 2];
+export const DIALOGUE_VERSION = 2;
+export const DIALOGUE_STYLES = ["speech", "thought", "shout", "caption"];
 export const MAX_CAPTION_CHARS = 1000;
 export const MAX_ID_CHARS = 128;
 export const MAX_FRAMES = 256;
@@ -145,28 +148,66 @@ function checkObject(value, path) {
   return value;
 }
 
+/** A line's style when none is given: "speech" for a speaker, "caption" for narration (Python: default_style). */
+export function defaultStyle(speaker) {
+  return speaker === null || speaker === undefined ? "caption" : "speech";
+}
+
+/**
+ * A frame's dialogue list as Layout.from_json checks it (the key is present): lines {text, speaker?, style}, with
+ * the style filled in and a null speaker dropped. Throws LayoutTextError.
+ */
+export function checkDialogue(lines, path, version = LAYOUT_VERSION) {
+  if (version < DIALOGUE_VERSION) {
+    throw new LayoutTextError(path, `dialogue needs schema version ${DIALOGUE_VERSION} or later (this data says version ${version})`);
+  }
+  if (lines === null) {
+    throw new LayoutTextError(path, "expected a list of dialogue lines, got NoneType None (leave the key out to keep the story's lines)");
+  }
+  checkList(lines, path, "a list of dialogue lines");
+  return lines.map((line, k) => {
+    const lpath = `${path}[${k}]`;
+    checkObject(line, lpath);
+    checkKeys(line, lpath, ["text"], ["speaker", "style"]);
+    checkText(line.text, `${lpath}.text`, { maxChars: MAX_CAPTION_CHARS });
+    const speaker = line.speaker ?? null;
+    if (speaker !== null) checkId(speaker, `${lpath}.speaker`);
+    let style = line.style ?? null;
+    if (style === null) style = defaultStyle(speaker);
+    else if (typeof style !== "string") throw new LayoutTextError(`${lpath}.style`, `expected a string, got ${describe(style)}`);
+    else if (!DIALOGUE_STYLES.includes(style)) {
+      throw new LayoutTextError(`${lpath}.style`, `unknown style ${pyRepr(style)} (allowed: ${DIALOGUE_STYLES.join(", ")})`);
+    }
+    return speaker === null ? { text: line.text, style } : { text: line.text, speaker, style };
+  });
+}
+
 /**
  * Parses and checks layout JSON text like Layout.from_json in Python (same order of checks, paths and wording);
- * returns the layout object with boxes clamped, `frames[i].subjects` always a list, and every subject's character
- * in `characters` (Python accepts subjects of unlisted characters; the picker needs the id). Throws LayoutTextError.
+ * returns the layout object with boxes clamped, `frames[i].subjects` always a list, `frames[i].dialogue` (when the
+ * frame has the key: its lines replace the story's) a list of {text, speaker?, style}, and every subject's
+ * character in `characters` (Python accepts subjects of unlisted characters; the picker needs the id). Throws
+ * LayoutTextError.
  */
 export function parseLayoutText(text) {
   const data = checkObject(parseJsonStrict(text), "layout");
   // JSON.parse reads 1.0 as 1; Python reads a float and refuses it: look at the literal itself.
   const literal = /"version"\s*:\s*(-?[0-9][0-9.eE+-]*)/.exec(text)?.[1];
-  if (data.version === LAYOUT_VERSION && literal !== undefined && !/^-?[0-9]+$/.test(literal)) {
-    throw new LayoutTextError("layout.version", `unsupported schema version float ${literal} (this code reads ${LAYOUT_VERSION})`);
+  const readable = SUPPORTED_VERSIONS.join(" or ");
+  if (SUPPORTED_VERSIONS.includes(data.version) && literal !== undefined && !/^-?[0-9]+$/.test(literal)) {
+    throw new LayoutTextError("layout.version", `unsupported schema version float ${literal} (this code reads ${readable})`);
   }
-  if ("version" in data && data.version !== LAYOUT_VERSION) {
-    throw new LayoutTextError("layout.version", `unsupported schema version ${describe(data.version)} (this code reads ${LAYOUT_VERSION})`);
+  if ("version" in data && !SUPPORTED_VERSIONS.includes(data.version)) {
+    throw new LayoutTextError("layout.version", `unsupported schema version ${describe(data.version)} (this code reads ${readable})`);
   }
   checkKeys(data, "layout", ["version", "frames"], ["characters"]);
+  const version = data.version;
   const frames = checkList(data.frames, "layout.frames", "a list of frames");
   if (frames.length > MAX_FRAMES) throw new LayoutTextError("layout.frames", `${frames.length} frames exceed the limit of ${MAX_FRAMES}`);
   frames.forEach((frame, f) => {
     const fpath = `layout.frames[${f}]`;
     checkObject(frame, fpath);
-    checkKeys(frame, fpath, [], ["subjects"]);
+    checkKeys(frame, fpath, [], ["subjects", "dialogue"]);
     const spath = `${fpath}.subjects`;
     frame.subjects = frame.subjects === null || frame.subjects === undefined ? [] : checkList(frame.subjects, spath, "a list of subjects");
     const seen = new Map();
@@ -187,6 +228,7 @@ export function parseLayoutText(text) {
       }
       seen.set(subject.character, s);
     });
+    if ("dialogue" in frame) frame.dialogue = checkDialogue(frame.dialogue, `${fpath}.dialogue`, version);
   });
   const characters = data.characters ?? [];
   checkList(characters, "layout.characters", "a list of ids");
@@ -201,48 +243,64 @@ export function parseLayoutText(text) {
   return data;
 }
 
+/** Whether a layout frame holds anything (boxes or dialogue lines): the node drops trailing frames that do not. */
+export function frameHasContent(frame) {
+  return Boolean(frame?.subjects?.length || frame?.dialogue?.length);
+}
+
 /**
  * What Story.apply_layout (the node, with a story connected) refuses in a parsed layout: more frames with subjects
- * than the story has (trailing empty frames are dropped like the node does), and characters the story lacks.
- * `story` is {characters: [ids], prompts: [...]} or null (nothing known: no problems). Returns
- * [{path, detail, frame, subject}] (frame/subject indices, -1 when the problem is not one box's).
+ * or dialogue than the story has (trailing empty frames are dropped like the node does), and characters (of boxes
+ * and of dialogue lines) the story lacks. `story` is {characters: [ids], prompts: [...]} or null (nothing known: no
+ * problems). Returns [{path, detail, frame, subject, line}] (indices, -1 when the problem is not one box's/line's).
  */
 export function storyProblems(layout, story) {
   if (!layout || !story || !Array.isArray(story.characters)) return [];
   const problems = [];
   const count = Array.isArray(story.prompts) ? story.prompts.length : null;
-  if (count !== null && layout.frames.length > count && layout.frames.slice(count).some((f) => f.subjects.length)) {
-    const last = layout.frames.length - 1 - [...layout.frames].reverse().findIndex((f) => f.subjects.length);
-    problems.push({ path: "layout.frames", detail: `has ${layout.frames.length} frames, the story only ${count}`, frame: last, subject: -1 });
+  if (count !== null && layout.frames.length > count && layout.frames.slice(count).some(frameHasContent)) {
+    const last = layout.frames.length - 1 - [...layout.frames].reverse().findIndex(frameHasContent);
+    problems.push({ path: "layout.frames", detail: `has ${layout.frames.length} frames, the story only ${count}`, frame: last,
+      subject: -1, line: -1 });
   }
   const known = story.characters.map(pyRepr).join(", ");
-  layout.frames.forEach((frame, f) => frame.subjects.forEach((s, k) => {
-    if (!story.characters.includes(s.character)) {
-      problems.push({ path: `layout.frames[${f}].subjects[${k}].character`, frame: f, subject: k,
-        detail: `unknown character ${pyRepr(s.character)} (the story has: ${known})` });
-    }
-  }));
+  layout.frames.forEach((frame, f) => {
+    frame.subjects.forEach((s, k) => {
+      if (!story.characters.includes(s.character)) {
+        problems.push({ path: `layout.frames[${f}].subjects[${k}].character`, frame: f, subject: k, line: -1,
+          detail: `unknown character ${pyRepr(s.character)} (the story has: ${known})` });
+      }
+    });
+    (frame.dialogue ?? []).forEach((line, k) => {
+      if (line.speaker !== undefined && line.speaker !== null && !story.characters.includes(line.speaker)) {
+        problems.push({ path: `layout.frames[${f}].dialogue[${k}].speaker`, frame: f, subject: -1, line: k,
+          detail: `unknown character ${pyRepr(line.speaker)} (the story has: ${known})` });
+      }
+    });
+  });
   return problems;
 }
 
-/** Frame and subject indices named by a field path (-1 where absent). */
+/** Frame, subject and dialogue-line indices named by a field path (-1 where absent). */
 export function pathLocation(path) {
-  const m = /^layout\.frames\[(\d+)\](?:\.subjects\[(\d+)\])?/.exec(String(path ?? ""));
-  return { frame: m ? Number(m[1]) : -1, subject: m && m[2] !== undefined ? Number(m[2]) : -1 };
+  const m = /^layout\.frames\[(\d+)\](?:\.subjects\[(\d+)\]|\.dialogue\[(\d+)\])?/.exec(String(path ?? ""));
+  return { frame: m ? Number(m[1]) : -1, subject: m && m[2] !== undefined ? Number(m[2]) : -1,
+    line: m && m[3] !== undefined ? Number(m[3]) : -1 };
 }
 
 /**
  * A field path in the UI's own numbering: "layout.frames[0].subjects[1].box" -> "frame 1, box 2 (box)",
- * "<json>" -> "JSON text", "layout.characters[2]" -> "character list, entry 3".
+ * "layout.frames[0].dialogue[1].text" -> "frame 1, line 2 (text)", "<json>" -> "JSON text",
+ * "layout.characters[2]" -> "character list, entry 3".
  */
 export function humanPath(path) {
   const p = String(path ?? "");
   if (p === JSON_PATH) return "JSON text";
-  const m = /^layout\.frames\[(\d+)\](?:\.subjects\[(\d+)\](?:\.(\w+))?)?(?:\.(\w+))?$/.exec(p);
+  const m = /^layout\.frames\[(\d+)\](?:\.(subjects|dialogue)\[(\d+)\](?:\.(\w+))?)?(?:\.(\w+))?$/.exec(p);
   if (m) {
     const parts = [`frame ${Number(m[1]) + 1}`];
-    if (m[2] !== undefined) parts.push(`box ${Number(m[2]) + 1}`);
-    const field = m[3] ?? m[4];
+    if (m[3] !== undefined) parts.push(`${m[2] === "subjects" ? "box" : "line"} ${Number(m[3]) + 1}`);
+    const field = m[4] ?? m[5];
     return parts.join(", ") + (field && field !== "subjects" ? ` (${field})` : field === "subjects" ? " (subjects)" : "");
   }
   const c = /^layout\.characters\[(\d+)\]$/.exec(p);

@@ -3,7 +3,7 @@
 // [0, 1]. Parsing and checking (the Python schema's rules) live in layout_schema.js, re-exported here; this module
 // has the geometry (drag, move, resize, snap, hit-test) and the edits (characters, frames, copies).
 
-import { LAYOUT_VERSION } from "./layout_schema.js";
+import { LAYOUT_VERSION, frameHasContent } from "./layout_schema.js";
 
 export * from "./layout_schema.js";
 
@@ -245,23 +245,62 @@ function copySubject(s) {
   return out;
 }
 
-/** Puts copies of `subjects` into frame `to`, replacing that frame's subject of the same character. */
-export function pasteSubjects(layout, to, subjects) {
-  const target = layout.frames[to].subjects;
-  for (const s of subjects) {
-    const k = target.findIndex((t) => t.character === s.character);
-    if (k >= 0) target[k] = copySubject(s);
-    else target.push(copySubject(s));
-  }
+function sameSubject(a, b) {
+  const boxA = a.box ?? null;
+  const boxB = b.box ?? null;
+  const sameBox = boxA === boxB || (boxA !== null && boxB !== null && boxA.every((v, i) => v === boxB[i]));
+  return sameBox && (a.caption ?? "") === (b.caption ?? "");
 }
 
-/** Copies frame `from`'s boxes (all, or only subject `index`) into each frame in `to`; returns how many frames. */
+/**
+ * Copies frame `from`'s boxes (all, or only subject `index`) into each frame in `to`, never over a box: a character
+ * that already has a box in a target frame keeps it there. Returns {frames, copied, kept}: how many target frames,
+ * and [{frame, character}] for each box copied and each box kept (only where it differs from the copy).
+ */
 export function copyBoxes(layout, from, to, index = -1) {
   const source = layout.frames[from].subjects;
   const subjects = index >= 0 ? [source[index]] : source;
   const frames = to.filter((f) => f !== from && f >= 0 && f < layout.frames.length);
-  for (const f of frames) pasteSubjects(layout, f, subjects);
-  return frames.length;
+  const copied = [];
+  const kept = [];
+  for (const f of frames) {
+    const target = layout.frames[f].subjects;
+    for (const s of subjects) {
+      const there = target.find((t) => t.character === s.character);
+      if (!there) {
+        target.push(copySubject(s));
+        copied.push({ frame: f, character: s.character });
+      } else if (!sameSubject(there, s)) {
+        kept.push({ frame: f, character: s.character });
+      }
+    }
+  }
+  return { frames: frames.length, copied, kept };
+}
+
+function listed(items, most = 4) {
+  return items.length <= most ? items.join(", ") : `${items.slice(0, most).join(", ")} and ${items.length - most} more`;
+}
+
+function framesText(numbers) {
+  return numbers.length === 1 ? `frame ${numbers[0]}` : `frames ${listed(numbers)}`;
+}
+
+/** The status line for a copyBoxes report (frames numbered from 1): what was copied, what was kept and why. */
+export function copySummary({ frames, copied, kept }) {
+  if (!frames) return "no other frame to copy to";
+  const parts = [];
+  if (copied.length) {
+    const who = [...new Set(copied.map((e) => e.character))];
+    parts.push(`copied ${listed(who)} to ${framesText([...new Set(copied.map((e) => e.frame + 1))])}`);
+  }
+  if (kept.length) {
+    const where = listed(kept.map((e) => `${e.character} in frame ${e.frame + 1}`));
+    const them = kept.length === 1 ? "it" : "them";
+    parts.push(`kept the box${kept.length === 1 ? "" : "es"} already there (${where}): delete ${them} there first to ` +
+      `replace ${them}`);
+  }
+  return parts.length ? parts.join("; ") : "nothing copied: the same boxes are already there";
 }
 
 /** The box shifted by `offset` on both axes (back the other way where the frame ends). */
@@ -272,11 +311,12 @@ export function offsetBox(box, offset = 0.04) {
 }
 
 /**
- * Drops characters that no box uses, except those in `keep` (the story's, the picker's choice); puts `first`
- * (the story's characters, in order) at the front. Returns true when the list changed.
+ * Drops characters that no box and no dialogue line uses, except those in `keep` (the story's, the picker's
+ * choice); puts `first` (the story's characters, in order) at the front. Returns true when the list changed.
  */
 export function pruneCharacters(layout, keep = [], first = []) {
-  const used = new Set(layout.frames.flatMap((f) => f.subjects.map((s) => s.character)));
+  const used = new Set(layout.frames.flatMap((f) => [...f.subjects.map((s) => s.character),
+    ...(f.dialogue ?? []).map((line) => line.speaker).filter((id) => typeof id === "string")]));
   const kept = new Set(keep);
   const rest = layout.characters.filter((c) => !first.includes(c) && (used.has(c) || kept.has(c)));
   const extra = [...used].filter((c) => !first.includes(c) && !rest.includes(c));
@@ -286,7 +326,10 @@ export function pruneCharacters(layout, keep = [], first = []) {
   return changed;
 }
 
-/** Pads the layout with empty frames up to `count` and drops trailing empty frames past it; true when changed. */
+/**
+ * Pads the layout with empty frames up to `count` and drops trailing empty frames (no boxes, no dialogue lines)
+ * past it; true when changed.
+ */
 export function fitFrames(layout, count) {
   if (!(count > 0)) return false;
   let changed = false;
@@ -294,7 +337,7 @@ export function fitFrames(layout, count) {
     layout.frames.push({ subjects: [] });
     changed = true;
   }
-  while (layout.frames.length > count && layout.frames[layout.frames.length - 1].subjects.length === 0) {
+  while (layout.frames.length > count && !frameHasContent(layout.frames[layout.frames.length - 1])) {
     layout.frames.pop();
     changed = true;
   }

@@ -135,3 +135,24 @@ def test_user_settings_parse_to_one_config_and_errors_name_the_field():
             ConsistencyConfig.from_user(rate, blocks, rate_field="rate_in", blocks_field="blocks_in")
     with pytest.raises(ValueError, match="^blocks_in: \\[9\\] out of range"):
         ConsistencyConfig(blocks=(1, 9)).active_blocks(8, field="blocks_in")
+
+
+def test_readers_restrict_which_tokens_attend_to_the_shared_ones(tiny_pixart):
+    """Box control's ``readers``: only those tokens see the identity frames' shared tokens; the others attend to
+    their own frame, as plain self-attention; ``None`` (every token reads) is the behaviour without box control."""
+    attn = tiny_pixart.transformer_blocks[1].attn1
+    gen = torch.Generator().manual_seed(5)
+    hidden = torch.randn(3, 16, tiny_pixart.inner_dim, generator=gen)
+    with story_consistency_processors(tiny_pixart):
+        plain = attn(hidden)
+        shared = attn(hidden, story_consistency=_ctx(3, [0, 1, 2], rate=1.0))
+        everyone = _ctx(3, [0, 1, 2], rate=1.0)
+        everyone.readers = torch.ones(3, 16, dtype=torch.bool)
+        torch.testing.assert_close(attn(hidden, story_consistency=everyone), shared)
+        some = _ctx(3, [0, 1, 2], rate=1.0)
+        some.readers = torch.zeros(3, 16, dtype=torch.bool)
+        some.readers[:, :5] = True
+        out = attn(hidden, story_consistency=some)
+    torch.testing.assert_close(out[:, 5:], plain[:, 5:], atol=1e-5, rtol=1e-4)
+    torch.testing.assert_close(out[:, :5], shared[:, :5], atol=1e-5, rtol=1e-4)
+    assert not torch.allclose(shared[:, 5:], plain[:, 5:])

@@ -149,3 +149,40 @@ def test_steps_beyond_a_short_schedule_are_one_line_exit_2_and_leave_nothing(fol
     err = capsys.readouterr().err.strip().splitlines()
     assert rc == 2 and err == ["error: --steps: expected an integer in 1..50, got 60"], err
     assert not (tmp_path / "o").exists()
+
+
+# -------------------------------------------------------------------------------------------- caption length
+def test_the_caption_length_is_saved_and_restored(folder, tmp_path):
+    """The manifest records the pipeline's caption length; a load restores it (a folder without the key: the
+    checkpoint's, else alpha's 120); a call may still ask for another."""
+    assert json.loads((folder / "lay2story.json").read_text())["max_sequence_length"] == 120
+    pipe = load_story_pipeline(folder)
+    assert pipe.max_sequence_length == 120
+    pipe.max_sequence_length = 300
+    pipe.save_pretrained(tmp_path / "sigma")
+    assert PipelineManifest.read(tmp_path / "sigma").max_sequence_length == 300
+    again = load_story_pipeline(tmp_path / "sigma")
+    assert again.max_sequence_length == 300
+    lengths = []
+    encode = again.encode_prompt
+    again.encode_prompt = lambda texts, device, max_length: (lengths.append(max_length), encode(texts, device,
+                                                                                                 max_length))[1]
+    again(STORY, num_inference_steps=1, **SIZE)
+    again(STORY, num_inference_steps=1, max_sequence_length=77, **SIZE)
+    assert lengths == [300, 77]
+    data = json.loads((tmp_path / "sigma" / "lay2story.json").read_text())
+    del data["max_sequence_length"]
+    (tmp_path / "sigma" / "lay2story.json").write_text(json.dumps(data))
+    assert load_story_pipeline(tmp_path / "sigma").max_sequence_length == 120  # a StoryPipeline folder: alpha's
+
+
+@pytest.mark.parametrize("bad", [0, 1025, 2.5, True, "300"])
+def test_a_bad_caption_length_names_the_field(folder, tmp_path, bad):
+    broken = tmp_path / "bad"
+    shutil.copytree(folder, broken)
+    data = json.loads((broken / "lay2story.json").read_text())
+    (broken / "lay2story.json").write_text(json.dumps({**data, "max_sequence_length": bad}))
+    with pytest.raises(ModelLoadError, match=rf"max_sequence_length: expected an integer in 1\.\.1024 .*got {bad!r}"):
+        load_story_pipeline(broken)
+    with pytest.raises(ValueError, match=rf"^max_sequence_length: expected an integer in 1\.\.1024 .*got {bad!r}$"):
+        load_story_pipeline(folder)(STORY, max_sequence_length=bad, **SIZE)

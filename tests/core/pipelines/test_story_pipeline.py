@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 import torch
 from tiny_models import make_pipeline
 
 from lay2story_core.pipelines import GenerationCancelled, ReferenceImage
-from lay2story_core.story import LayoutError, Story, load_story
+from lay2story_core.story import Character, LayoutError, Reference, Story, load_story
 
 SIZE = dict(height=16, width=16, num_inference_steps=3, output_type="pt")
 
@@ -75,6 +77,11 @@ def test_reference_image_changes_the_lay2story_output(pipe):
                        pipe(s, mode="none", seed=0, **SIZE).images)
     with pytest.raises(LayoutError, match="villain"):
         pipe(s, references={"villain": ref}, seed=0, **SIZE)
+    # an in-memory picture held by the story (a cast's), its box in Character.reference: the same as references=
+    held = dataclasses.replace(s, characters=(Character("hero", "a red fox", Reference(box=ref.box)),),
+                               reference_images={"hero": ref.image})
+    assert torch.equal(pipe(held, seed=0, **SIZE).images, with_ref)
+    assert torch.equal(pipe(held, references={"hero": other}, seed=0, **SIZE).images, with_other)  # the call's wins
 
 
 @pytest.mark.parametrize("mode", ["lay2story", "training_free"])
@@ -89,7 +96,8 @@ def test_long_story_in_chunks_keeps_memory_bounded(pipe, mode):
         handle.remove()
     assert chunked.shape[0] == 24 and torch.isfinite(chunked).all()
     assert max(batches) == 2 * 4  # never more than one chunk (both CFG halves) in a model call
-    assert len(batches) == 2 * 6  # 6 passes (identity + 5 chunks) x 2 steps
+    calls = 2 if mode == "training_free" else 1  # box control: a background call and the one character's
+    assert len(batches) == 2 * 6 * calls  # 6 passes (identity + 5 chunks) x 2 steps
     # the identity frames are exactly a joint generation of those frames alone
     ident = pipe(Story(story.characters, story.frames[:4], 16, 16), mode=mode, seed=0, height=16, width=16,
                  num_inference_steps=2, output_type="latent").images

@@ -142,3 +142,22 @@ def test_identify_reads_every_shape_colour_and_pattern():
     assert identify(Image.new("RGB", (64, 64), scene.upper)).colour is None
     with pytest.raises(LayoutError, match="other_colours"):
         identify(image, None, ["mauve"])
+
+
+def test_identity_anywhere_finds_characters_wherever_they_are_drawn():
+    from lay2story_core.shapestory.metrics import drawn_identities, identity_anywhere
+    from lay2story_core.shapestory.protocol import stories_with_characters
+
+    found = []
+    for story in stories_with_characters(3, 3, 11, "test"):
+        images = render_story(story)[0]
+        found += identity_anywhere(images, story)
+        multi = [i for i in range(story.num_frames) if len(story.resolve_frame(i)) >= 2]
+        # frames shown in another order: the boxes are wrong, the characters are still drawn (where present)
+        assert len(identity_anywhere(images[::-1], story)) == sum(len(story.resolve_frame(i)) for i in multi)
+    assert found and np.mean(found) == 1.0
+    assert len(drawn_identities(images[multi[0]])) >= 2
+    blank = [Image.new("RGB", (64, 64), (140, 190, 235))] * story.num_frames
+    assert not any(identity_anywhere(blank, story))
+    with pytest.raises(LayoutError, match="images"):
+        identity_anywhere(images[:1], story)

@@ -88,3 +88,19 @@ def test_character_colours_stay_apart_from_backgrounds_and_each_other():
         assert nearest > 45, (colour.name, nearest)
     for a, b in itertools.combinations(COLOURS, 2):
         assert np.linalg.norm(np.subtract(a.primary, b.primary)) > 80, (a.name, b.name)
+
+
+def test_caption_words_are_every_word_of_every_caption_and_the_demo_tokenizers_pieces():
+    from lay2story_core.shapestory.assets import load_tokenizer
+    from lay2story_core.shapestory.vocab import caption_words
+    from lay2story_core.text import caption_words as words_of
+
+    vocabulary = caption_words()
+    assert vocabulary == tuple(sorted(set(vocabulary))) and {"a", "an", "the", "character", "night"} <= set(vocabulary)
+    spec = all_character_specs()[5]
+    for text in (identity_text(spec, "none"), subject_caption(spec, (0.7, 0.0, 1.0, 0.3)), scene_prompt(
+            all_scene_specs()[-1])):
+        assert set(words_of(text)) <= set(vocabulary)
+    tokenizer = load_tokenizer()
+    pieces = tokenizer.convert_ids_to_tokens(list(range(len(tokenizer))))
+    assert set(vocabulary) == {p[1:] for p in pieces if p.startswith("\u2581") and len(p) > 1}

