@@ -13,7 +13,7 @@ import logging
 import os
 from pathlib import Path
 
-from .cli import EMBEDDED_MODEL, OutputFolder, UserError, write_outputs
+from .cli_output import EMBEDDED_MODEL, OutputFolder, UserError, write_outputs
 from .pipelines.redo import TENSORS_FILE, FinishedStory, parse_frame_list, prepare_redo, redo_story
 
 logger = logging.getLogger("lay2story_core.cli")

@@ -10,15 +10,15 @@ ComfyUI's execution cache like any node output, so ComfyUI frees it when it drop
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
 
 import torch
 
-from lay2story_core.pipelines.redo import FinishedStory, initial_noise, parse_frame_list, redo_story
-from lay2story_core.story import Story
+from lay2story_core.pipelines.redo import parse_frame_list, redo_story
 
 from .model_inputs import model_inputs
+from .sampler import L2S_StorySampler, model_sockets
 from .story_nodes import check_story
+from .story_result import StoryResult, check_story_result
 
 logger = logging.getLogger(__name__)
 
@@ -27,39 +27,6 @@ __all__ = ["L2S_RedoFrames", "StoryResult", "check_story_result"]
 MAX_SEED = 0xFFFFFFFFFFFFFFFF
 FIELDS = {"frames": "frames", "story": "story", "seed": "seed", "insert": "insert", "append": "append"}
 _NOT_FOR_REDO = ("seed", "height", "width", "chunk_size", "identity_frames")  # a redo decides these itself
-
-
-@dataclass(frozen=True)
-class StoryResult:
-    """What travels on ``L2S_STORY_RESULT``: the finished story (:class:`FinishedStory`, frames as ``(F, 3, H, W)``),
-    its mode and sampler, the pipeline settings of the call and, after a redo, the frames it sampled. No models:
-    the redo node takes the model inputs again, so ComfyUI alone decides how long models live."""
-
-    record: FinishedStory
-    mode: str
-    scheduler: str
-    settings: dict
-    sampled: tuple[int, ...] = ()
-
-    @classmethod
-    def of(cls, result, story: Story, images: torch.Tensor, mode, scheduler: str, settings: dict) -> StoryResult:
-        """From a pipeline call's output (a redo's carries its own record) and the sampler node's values."""
-        record = getattr(result, "record", None)
-        if record is None:
-            latents = result.latents.detach().float().cpu()
-            record = FinishedStory(story, latents, initial_noise(latents.shape, settings["seed"]),
-                                   {k: settings.get(k) for k in ("seed", "chunk_size", "identity_frames")},
-                                   images.permute(0, 3, 1, 2).contiguous())
-        else:
-            record.images = images.permute(0, 3, 1, 2).contiguous()
-        return cls(record, str(mode), scheduler, dict(settings), tuple(getattr(result, "sampled", ())))
-
-
-def check_story_result(value: object, field: str = "story_result") -> StoryResult:
-    if not isinstance(value, StoryResult):
-        raise ValueError(f"{field}: expected an L2S_STORY_RESULT (from Lay2Story Story Sampler or Redo Frames), got "
-                         f"{type(value).__name__}")
-    return value
 
 
 def _insert_positions(text: str) -> list[int]:
@@ -127,8 +94,6 @@ class L2S_RedoFrames:
     def redo(self, story_result=None, frames: str = "0", seed: int = 1, keep_others: bool = True, insert: str = "",
              append: int = 0, story=None, model=None, text_encoder=None, pixart=None, clip=None, vae=None,
              subject_branch=None) -> tuple[torch.Tensor, dict, StoryResult]:
-        from .sampler import L2S_StorySampler, model_sockets
-
         result = check_story_result(story_result)
         models = model_sockets(model, text_encoder, pixart, clip, vae, subject_branch)
         if not isinstance(frames, str):

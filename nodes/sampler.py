@@ -28,6 +28,7 @@ from .layout_editor import apply_layout_to_story
 from .model_inputs import model_inputs
 from .reference import check_references
 from .story_nodes import check_story
+from .story_result import StoryResult
 
 logger = logging.getLogger(__name__)
 
@@ -225,8 +226,6 @@ class L2S_StorySampler:
         else:
             images, latent, result, run_mode = self._sample_own(models["model"], models["text_encoder"], story,
                                                                 mode, scheduler, settings, sample)
-        from .redo import StoryResult
-
         return images, latent, StoryResult.of(result, story, images, run_mode, scheduler, settings)
 
     @staticmethod

@@ -113,7 +113,7 @@ def test_out_under_a_file_fails_before_sampling(tmp_path, model_dir, capsys, nev
 
 
 def test_out_not_writable_fails_before_sampling(tmp_path, model_dir, capsys, never_sample, monkeypatch):
-    import lay2story_core.cli as cli
+    import lay2story_core.cli_output as cli  # the module that makes the output folder
 
     def denied(*args, dir=None, **kwargs):
         raise PermissionError(13, "Permission denied", str(dir))
@@ -151,7 +151,7 @@ def test_a_second_run_replaces_the_whole_folder(tmp_path, model_dir, capsys):
 
 
 def test_a_failed_swap_keeps_the_old_output_intact(tmp_path, model_dir, capsys, monkeypatch):
-    import lay2story_core.cli as cli
+    import lay2story_core.cli_output as cli  # the module that swaps the output folder in
 
     out = tmp_path / "out"
     assert _run(model_dir, out) == 0
