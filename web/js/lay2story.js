@@ -8,6 +8,7 @@
 // or a reload of the graph (which rebuilds the node) keeps showing it.
 import { app } from "../../../scripts/app.js";
 import { api } from "../../../scripts/api.js";
+import { chain } from "./node_hooks.js";
 import { BoxCanvasEditor } from "./box_canvas.js";
 import { readStory, runImageSinks } from "./story_graph.js";
 
@@ -20,16 +21,6 @@ const NODE_MIN_WIDTH = 540;
 const PREVIEW_MIN_SIZE = [420, 480];
 const SYNC_INTERVAL_MS = 250;
 const RUN_MEMORY_SIZE = 64; // editors whose last run is remembered (oldest forgotten first)
-
-/** Replaces obj[name] by a function that calls the previous one first, then `after`; returns the previous result. */
-function chain(obj, name, after) {
-  const previous = obj[name];
-  obj[name] = function (...args) {
-    const result = previous?.apply(this, args);
-    after.apply(this, args);
-    return result;
-  };
-}
 
 function hideWidget(widget) {
   widget.hidden = true; // frontends that know `hidden` skip drawing and layout of the widget

@@ -3,19 +3,11 @@
 // as asked and logs one warning; the node returns the same line as UI text (`output.text`), drawn here under the
 // widgets until the next run. No widget is added, so saved widget values keep their positions.
 import { app } from "../../../scripts/app.js";
+import { chain } from "./node_hooks.js";
 
 const NODE_ID = "L2S_StorySampler";
 const LINE_HEIGHT = 14;
 const COLOUR = "#e0a040";
-
-function chain(obj, name, after) {
-  const previous = obj[name];
-  obj[name] = function (...args) {
-    const result = previous?.apply(this, args);
-    after.apply(this, args);
-    return result;
-  };
-}
 
 /** `text` broken into lines that fit `width` pixels with the context's font. */
 function wrap(ctx, text, width) {

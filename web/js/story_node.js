@@ -2,6 +2,7 @@
 // the height of its lines, at least 4 (the default story) and at most 8, so every default line shows without
 // scrolling at the node's default size, and a workflow saved with a smaller node grows on load. Hooks are chained.
 import { app } from "../../../scripts/app.js";
+import { chain } from "./node_hooks.js";
 
 const NODE_ID = "L2S_Story";
 const PROMPTS_WIDGET = "frame_prompts";
@@ -46,15 +47,6 @@ function fitPrompts(node) {
   if (wanted && (wanted[0] > node.size[0] || wanted[1] > node.size[1])) {
     node.setSize([Math.max(node.size[0], wanted[0]), Math.max(node.size[1], wanted[1])]);
   }
-}
-
-function chain(obj, name, after) {
-  const previous = obj[name];
-  obj[name] = function (...args) {
-    const result = previous?.apply(this, args);
-    after.apply(this, args);
-    return result;
-  };
 }
 
 app.registerExtension({
