@@ -39,11 +39,12 @@ logger = logging.getLogger(__name__)
 
 __all__ = ["BOX_STRENGTH", "BoxPlan", "BoxRegion", "box_captions", "caption_with", "check_box_strength"]
 
-# the default share of composed steps: every step. Measured on the demo's global branch (bench/box_control.py, 8
-# held-out stories per character count, CFG 2): box success 1 / 2 / 3 characters 0.89 / 0.69 / 0.82 against 0.36 /
-# 0.23 / 0.14 at strength 0, scene 0.99 (0.71), colour 0.80 (0.60); 0.5 gives 0.92 / 0.41 / 0.33 and scene 0.83. The
-# cost: attribute agreement 0.32 (0.60 at 0, 0.53 at 0.5) and 2.2x the model calls
-BOX_STRENGTH = 1.0
+# the default share of composed steps: none (opt-in). Measured on the demo's global branch (bench/box_control.py, 8
+# held-out stories per character count, CFG 2): strength 1 puts characters in their boxes 0.89 / 0.69 / 0.82 (1 / 2 /
+# 3 characters) against 0.36 / 0.23 / 0.14 at 0, scene 0.99 (0.71), colour 0.80 (0.60), but attribute agreement falls
+# to 0.32 (0.60) and a redone frame's agreement with the kept ones from 0.54 to 0.12 (bench/redo.py), at 2.2x the
+# model calls: consistency is what training-free mode is for, so a user asks for placement with --box-strength
+BOX_STRENGTH = 0.0
 
 
 def check_box_strength(value: object, field: str = "box_strength") -> float:

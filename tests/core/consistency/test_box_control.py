@@ -41,7 +41,7 @@ def _plan(strength: float = 0.5, steps: int = 10) -> tuple[Story, BoxPlan]:
 
 
 def test_strength_is_a_share_of_the_steps_and_bad_values_name_the_field():
-    assert BOX_STRENGTH == ConsistencyConfig().box_strength and 0 < BOX_STRENGTH <= 1
+    assert BOX_STRENGTH == ConsistencyConfig().box_strength and 0 <= BOX_STRENGTH <= 1
     assert [box_steps(s, 16) for s in (0.0, 0.01, 0.5, 1.0)] == [0, 1, 8, 16]
     for bad in (-0.1, 1.5, True, "0.5", None):
         with pytest.raises(ValueError, match="^box_strength: expected a number in \\[0, 1\\]"):

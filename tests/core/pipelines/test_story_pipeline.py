@@ -8,6 +8,7 @@ import pytest
 import torch
 from tiny_models import make_pipeline
 
+from lay2story_core.consistency import ConsistencyConfig
 from lay2story_core.pipelines import GenerationCancelled, ReferenceImage
 from lay2story_core.story import Character, LayoutError, Reference, Story, load_story
 
@@ -96,7 +97,8 @@ def test_long_story_in_chunks_keeps_memory_bounded(pipe, mode):
         handle.remove()
     assert chunked.shape[0] == 24 and torch.isfinite(chunked).all()
     assert max(batches) == 2 * 4  # never more than one chunk (both CFG halves) in a model call
-    calls = 2 if mode == "training_free" else 1  # box control: a background call and the one character's
+    # box control (when on by default): a background call and the one character's
+    calls = 2 if mode == "training_free" and ConsistencyConfig().box_strength > 0 else 1
     assert len(batches) == 2 * 6 * calls  # 6 passes (identity + 5 chunks) x 2 steps
     # the identity frames are exactly a joint generation of those frames alone
     ident = pipe(Story(story.characters, story.frames[:4], 16, 16), mode=mode, seed=0, height=16, width=16,
