@@ -12,6 +12,8 @@ from .redo import L2S_RedoFrames
 from .reference import L2S_ReferenceImage
 from .sampler import L2S_StorySampler
 from .save_comic import L2S_SaveComic
+from .story_apply import L2S_ApplyStory
+from .story_conditioning import L2S_EmptyStoryLatent, L2S_StoryConditioning
 from .story_nodes import L2S_LayoutToggle, L2S_Story, L2S_StoryFromJSON, L2S_StoryToJSON
 
 NODE_CLASSES: tuple[type, ...] = (
@@ -33,6 +35,9 @@ NODE_CLASSES: tuple[type, ...] = (
     L2S_RedoFrames,
     L2S_ComicPage,
     L2S_SaveComic,
+    L2S_ApplyStory,
+    L2S_StoryConditioning,
+    L2S_EmptyStoryLatent,
 )
 
 

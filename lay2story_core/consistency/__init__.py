@@ -1,4 +1,4 @@
-"""Training-free story consistency (StoryDiffusion-style) for the PixArt global branch."""
+"""Training-free story consistency (StoryDiffusion-style): the core attention maths every host calls."""
 
 from .processors import (
     SECOND_HALF,
@@ -6,16 +6,29 @@ from .processors import (
     ConsistentSelfAttnProcessor,
     RegionalCrossAttnProcessor,
     StoryConsistencyContext,
+    consistent_self_attention,
+    dense_consistent_self_attention,
     identity_flags,
+    regional_cross_attention,
+    shared_tokens,
     story_consistency_processors,
 )
+from .story_batch import DEFAULT_IDENTITY_FRAMES, StoryBatch, step_index, token_grid
 
 __all__ = [
+    "DEFAULT_IDENTITY_FRAMES",
     "SECOND_HALF",
     "ConsistencyConfig",
     "ConsistentSelfAttnProcessor",
     "RegionalCrossAttnProcessor",
+    "StoryBatch",
     "StoryConsistencyContext",
+    "consistent_self_attention",
+    "dense_consistent_self_attention",
     "identity_flags",
+    "regional_cross_attention",
+    "shared_tokens",
+    "step_index",
     "story_consistency_processors",
+    "token_grid",
 ]

@@ -18,6 +18,7 @@ transformer gets one of these processors while installed, so no processor sees a
 
 from __future__ import annotations
 
+import dataclasses
 import random
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -141,9 +142,14 @@ class StoryConsistencyContext:
     readers: torch.Tensor | None = None
     bank_key: str | None = None
 
-    def uses_consistency(self, block: int, num_blocks: int) -> bool:
+    def uses_consistency(self, block: int, num_blocks: int, active: tuple[int, ...] | None = None) -> bool:
+        """Whether attention site ``block`` of ``num_blocks`` shares tokens in this call (start step, the active
+        blocks, ``plain_share``). ``active``: the host's own active sites (a UNet adapter maps "second_half" to its
+        decoder), else :meth:`ConsistencyConfig.active_blocks`."""
         cfg = self.config
-        if self.step < cfg.start_step or block not in cfg.active_blocks(num_blocks):
+        if active is None:
+            active = cfg.active_blocks(num_blocks)
+        if self.step < cfg.start_step or block not in active:
             return False
         if cfg.plain_share > 0:
             return random.Random(hash((cfg.seed, self.step, block))).random() >= cfg.plain_share
@@ -179,51 +185,101 @@ class ConsistentSelfAttnProcessor:
             return self.original(attn, hidden_states, encoder_hidden_states, attention_mask, temb)
         # 1. projections (B, N, H, d)
         q, k, v = (_heads(attn, f(hidden_states)) for f in (attn.to_q, attn.to_k, attn.to_v))
-        batch, tokens = q.shape[:2]
-        # 2. the shared tokens: a fresh random sample of the identity frames' (subject) tokens, or the bank's
-        key = (ctx.step, self.block) if ctx.bank_key is None else (ctx.step, self.block, ctx.bank_key)
-        if ctx.mode == "read":
-            shared_k, shared_v, shared_group, shared_owner = ctx.bank.get(key, (None,) * 4)
-        else:
-            shared_k, shared_v, shared_group, shared_owner = self._sample(ctx, k, v)
-            if ctx.mode == "write":
-                ctx.bank[key] = (shared_k.detach(), shared_v.detach(), shared_group, shared_owner)
-        if shared_k is None or shared_k.shape[0] == 0:
+        # 2. the story attention (None: no token to share, plain attention)
+        out = consistent_self_attention(q, k, v, ctx, self.block)
+        if out is None:
             return self.original(attn, hidden_states, encoder_hidden_states, attention_mask, temb)
-        shared_k, shared_v = shared_k.to(k), shared_v.to(v)
-        shared_group, shared_owner = shared_group.to(q.device), shared_owner.to(q.device)
-        # 3. each frame sees its own tokens + the shared tokens of its group that are not its own: (B, N + E)
-        frame_ids = torch.arange(batch, device=q.device)
-        allowed = (ctx.group.to(q.device)[:, None] == shared_group[None]) & (frame_ids[:, None] != shared_owner[None])
-        if ctx.mode == "read":
-            allowed = ctx.group.to(q.device)[:, None] == shared_group[None]
-        keys = torch.cat([k, shared_k[None].expand(batch, -1, -1, -1)], dim=1)
-        values = torch.cat([v, shared_v[None].expand(batch, -1, -1, -1)], dim=1)
-        mask = torch.cat([allowed.new_ones(batch, tokens), allowed], dim=1)[:, None, None, :]
-        if ctx.readers is not None:  # box control: only the subjects' own tokens read the shared ones (B, 1, N, N + E)
-            readers = ctx.readers.to(q.device)[:, None, :, None]
-            mask = torch.cat([mask[..., :tokens].expand(-1, -1, tokens, -1), mask[..., tokens:] & readers], dim=-1)
-        out = F.scaled_dot_product_attention(q.transpose(1, 2), keys.transpose(1, 2), values.transpose(1, 2),
-                                             attn_mask=mask)
-        return _finish(attn, out.transpose(1, 2), hidden_states)
+        return _finish(attn, out, hidden_states)
 
-    def _sample(self, ctx: StoryConsistencyContext, k: torch.Tensor, v: torch.Tensor):
-        gen = ctx.generator(self.block, k.device)
-        picks = []
-        for frame in ctx.identity.nonzero().flatten().tolist():
-            candidates = (ctx.subject_masks[frame].nonzero().flatten().cpu() if ctx.subject_masks is not None
-                          and ctx.config.subject_only else torch.arange(k.shape[1]))
-            count = round(ctx.config.rate * candidates.numel())
-            if count == 0:
-                continue
-            chosen = candidates[torch.randperm(candidates.numel(), generator=gen)[:count]].sort().values
-            picks.append((frame, chosen.to(k.device)))
-        if not picks:
-            return None, None, None, None
-        shared_k = torch.cat([k[f, idx] for f, idx in picks])
-        shared_v = torch.cat([v[f, idx] for f, idx in picks])
-        owner = torch.cat([torch.full((idx.numel(),), f, dtype=torch.long, device=k.device) for f, idx in picks])
-        return shared_k, shared_v, ctx.group.to(k.device)[owner], owner
+
+def shared_tokens(ctx: StoryConsistencyContext, k: torch.Tensor, v: torch.Tensor, block: int):
+    """The keys/values frames share in this call, ``(k (E, H, d), v (E, H, d), group (E,), owner (E,))``: a fresh
+    random sample (``rate``) of the identity frames' (subject) tokens, or the bank's (read); all ``None`` when there
+    are none. A write pass stores what it samples."""
+    key = (ctx.step, block) if ctx.bank_key is None else (ctx.step, block, ctx.bank_key)
+    if ctx.mode == "read":
+        return ctx.bank.get(key, (None,) * 4)
+    gen = ctx.generator(block, k.device)
+    picks = []
+    for frame in ctx.identity.nonzero().flatten().tolist():
+        candidates = (ctx.subject_masks[frame].nonzero().flatten().cpu() if ctx.subject_masks is not None
+                      and ctx.config.subject_only else torch.arange(k.shape[1]))
+        count = round(ctx.config.rate * candidates.numel())
+        if count == 0:
+            continue
+        chosen = candidates[torch.randperm(candidates.numel(), generator=gen)[:count]].sort().values
+        picks.append((frame, chosen.to(k.device)))
+    if not picks:
+        return None, None, None, None
+    shared_k = torch.cat([k[f, idx] for f, idx in picks])
+    shared_v = torch.cat([v[f, idx] for f, idx in picks])
+    owner = torch.cat([torch.full((idx.numel(),), f, dtype=torch.long, device=k.device) for f, idx in picks])
+    shared = (shared_k, shared_v, ctx.group.to(k.device)[owner], owner)
+    if ctx.mode == "write":
+        ctx.bank[key] = (shared_k.detach(), shared_v.detach(), shared[2], owner)
+    return shared
+
+
+def consistent_self_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, ctx: StoryConsistencyContext,
+                              block: int) -> torch.Tensor | None:
+    """StoryDiffusion's consistent self-attention on any architecture's projected ``q/k/v (B, N, H, d)`` (after
+    any normalisation or rotary embedding the host applies): frame ``b`` attends to its own ``N`` tokens plus the
+    shared tokens of its group that are not its own. Returns ``(B, N, H, d)``, or ``None`` when nothing is shared
+    (the caller runs its plain attention). THE implementation: the diffusers processors, the ComfyUI-native PixArt
+    and the SD / SDXL / FLUX patches all call it; :func:`dense_consistent_self_attention` is its reference."""
+    batch, tokens = q.shape[:2]
+    # 1. the shared tokens (E, H, d) of this step and block
+    shared_k, shared_v, shared_group, shared_owner = shared_tokens(ctx, k, v, block)
+    if shared_k is None or shared_k.shape[0] == 0:
+        return None
+    shared_k, shared_v = shared_k.to(k), shared_v.to(v)
+    shared_group, shared_owner = shared_group.to(q.device), shared_owner.to(q.device)
+    # 2. each frame sees its own tokens + the shared tokens of its group that are not its own: (B, N + E)
+    frame_ids = torch.arange(batch, device=q.device)
+    allowed = (ctx.group.to(q.device)[:, None] == shared_group[None]) & (frame_ids[:, None] != shared_owner[None])
+    if ctx.mode == "read":
+        allowed = ctx.group.to(q.device)[:, None] == shared_group[None]
+    keys = torch.cat([k, shared_k[None].expand(batch, -1, -1, -1)], dim=1)
+    values = torch.cat([v, shared_v[None].expand(batch, -1, -1, -1)], dim=1)
+    mask = torch.cat([allowed.new_ones(batch, tokens), allowed], dim=1)[:, None, None, :]
+    if ctx.readers is not None:  # box control: only the subjects' own tokens read the shared ones (B, 1, N, N + E)
+        readers = ctx.readers.to(q.device)[:, None, :, None]
+        mask = torch.cat([mask[..., :tokens].expand(-1, -1, tokens, -1), mask[..., tokens:] & readers], dim=-1)
+    # 3. attention (B, H, N, d) -> (B, N, H, d)
+    out = F.scaled_dot_product_attention(q.transpose(1, 2), keys.transpose(1, 2), values.transpose(1, 2),
+                                         attn_mask=mask)
+    return out.transpose(1, 2)
+
+
+def dense_consistent_self_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
+                                    ctx: StoryConsistencyContext, block: int) -> torch.Tensor | None:
+    """Reference of :func:`consistent_self_attention` for joint calls: one dense ``(B*N, B*N)`` mask over every
+    token of every frame of the batch (a query of frame ``b`` may see all of ``b``'s tokens and the sampled tokens
+    of the other identity frames of its group), softmax over the flattened batch. Same samples (same generator)."""
+    batch, tokens, heads, dim = q.shape
+    picks = shared_tokens(dataclasses.replace(ctx, mode="joint", bank={}), k, v, block)
+    if picks[0] is None or picks[0].shape[0] == 0:
+        return None
+    # which (frame, token) pairs were sampled, from the owners and the keys themselves
+    sampled = torch.zeros(batch, tokens, dtype=torch.bool, device=q.device)
+    gen = ctx.generator(block, k.device)
+    for frame in ctx.identity.nonzero().flatten().tolist():
+        candidates = (ctx.subject_masks[frame].nonzero().flatten().cpu() if ctx.subject_masks is not None
+                      and ctx.config.subject_only else torch.arange(tokens))
+        count = round(ctx.config.rate * candidates.numel())
+        if count:
+            sampled[frame, candidates[torch.randperm(candidates.numel(), generator=gen)[:count]]] = True
+    group = ctx.group.to(q.device)
+    frame_of = torch.arange(batch, device=q.device).repeat_interleave(tokens)  # (B*N,)
+    same_frame = frame_of[:, None] == frame_of[None, :]
+    shared = (group[frame_of][:, None] == group[frame_of][None, :]) & sampled.flatten()[None, :] & ~same_frame
+    if ctx.readers is not None:
+        shared = shared & ctx.readers.to(q.device).flatten()[:, None]
+    allowed = same_frame | shared
+    bias = torch.zeros(allowed.shape, dtype=q.dtype, device=q.device).masked_fill(~allowed, float("-inf"))
+    flat = [x.reshape(batch * tokens, heads, dim).transpose(0, 1) for x in (q, k, v)]
+    out = F.scaled_dot_product_attention(*flat, attn_mask=bias)
+    return out.transpose(0, 1).reshape(batch, tokens, heads, dim)
 
 
 class RegionalCrossAttnProcessor:
@@ -241,17 +297,26 @@ class RegionalCrossAttnProcessor:
         packing, caption, caption_valid = ctx.regional
         if packing.num_tokens == 0:
             return out
-        # 1. box tokens (T, H, d) attend to their slot's subject caption (S, L, H, d)
-        q = packing.gather(_heads(attn, attn.to_q(hidden_states)))
+        # 1. box tokens attend to their slot's subject caption (S, L, H, d)
+        q = _heads(attn, attn.to_q(hidden_states))
         k, v = _heads(attn, attn.to_k(caption.to(q.dtype))), _heads(attn, attn.to_v(caption.to(q.dtype)))
-        regional = segment_cross_attention(q, k, v, packing.slot_segments, caption_valid)
-        regional = packing.scatter(regional, num_images=packing.num_images)  # (B_cond, N, H, d), overlaps averaged
+        regional, covered = regional_cross_attention(q, k, v, packing, caption_valid)
         regional = _finish(attn, regional, hidden_states[: packing.num_images])
         # 2. replace the box tokens of the conditional frames
-        covered = (packing.coverage.view(packing.num_images, -1) > 0)[..., None]
         out = out.clone()
-        out[: packing.num_images] = torch.where(covered, regional, out[: packing.num_images])
+        out[: packing.num_images] = torch.where(covered[..., None], regional, out[: packing.num_images])
         return out
+
+
+def regional_cross_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, packing: TokenPacking,
+                             caption_valid: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Box tokens attend to their subject caption: ``q (B, N, H, d)`` of the frames (the first
+    ``packing.num_images`` rows are the packed ones), ``k/v (S, L, H, d)`` one caption per slot. Returns
+    ``(out (num_images, N, H, d), covered (num_images, N) bool)``: overlapping boxes averaged, tokens outside every
+    box zero and not covered (the caller keeps its global-caption attention there). Every host calls this."""
+    regional = segment_cross_attention(packing.gather(q), k, v, packing.slot_segments, caption_valid)
+    regional = packing.scatter(regional, num_images=packing.num_images)
+    return regional, packing.coverage.view(packing.num_images, -1) > 0
 
 
 @contextmanager

@@ -26,7 +26,12 @@ from diffusers.utils import BaseOutput
 from ..attention import SubjectSlots, TokenPacking
 from ..attention.backends import BackendChooser
 from ..conditioning import REFERENCE_CAPTION, FrameSpec, build_subject_inputs, plan_subject_slots
-from ..consistency import ConsistencyConfig, StoryConsistencyContext, story_consistency_processors
+from ..consistency import (
+    DEFAULT_IDENTITY_FRAMES,
+    ConsistencyConfig,
+    StoryConsistencyContext,
+    story_consistency_processors,
+)
 from ..consistency.box_control import BoxPlan, box_captions
 from ..latents import LatentNormalization
 from ..models import IdentityBank, Lay2StoryTransformer, SubjectInputs
@@ -52,7 +57,6 @@ logger = logging.getLogger(__name__)
 MODES = MODE_NAMES  # the names; the Mode objects are lay2story_core.pipelines.modes.MODES
 # identity frames of the write/read scheme when a call names none: at most this many (StoryDiffusion's 4); also the
 # kept frames a redo reads (pipelines.redo)
-DEFAULT_IDENTITY_FRAMES = 4
 StepCallback = Callable[[int, int, torch.Tensor], "bool | None"]
 # diffusers' callback_on_step_end(pipe, step, timestep, callback_kwargs) -> callback_kwargs
 StepEndCallback = Callable[["StoryPipeline", int, torch.Tensor, dict], "dict | None"]
@@ -644,6 +648,22 @@ class _Job:
         return torch.tensor([float(self.subject_scale.get(cid, 1.0)) for _, cid in plan.slot_keys],
                             device=self.device)
 
+    def pass_subject_inputs(self, frames: list[int], batch: int, kind: str):
+        """A pass's slot plan (``None`` in a mode that plans none) and, in a mode with the subject branch, its
+        :class:`SubjectInputs` ready for every call of the pass (packing, projected captions, per-slot scales), else
+        ``None``. ``frames`` are the first rows of ``batch``. Also how ComfyUI's KSampler adapter
+        (``nodes/comfy/arch_pixart.py``) builds its calls' inputs, so both hosts share this code path."""
+        if not self.mode.plans_slots:
+            return None, None
+        plan, subject = self._subject_inputs(frames, batch, kind)
+        if not self.mode.subject_branch:
+            return plan, None
+        num_refs = 0 if subject.reference_images is None else subject.reference_images.shape[0]
+        return plan, dataclasses.replace(
+            subject, packing=TokenPacking.build(subject.slots, batch + num_refs,
+                                                **self.pipe.attention_settings(joint=kind == "joint")),
+            caption_states=self.pipe.project_captions(subject.caption_embeds), scale=self._slot_scales(plan))
+
     def prepare_pass(self, frames: list[int], kind: str) -> _PassState:
         """Everything a denoising pass's model calls share, built once per pass (the steps only change the latents
         and the timestep): captions, micro-conditions, subject slots and their packing, projected subject
@@ -656,17 +676,7 @@ class _Job:
             neg, neg_mask = self._texts([self.negative] * n)
             cond, cond_mask = torch.cat([cond, neg]), torch.cat([cond_mask, neg_mask])
         added = self.pipe._added_cond(batch, self.height, self.width, self.device, self.dtype)
-        plan, subject = None, None
-        if self.mode.plans_slots:
-            plan, subject = self._subject_inputs(frames, batch, kind)
-        if self.mode.subject_branch:
-            num_refs = 0 if subject.reference_images is None else subject.reference_images.shape[0]
-            subject = dataclasses.replace(
-                subject, packing=TokenPacking.build(subject.slots, batch + num_refs,
-                                                    **self.pipe.attention_settings(joint=kind == "joint")),
-                caption_states=self.pipe.project_captions(subject.caption_embeds), scale=self._slot_scales(plan))
-        else:
-            subject = None
+        plan, subject = self.pass_subject_inputs(frames, batch, kind)
         ctx = self._consistency_context(frames, batch, plan, kind) if self.mode.consistency else None
         box = None
         if self.mode.consistency:

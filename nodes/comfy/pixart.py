@@ -180,7 +180,9 @@ class ComfyPixArt:
         self.inner_dim = int(self.dm.hidden_size)
         self.config = _Config(num_layers=len(self.dm.blocks), patch_size=int(self.dm.patch_size),
                               in_channels=int(self.dm.in_channels), out_channels=int(self.dm.out_channels),
-                              use_additional_conditions=bool(getattr(self.dm, "micro_conditioning", False)))
+                              use_additional_conditions=bool(getattr(self.dm, "micro_conditioning", False)),
+                              num_attention_heads=int(self.dm.num_heads),
+                              attention_head_dim=self.inner_dim // int(self.dm.num_heads))
         self._self_views = [_FusedSelfAttention(b.attn) for b in self.dm.blocks]
         self._cross_views = [_FusedCrossAttention(b.cross_attn) for b in self.dm.blocks]
         self._processors: list | None = None

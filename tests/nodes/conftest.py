@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import json
+import os
 import sys
 from collections.abc import Mapping
 from pathlib import Path
@@ -16,7 +17,32 @@ from nodes.registry import NODE_CLASS_MAPPINGS
 
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLES = ROOT / "example_workflows"
-CORE_SINKS = ("SaveImage", "PreviewImage")  # ComfyUI nodes the examples end in: recorded, not run
+CORE_SINKS = ("SaveImage", "PreviewImage")
+# The real ComfyUI: $COMFYUI_DIR, else the checkout beside this repository (../shared/comfyui/ComfyUI) when present.
+_SHARED_COMFY = ROOT.parent / "shared" / "comfyui" / "ComfyUI"
+COMFYUI_DIR = os.environ.get("COMFYUI_DIR") or (str(_SHARED_COMFY) if (_SHARED_COMFY / "comfy").is_dir() else None)
+
+
+def real_comfy_available() -> bool:
+    """Whether the real ComfyUI and its requirements are there (else the real-host checks skip)."""
+    if not COMFYUI_DIR:
+        return False
+    import importlib.util
+
+    return all(importlib.util.find_spec(m) is not None for m in ("torchsde", "kornia", "aiohttp", "alembic"))
+
+
+def run_real_check(script: str, *args: str, timeout: float = 900) -> dict:
+    """Run ``tests/nodes/<script>`` against the real ComfyUI in its own process; its last stdout line (JSON)."""
+    import subprocess
+
+    if not real_comfy_available():
+        pytest.skip("no real ComfyUI (COMFYUI_DIR, or ../shared/comfyui/ComfyUI with its requirements installed)")
+    done = subprocess.run([sys.executable, str(Path(__file__).with_name(script)), COMFYUI_DIR, *args],
+                          capture_output=True, text=True, timeout=timeout,
+                          env={**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "2")})
+    assert done.returncode == 0, f"{script} failed:\n{done.stderr[-4000:]}"
+    return json.loads(done.stdout.strip().splitlines()[-1])  # ComfyUI nodes the examples end in: recorded, not run
 
 # Model names used by the examples (example_workflows/), created tiny by `models_root`.
 PIXART_FILE = "PixArt-XL-2-512x512.pth"

@@ -12,14 +12,16 @@ import pytest
 from nodes.registry import NODE_CLASS_MAPPINGS, NODE_CLASSES, NODE_DISPLAY_NAME_MAPPINGS
 
 ROOT = Path(__file__).resolve().parents[2]
-CATEGORIES = {"Lay2Story/loaders", "Lay2Story/story", "Lay2Story/layout", "Lay2Story/sampling", "Lay2Story/output"}
+CATEGORIES = {"Lay2Story/loaders", "Lay2Story/story", "Lay2Story/layout", "Lay2Story/sampling", "Lay2Story/output",
+              "Lay2Story/conditioning"}
 WIDGET_TYPES = {"INT", "FLOAT", "STRING", "BOOLEAN"}
 SOCKET_TYPES = {"L2S_MODEL", "L2S_TEXT_ENCODER", "L2S_STORY", "L2S_LAYOUT", "L2S_REFERENCE", "IMAGE", "MASK",
-                "L2S_CAST", "L2S_STORY_RESULT", "LATENT", "L2S_SUBJECT_BRANCH", "MODEL", "CLIP", "VAE"}
+                "L2S_CAST", "L2S_STORY_RESULT", "LATENT", "L2S_SUBJECT_BRANCH", "MODEL", "CLIP", "VAE", "CONDITIONING"}
 EXPECTED = {"L2S_ModelLoader", "L2S_TextEncoderLoader", "L2S_Story", "L2S_LayoutToggle", "L2S_ReferenceImage",
             "L2S_LayoutDetector", "L2S_LayoutPreview", "L2S_StorySampler", "L2S_ComicPage", "L2S_StoryToJSON",
             "L2S_StoryFromJSON", "L2S_LayoutEditor", "L2S_LayoutFromJSON", "L2S_LayoutToJSON",
-            "L2S_SubjectBranchLoader", "L2S_Character", "L2S_SaveComic", "L2S_RedoFrames"}
+            "L2S_SubjectBranchLoader", "L2S_Character", "L2S_SaveComic", "L2S_RedoFrames", "L2S_ApplyStory",
+            "L2S_StoryConditioning", "L2S_EmptyStoryLatent"}
 
 
 def test_the_registry_holds_every_node_once():
