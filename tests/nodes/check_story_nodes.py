@@ -17,7 +17,7 @@ import os
 import sys
 
 import torch
-from real_comfy import boot, emit
+from real_comfy import TINY_T5, boot, emit, randomize, tiny_t5_clip, tiny_taesd_vae
 
 FRAMES = 4
 LATENT = 16  # 128 px frames
@@ -26,9 +26,6 @@ LONG_PROMPT = "walking slowly along a long winding forest path " * 9  # more tha
 TINY_CLIP = {"hidden_act": "quick_gelu", "hidden_size": 32, "intermediate_size": 64, "num_attention_heads": 2,
              "num_hidden_layers": 2, "max_position_embeddings": 77, "vocab_size": 49408, "layer_norm_eps": 1e-5,
              "projection_dim": 32, "bos_token_id": 0, "eos_token_id": 49407, "pad_token_id": 1}
-TINY_T5 = {"d_ff": 24, "d_kv": 4, "d_model": 12, "num_heads": 3, "num_layers": 2, "vocab_size": 32128,
-           "relative_attention_num_buckets": 32, "dense_act_fn": "gelu_pytorch_tanh", "is_gated_act": True,
-           "layer_norm_epsilon": 1e-6, "model_type": "t5"}
 
 
 def rel(a: torch.Tensor, b: torch.Tensor) -> float:
@@ -120,14 +117,9 @@ def other_model(kind: str):
     return comfy.model_patcher.ModelPatcher(config.get_model({}), load_device=cpu, offload_device=cpu)
 
 
-def _randomize(module: torch.nn.Module, seed: int) -> None:
-    """Seeded small random weights (ComfyUI's ops leave them uninitialised); norm scales near 1."""
-    gen = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for name, p in module.named_parameters():
-            if "position_ids" not in name:
-                p.copy_(torch.randn(p.shape, generator=gen) * (0.02 if p.ndim >= 2 else 0.01)
-                        + (1.0 if p.ndim == 1 and "weight" in name else 0.0))
+def cpu_float32() -> dict:
+    """``comfy.sd.CLIP``'s model options for a float32 text encoder on the CPU (ComfyUI's CPU default: float16)."""
+    return {"load_device": torch.device("cpu"), "offload_device": torch.device("cpu"), "dtype": torch.float32}
 
 
 def tiny_clip(seed: int = 1):
@@ -145,37 +137,16 @@ def tiny_clip(seed: int = 1):
         def __init__(self, device="cpu", dtype=None, model_options={}):  # noqa: B006
             super().__init__(device=device, dtype=dtype, model_options=model_options, clip_model=TinyL)
 
-    cpu = torch.device("cpu")
     clip = comfy.sd.CLIP(comfy.supported_models_base.ClipTarget(comfy.sd1_clip.SD1Tokenizer, TinyClip),
-                         model_options={"load_device": cpu, "offload_device": cpu, "dtype": torch.float32})
-    _randomize(clip.cond_stage_model, seed)
+                         model_options=cpu_float32())
+    randomize(clip.cond_stage_model, seed)
     return clip
 
 
 def tiny_t5(seed: int = 2):
-    """``comfy.sd.CLIP`` as ComfyUI builds PixArt's: its unpadded T5 tokenizer over a tiny random ComfyUI T5."""
-    import comfy.sd
-    import comfy.sd1_clip
-    import comfy.supported_models_base
-    import comfy.text_encoders.pixart_t5 as pixart_t5
-    import comfy.text_encoders.t5
-
-    class TinyT5(pixart_t5.T5XXLModel):
-        def __init__(self, device="cpu", layer="last", layer_idx=None, dtype=None, model_options={}):  # noqa: B006
-            comfy.sd1_clip.SDClipModel.__init__(
-                self, device=device, layer=layer, layer_idx=layer_idx, textmodel_json_config=dict(TINY_T5),
-                dtype=dtype, special_tokens={"end": 1, "pad": 0}, model_class=comfy.text_encoders.t5.T5,
-                model_options={**model_options, "model_name": "t5xxl"})
-
-    class TinyPixArtTE(comfy.sd1_clip.SD1ClipModel):
-        def __init__(self, device="cpu", dtype=None, model_options={}):  # noqa: B006
-            super().__init__(device=device, dtype=dtype, name="t5xxl", clip_model=TinyT5, model_options=model_options)
-
-    cpu = torch.device("cpu")
-    clip = comfy.sd.CLIP(comfy.supported_models_base.ClipTarget(pixart_t5.PixArtTokenizer, TinyPixArtTE),
-                         model_options={"load_device": cpu, "offload_device": cpu, "dtype": torch.float32})
-    _randomize(clip.cond_stage_model, seed)
-    return clip
+    """``comfy.sd.CLIP`` as ComfyUI builds PixArt's (``real_comfy.tiny_t5_clip``: its unpadded T5 tokenizer over a
+    tiny ComfyUI T5), float32, seeded random weights."""
+    return tiny_t5_clip(seed, weights="random", model_options=cpu_float32())[0]
 
 
 def error_of(call) -> str:
@@ -191,8 +162,6 @@ def main(comfy_dir: str) -> dict:
     import comfy.model_management as mm
     import comfy.patcher_extension
     import comfy.sample
-    import comfy.sd
-    import comfy.taesd.taesd
     from lay2story_pack.nodes.bundles import SubjectBranchBundle
     from lay2story_pack.nodes.story_apply import MEMORY_KEY, L2S_ApplyStory
     from lay2story_pack.nodes.story_conditioning import L2S_EmptyStoryLatent, L2S_StoryConditioning
@@ -320,9 +289,7 @@ def main(comfy_dir: str) -> dict:
     # 5. one error line naming the input, before anything is patched
     branch = SubjectBranchBundle(branch=torch.nn.Linear(1, 1), patcher=None, source="test")
     picture = {"hero": ReferenceImage(image=torch.rand(3, 16, 16), box=None)}
-    taesd = comfy.taesd.taesd.TAESD()
-    vae = comfy.sd.VAE(sd={f"{part}.{k}": v for part in ("taesd_encoder", "taesd_decoder")
-                           for k, v in getattr(taesd, part).state_dict().items()})
+    vae = tiny_taesd_vae()
     long_layout = Layout(frames=tuple((Subject("hero", (0.1, 0.1, 0.5, 0.5)),) for _ in range(FRAMES + 2)),
                          characters=("hero", "cat"))
     errors = {

@@ -18,7 +18,6 @@ layout) in a ``BaseModel`` + ``ModelPatcher``, ``comfy.sd.CLIP`` (ComfyUI's PixA
 
 from __future__ import annotations
 
-import json
 import os
 import sys
 import tempfile
@@ -26,7 +25,7 @@ import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
-from real_comfy import boot, emit  # noqa: E402
+from real_comfy import boot, emit, tiny_t5_clip, tiny_taesd_vae  # noqa: E402
 
 STEPS_A = 2  # the pipeline's steps (its call of step 1 is compared)
 
@@ -58,52 +57,11 @@ def pixart_model(tmp: str, micro: bool, seed: int):
     return comfy.model_patcher.ModelPatcher(base, load_device=cpu, offload_device=cpu), path
 
 
-def build(comfy_dir: str, tmp: str):
-    """The tiny PixArt MODEL, CLIP and VAE (ComfyUI's classes, as ``comfy_real_check.py``)."""
-    import comfy.sd
-    import comfy.sd1_clip
-    import comfy.supported_models_base
-    import comfy.taesd.taesd
-    import comfy.text_encoders.pixart_t5 as pixart_t5
-    import comfy.text_encoders.t5
-    import torch
-    from transformers import T5Config, T5EncoderModel
-
+def build(tmp: str):
+    """The tiny PixArt MODEL, CLIP and VAE (ComfyUI's classes; ``real_comfy``'s tiny T5 CLIP and TAESD VAE)."""
     patcher, path = pixart_model(tmp, False, 0)
-
-    t5_config = {"d_ff": 24, "d_kv": 4, "d_model": 12, "num_heads": 3, "num_layers": 2, "vocab_size": 32128,
-                 "relative_attention_num_buckets": 32, "dense_act_fn": "gelu_pytorch_tanh", "is_gated_act": True,
-                 "layer_norm_epsilon": 1e-6, "model_type": "t5"}
-    config_path = os.path.join(tmp, "t5_tiny.json")
-    with open(config_path, "w") as f:
-        json.dump(t5_config, f)
-
-    class TinyT5(pixart_t5.T5XXLModel):
-        def __init__(self, device="cpu", layer="last", layer_idx=None, dtype=None, model_options=None):
-            comfy.sd1_clip.SDClipModel.__init__(
-                self, device=device, layer=layer, layer_idx=layer_idx, textmodel_json_config=config_path,
-                dtype=dtype, special_tokens={"end": 1, "pad": 0}, model_class=comfy.text_encoders.t5.T5,
-                model_options={**(model_options or {}), "model_name": "t5xxl"})
-
-    class TinyPixArtTE(comfy.sd1_clip.SD1ClipModel):
-        def __init__(self, device="cpu", dtype=None, model_options=None):
-            super().__init__(device=device, dtype=dtype, name="t5xxl", clip_model=TinyT5,
-                             model_options=model_options or {})
-
-    torch.manual_seed(2)
-    hf_t5 = T5EncoderModel(T5Config(**{k: v for k, v in t5_config.items() if k != "model_type"},
-                                    feed_forward_proj="gated-gelu"))
-    clip = comfy.sd.CLIP(comfy.supported_models_base.ClipTarget(pixart_t5.PixArtTokenizer, TinyPixArtTE))
-    clip.load_sd(hf_t5.state_dict())
-    torch.manual_seed(3)
-    taesd = comfy.taesd.taesd.TAESD()
-    for module in taesd.modules():  # ComfyUI's layers skip initialisation (uninitialised memory can be NaN)
-        if isinstance(module, torch.nn.Conv2d):
-            torch.nn.Conv2d.reset_parameters(module)
-    vae_sd = {f"taesd_encoder.{k}": v for k, v in taesd.taesd_encoder.state_dict().items()}
-    vae_sd.update({f"taesd_decoder.{k}": v for k, v in taesd.taesd_decoder.state_dict().items()})
-    vae = comfy.sd.VAE(sd=vae_sd)
-    return patcher, path, clip, vae
+    clip, _ = tiny_t5_clip(seed=2)
+    return patcher, path, clip, tiny_taesd_vae(seed=3)
 
 
 def equal_length_texts(clip, texts: list[str]) -> list[str]:
@@ -168,7 +126,7 @@ def main(comfy_dir: str) -> dict:
     out: dict = {"optimized_attention": comfy_attention.optimized_attention.__name__}
     tmp = tempfile.mkdtemp()
     torch.set_grad_enabled(False)
-    patcher, path, clip, vae = build(comfy_dir, tmp)
+    patcher, path, clip, vae = build(tmp)
     dm = patcher.model.diffusion_model
     story = make_story(clip)
     frames, lat = story.num_frames, story.height // 8

@@ -15,54 +15,27 @@ import os
 import sys
 import tempfile
 
-ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from real_comfy import boot, tiny_t5_clip, tiny_taesd_vae
 
 
 def rel(a, b) -> float:
     return float((a.float() - b.float()).norm() / b.float().norm())
 
 
-def _import_pack():
-    import importlib.util
-
-    spec = importlib.util.spec_from_file_location("lay2story_pack", os.path.join(ROOT, "__init__.py"),
-                                                  submodule_search_locations=[ROOT])
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["lay2story_pack"] = module
-    spec.loader.exec_module(module)
-    import lay2story_pack.nodes.comfy  # noqa: F401
-
-    return module
-
-
 def main(comfy_dir: str) -> dict:
-    sys.path[:0] = [comfy_dir, os.path.join(ROOT, "tests")]
-    sys.path.append(ROOT)
-    import comfy.cli_args
-
-    comfy.cli_args.args.cpu = True
+    boot(comfy_dir)  # ComfyUI on the CPU; the pack as ComfyUI imports it, ``lay2story_pack`` (its ``nodes`` clash)
     import comfy.model_management as mm
     import comfy.model_patcher
-    import comfy.ops
-    import comfy.sd
-    import comfy.sd1_clip
     import comfy.supported_models
-    import comfy.supported_models_base
-    import comfy.taesd.taesd
-    import comfy.text_encoders.pixart_t5 as pixart_t5
-    import comfy.text_encoders.t5
     import torch
     from comfy_standin import PixArtMS as StandInPixArt
-    from transformers import T5Config, T5EncoderModel
+    from lay2story_pack.nodes.comfy import ComfyPixArt, ComfyStoryPipeline, managed
 
     from lay2story_core.consistency import ConsistencyConfig
     from lay2story_core.loading import load_pixart_transformer, load_t5_tokenizer
     from lay2story_core.models import SubjectBranch
     from lay2story_core.pipelines import StoryPipeline, make_scheduler
     from lay2story_core.story import Story
-    pack = _import_pack()  # as ComfyUI imports it (ComfyUI's own ``nodes`` module shadows ours by name)
-    ComfyPixArt, ComfyStoryPipeline = pack.nodes.comfy.ComfyPixArt, pack.nodes.comfy.ComfyStoryPipeline
-    managed = pack.nodes.comfy.managed
 
     out: dict = {}
     tmp = tempfile.mkdtemp()
@@ -124,36 +97,8 @@ def main(comfy_dir: str) -> dict:
             mm.unload_all_models()
 
     # 2. the whole story: ComfyUI MODEL + CLIP (its PixArt tokenizer, a tiny ComfyUI T5) + VAE vs our pipeline
-    t5_config = {"d_ff": 24, "d_kv": 4, "d_model": 12, "num_heads": 3, "num_layers": 2, "vocab_size": 32128,
-                 "relative_attention_num_buckets": 32, "dense_act_fn": "gelu_pytorch_tanh", "is_gated_act": True,
-                 "layer_norm_epsilon": 1e-6, "model_type": "t5"}
-    config_path = os.path.join(tmp, "t5_tiny.json")
-    with open(config_path, "w") as f:
-        json.dump(t5_config, f)
-
-    class TinyT5(pixart_t5.T5XXLModel):
-        def __init__(self, device="cpu", layer="last", layer_idx=None, dtype=None, model_options=None):
-            model_options = model_options or {}
-            comfy.sd1_clip.SDClipModel.__init__(
-                self, device=device, layer=layer, layer_idx=layer_idx, textmodel_json_config=config_path,
-                dtype=dtype, special_tokens={"end": 1, "pad": 0}, model_class=comfy.text_encoders.t5.T5,
-                model_options={**model_options, "model_name": "t5xxl"})
-
-    class TinyPixArtTE(comfy.sd1_clip.SD1ClipModel):
-        def __init__(self, device="cpu", dtype=None, model_options=None):
-            super().__init__(device=device, dtype=dtype, name="t5xxl", clip_model=TinyT5,
-                             model_options=model_options or {})
-
-    torch.manual_seed(2)
-    hf_t5 = T5EncoderModel(T5Config(**{k: v for k, v in t5_config.items() if k != "model_type"},
-                                    feed_forward_proj="gated-gelu")).eval()
-    clip = comfy.sd.CLIP(comfy.supported_models_base.ClipTarget(pixart_t5.PixArtTokenizer, TinyPixArtTE))
-    clip.load_sd({k: v for k, v in hf_t5.state_dict().items()})
-    torch.manual_seed(3)
-    taesd = comfy.taesd.taesd.TAESD()
-    vae_sd = {f"taesd_encoder.{k}": v for k, v in taesd.taesd_encoder.state_dict().items()}
-    vae_sd.update({f"taesd_decoder.{k}": v for k, v in taesd.taesd_decoder.state_dict().items()})
-    vae = comfy.sd.VAE(sd=vae_sd)
+    clip, hf_t5 = tiny_t5_clip(seed=2)
+    vae = tiny_taesd_vae(seed=3)
     patcher, path = comfy_model(False, 4)
     tokenizer = load_t5_tokenizer(os.path.join(comfy_dir, "comfy", "text_encoders", "t5_tokenizer"))
     from diffusers import AutoencoderKL
