@@ -29,7 +29,8 @@ from lay2story_core.consistency import StoryBatch, StoryConsistencyContext, step
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["ARCHITECTURES", "StoryPatch", "apply_story", "architecture_of", "diffusion_model_of"]
+__all__ = ["ARCHITECTURES", "StoryPatch", "apply_story", "architecture_of", "check_conditioning",
+           "context_widths", "diffusion_model_of"]
 
 # ComfyUI's diffusion-model class name -> (user-facing name, adapter module in this package)
 ARCHITECTURES = {
@@ -112,6 +113,17 @@ class StoryPatch:
                              f"(Lay2Story Apply Story): use Lay2Story Empty Story Latent, one element per frame")
 
 
+def context_widths(diffusion_model: torch.nn.Module, name: str) -> set[int]:
+    """The text-conditioning widths a diffusion model takes (SD1.5 768, SDXL 2048, FLUX and PixArt 4096 as released):
+    what a ``CONDITIONING`` from the right ``CLIP`` has as its last dimension."""
+    if name == "Flux":
+        return {int(diffusion_model.txt_in.weight.shape[1])}
+    if name == "PixArtMS":
+        return {int(diffusion_model.y_embedder.y_proj.fc1.weight.shape[1])}
+    return {int(m.weight.shape[1]) for n, m in diffusion_model.named_modules()
+            if n.endswith("attn2.to_k") and hasattr(m, "weight")}
+
+
 def apply_story(model, patch: StoryPatch, field_name: str = "model"):
     """A clone of ``model`` carrying ``patch`` (the input ``model`` is untouched); ``ValueError`` naming
     ``field_name`` for an architecture no adapter supports, before anything is patched."""
@@ -119,13 +131,30 @@ def apply_story(model, patch: StoryPatch, field_name: str = "model"):
     adapter = importlib.import_module(ARCHITECTURES[name][1], __package__)
     clone = model.clone()
     adapter.apply(clone, patch)
-    _check_latent_before_sampling(clone, patch)
+    _check_before_sampling(clone, patch, context_widths(diffusion_model_of(model), name), ARCHITECTURES[name][0])
     logger.info("Lay2Story: story of %d frames on a %s MODEL", patch.num_frames, ARCHITECTURES[name][0])
     return clone
 
 
-def _check_latent_before_sampling(clone, patch: StoryPatch) -> None:
-    """An ``OUTER_SAMPLE`` wrapper that refuses a latent of another frame count before the first step."""
+def check_conditioning(conds: dict, patch: StoryPatch, widths: set[int], label: str) -> None:
+    """A sampler's ``positive`` / ``negative`` before the first step: from the model's own text encoder (the width
+    its cross-attention takes) and one row per frame (or one row for all); else ``ValueError`` naming the input."""
+    for kind in ("positive", "negative"):
+        for entry in conds.get(kind) or ():
+            cross = entry.get("cross_attn") if isinstance(entry, dict) else None
+            if not isinstance(cross, torch.Tensor):
+                continue
+            if widths and int(cross.shape[-1]) not in widths:
+                raise ValueError(f"{kind}: conditioning of width {int(cross.shape[-1])} comes from another CLIP; "
+                                 f"this {label} MODEL takes {sorted(widths)}")
+            if int(cross.shape[0]) not in (1, patch.num_frames):
+                raise ValueError(f"{kind}: conditioning for {int(cross.shape[0])} frames, the story has "
+                                 f"{patch.num_frames} (use Lay2Story Story Conditioning with the same story)")
+
+
+def _check_before_sampling(clone, patch: StoryPatch, widths: set[int], label: str) -> None:
+    """An ``OUTER_SAMPLE`` wrapper that refuses, before the first step, a latent of another frame count and
+    conditioning from another CLIP or another story (:func:`check_conditioning`)."""
     try:
         extension = importlib.import_module("comfy.patcher_extension")
     except ImportError:  # outside ComfyUI (the tests' stand-in): the first model call checks
@@ -133,6 +162,7 @@ def _check_latent_before_sampling(clone, patch: StoryPatch) -> None:
 
     def outer_sample(executor, noise, latent_image, *args, **kwargs):
         patch.check_latent(latent_image)
+        check_conditioning(getattr(executor.class_obj, "conds", None) or {}, patch, widths, label)
         return executor(noise, latent_image, *args, **kwargs)
 
     # a story applied again (another story on a story-patched MODEL) replaces the check, never stacks it

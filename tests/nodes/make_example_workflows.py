@@ -7,7 +7,9 @@ Not shipped code: run it from the repository root after changing a node's inputs
 
 Both formats come from the one description below, with widget values in each node's ``INPUT_TYPES`` order (plus
 the frontend's ``control_after_generate`` value after a seed). Thumbnails come from real runs of each written
-example on the installed models (tests/nodes/render_thumbnails.py, which can also be run alone).
+example on the installed models (tests/nodes/render_thumbnails.py, which can also be run alone); those of the
+story-patched MODEL examples (core loaders and samplers) from runs through a real ComfyUI server on random-weight
+models (tests/nodes/story_server.py, also runnable alone).
 """
 
 from __future__ import annotations
@@ -39,6 +41,29 @@ CORE_NODES = {
     "CLIPLoader": {"sockets": [], "widgets": ["clip_name", "type", "device"], "outputs": [("CLIP", "CLIP")]},
     "VAELoader": {"sockets": [], "widgets": ["vae_name"], "outputs": [("VAE", "VAE")]},
     "VAEDecode": {"sockets": [("samples", "LATENT"), ("vae", "VAE")], "widgets": [], "outputs": [("IMAGE", "IMAGE")]},
+    # the core loaders and samplers of the story-patched MODEL examples (nodes.py; comfy_extras/nodes_flux.py and
+    # nodes_custom_sampler.py), widgets in their INPUT_TYPES order; "controls": a seed the frontend follows with
+    # its control_after_generate value
+    "CheckpointLoaderSimple": {"sockets": [], "widgets": ["ckpt_name"],
+                               "outputs": [("MODEL", "MODEL"), ("CLIP", "CLIP"), ("VAE", "VAE")]},
+    "DualCLIPLoader": {"sockets": [], "widgets": ["clip_name1", "clip_name2", "type", "device"],
+                       "outputs": [("CLIP", "CLIP")], "defaults": {"device": "default"}},
+    "KSampler": {"sockets": [("model", "MODEL"), ("positive", "CONDITIONING"), ("negative", "CONDITIONING"),
+                             ("latent_image", "LATENT")],
+                 "widgets": ["seed", "steps", "cfg", "sampler_name", "scheduler", "denoise"],
+                 "outputs": [("LATENT", "LATENT")], "controls": ("seed",), "defaults": {"denoise": 1.0}},
+    "FluxGuidance": {"sockets": [("conditioning", "CONDITIONING")], "widgets": ["guidance"],
+                     "outputs": [("CONDITIONING", "CONDITIONING")], "defaults": {"guidance": 3.5}},
+    "RandomNoise": {"sockets": [], "widgets": ["noise_seed"], "outputs": [("NOISE", "NOISE")],
+                    "controls": ("noise_seed",)},
+    "BasicGuider": {"sockets": [("model", "MODEL"), ("conditioning", "CONDITIONING")], "widgets": [],
+                    "outputs": [("GUIDER", "GUIDER")]},
+    "KSamplerSelect": {"sockets": [], "widgets": ["sampler_name"], "outputs": [("SAMPLER", "SAMPLER")]},
+    "BasicScheduler": {"sockets": [("model", "MODEL")], "widgets": ["scheduler", "steps", "denoise"],
+                       "outputs": [("SIGMAS", "SIGMAS")], "defaults": {"denoise": 1.0}},
+    "SamplerCustomAdvanced": {"sockets": [("noise", "NOISE"), ("guider", "GUIDER"), ("sampler", "SAMPLER"),
+                                          ("sigmas", "SIGMAS"), ("latent_image", "LATENT")], "widgets": [],
+                              "outputs": [("output", "LATENT"), ("denoised_output", "LATENT")]},
 }
 SEED_CONTROL = "fixed"
 # Nodes that need more room than the default 320 px wide box (the layout editor's canvas, the preview's frames).
@@ -59,8 +84,12 @@ class Node:
 def node_spec(class_type: str) -> dict:
     """``sockets`` [(name, type)], ``widgets`` [names], ``outputs`` [(name, type)] and widget ``defaults``."""
     if class_type in CORE_NODES:
-        defaults = {name: None for name in CORE_NODES[class_type]["widgets"]} | {"filename_prefix": "ComfyUI"}
-        return {**CORE_NODES[class_type], "defaults": defaults, "options": {}}
+        entry = CORE_NODES[class_type]
+        defaults = {name: None for name in entry["widgets"]} | {"filename_prefix": "ComfyUI"}
+        defaults |= entry.get("defaults", {})
+        options = {name: {"control_after_generate": True} for name in entry.get("controls", ())}
+        return {"sockets": entry["sockets"], "widgets": entry["widgets"], "outputs": entry["outputs"],
+                "defaults": defaults, "options": options}
     cls = NODE_CLASS_MAPPINGS[class_type]
     sockets, widgets, defaults, options = [], [], {}, {}
     spec = cls.INPUT_TYPES()
@@ -355,6 +384,131 @@ def example_core_loaders_training_free() -> list[Node]:
     ]
 
 
+# ------------------------------------------------------------------- stories on a story-patched MODEL (issue 25)
+STORY_NEGATIVE = "blurry, low quality, deformed, text, watermark"
+SILVER_IDENTITY = "a young woman with short silver hair and a green hooded cloak, watercolor illustration"
+SILVER_PROMPTS = ("waking up in a small attic room at dawn", "buying bread at a busy market",
+                  "reading a map on a windy hill", "watching the sunset from a lighthouse")
+RAIN_CAST = (("girl", "a girl with short red hair in a yellow raincoat", "the girl in the yellow raincoat"),
+             ("robot", "a small round white robot with glowing blue eyes", "the small white robot"))
+RAIN_FRAMES = (
+    ("[girl, robot] walking in the rain on a city street",
+     {"girl": (0.05, 0.25, 0.45, 0.95), "robot": (0.55, 0.55, 0.85, 0.95)}),
+    ("[robot] looking through a shop window", {"robot": (0.3, 0.35, 0.7, 0.9)}),
+    ("[girl] sitting on a park bench reading a book", {"girl": (0.25, 0.2, 0.75, 0.95)}),
+    ("sharing an umbrella at a bus stop at night",
+     {"girl": (0.08, 0.2, 0.48, 0.95), "robot": (0.55, 0.5, 0.88, 0.95)}),
+)
+SEA_STORY = Story.from_dict({
+    "version": 1, "width": 1024, "height": 1024, "negative_prompt": "",
+    "characters": [{"id": "captain", "identity": "an old sea captain with a white beard and a navy blue coat"},
+                   {"id": "parrot", "identity": "a small green parrot with a red beak"}],
+    "frames": [
+        {"prompt": "on the deck of a sailing ship in a storm", "subjects": [
+            {"character": "captain", "box": [0.1, 0.2, 0.55, 0.95], "caption": "the captain holding the wheel"},
+            {"character": "parrot", "box": [0.6, 0.15, 0.85, 0.45]}]},
+        {"prompt": "flying over a calm blue sea", "subjects": [{"character": "parrot", "box": [0.3, 0.2, 0.7, 0.6]}]},
+        {"prompt": "reading a treasure map by lantern light", "subjects": [
+            {"character": "captain", "box": [0.2, 0.15, 0.8, 0.95]}]},
+        {"prompt": "on a sandy beach with palm trees", "subjects": [
+            {"character": "captain", "box": [0.05, 0.25, 0.5, 0.95]},
+            {"character": "parrot", "box": [0.55, 0.3, 0.8, 0.6], "caption": "the parrot on a treasure chest"}]},
+    ],
+})
+
+
+def rain_layout() -> Layout:
+    """The boxes of :data:`RAIN_FRAMES`, each with its character's subject caption (drawn in the layout editor)."""
+    captions = {cid: caption for cid, _, caption in RAIN_CAST}
+    return Layout(frames=tuple(tuple(Subject(cid, box, captions[cid]) for cid, box in boxes.items())
+                               for _, boxes in RAIN_FRAMES), characters=tuple(cid for cid, _, _ in RAIN_CAST))
+
+
+def _story_model_nodes(first: int, model, text_clip, story, x: int = 460, **apply_links) -> list[Node]:
+    """Story conditioning (per-frame prompts through ``text_clip``), Apply Story (``apply_links``: its optional
+    inputs) and Empty Story Latent, at ids ``first`` .. ``first + 2``."""
+    return [
+        Node(first, "L2S_StoryConditioning", (x, 60), {}, {"clip": text_clip, "story": story}),
+        Node(first + 1, "L2S_ApplyStory", (x, 260), {}, {"model": model, "story": story, **apply_links}),
+        Node(first + 2, "L2S_EmptyStoryLatent", (x, 640), {}, {"story": story, "model": model}),
+    ]
+
+
+def _ksampler(node_id: int, model, conditioning: int, latent, seed: int, pos=(880, 60), **widgets) -> Node:
+    return Node(node_id, "KSampler", pos, {"seed": seed, **widgets},
+                {"model": model, "positive": (conditioning, 0), "negative": (conditioning, 1), "latent_image": latent})
+
+
+def example_story_sdxl_comic() -> list[Node]:
+    return [
+        Node(1, "CheckpointLoaderSimple", (40, 60), {"ckpt_name": "sd_xl_base_1.0.safetensors"}),
+        Node(2, "L2S_Story", (40, 260), {"identity": SILVER_IDENTITY, "frame_prompts": "\n".join(SILVER_PROMPTS),
+                                         "negative_prompt": STORY_NEGATIVE, "width": 1024, "height": 1024}),
+        *_story_model_nodes(3, (1, 0), (1, 1), (2, 0)),
+        _ksampler(6, (4, 0), 3, (5, 0), 2024, steps=25, cfg=6.0, sampler_name="dpmpp_2m", scheduler="karras"),
+        Node(7, "VAEDecode", (1280, 60), {}, {"samples": (6, 0), "vae": (1, 2)}),
+        Node(8, "L2S_ComicPage", (1280, 200), {"layout": "classic", "panel_width": 512, "font_size": 24},
+             {"images": (7, 0), "story": (2, 0)}),
+        Node(9, "SaveImage", (1680, 60), {"filename_prefix": "lay2story/sdxl_comic"}, {"images": (8, 0)}),
+    ]
+
+
+def example_story_sd15_two_characters() -> list[Node]:
+    (girl_id, girl, _), (robot_id, robot, _) = RAIN_CAST
+    return [
+        Node(1, "CheckpointLoaderSimple", (40, 60), {"ckpt_name": "v1-5-pruned-emaonly-fp16.safetensors"}),
+        Node(2, "L2S_Character", (40, 260), {"character_id": girl_id, "identity": girl}),
+        Node(3, "L2S_Character", (40, 520), {"character_id": robot_id, "identity": robot}, {"cast": (2, 0)}),
+        Node(4, "L2S_Story", (40, 780), {"frame_prompts": "\n".join(line for line, _ in RAIN_FRAMES),
+                                         "negative_prompt": STORY_NEGATIVE, "width": 512, "height": 512},
+             {"cast": (3, 0)}),
+        Node(5, "L2S_LayoutEditor", (400, 60), {"layout_json": rain_layout().to_json(indent=None)},
+             {"story": (4, 0)}),
+        *_story_model_nodes(6, (1, 0), (1, 1), (5, 1), x=1000, clip=(1, 1)),
+        _ksampler(9, (7, 0), 6, (8, 0), 7, (1380, 60), steps=25, cfg=7.0, sampler_name="dpmpp_2m",
+                  scheduler="karras"),
+        Node(10, "VAEDecode", (1380, 420), {}, {"samples": (9, 0), "vae": (1, 2)}),
+        Node(11, "L2S_LayoutPreview", (1760, 420), {}, {"story": (5, 1), "images": (10, 0)}),
+        Node(12, "L2S_ComicPage", (2240, 200), {"layout": "four_panel", "panel_width": 256, "font_size": 18},
+             {"images": (10, 0), "story": (5, 1)}),
+        Node(13, "SaveImage", (2240, 60), {"filename_prefix": "lay2story/sd15_two_characters"},
+             {"images": (12, 0)}),
+    ]
+
+
+def example_story_flux_boxes() -> list[Node]:
+    return [
+        Node(1, "UNETLoader", (40, 60), {"unet_name": "flux1-dev.safetensors", "weight_dtype": "default"}),
+        Node(2, "DualCLIPLoader", (40, 200), {"clip_name1": "clip_l.safetensors",
+                                              "clip_name2": "t5xxl_fp16.safetensors", "type": "flux"}),
+        Node(3, "VAELoader", (40, 380), {"vae_name": "ae.safetensors"}),
+        Node(4, "L2S_StoryFromJSON", (40, 500), {"story_json": SEA_STORY.to_json(indent=2)}),
+        *_story_model_nodes(5, (1, 0), (2, 0), (4, 0)),
+        Node(8, "FluxGuidance", (880, 60), {"guidance": 3.5}, {"conditioning": (5, 0)}),
+        Node(9, "BasicGuider", (880, 200), {}, {"model": (6, 0), "conditioning": (8, 0)}),
+        Node(10, "RandomNoise", (880, 320), {"noise_seed": 42}),
+        Node(11, "KSamplerSelect", (880, 440), {"sampler_name": "euler"}),
+        Node(12, "BasicScheduler", (880, 560), {"scheduler": "simple", "steps": 20}, {"model": (6, 0)}),
+        Node(13, "SamplerCustomAdvanced", (1280, 60), {},
+             {"noise": (10, 0), "guider": (9, 0), "sampler": (11, 0), "sigmas": (12, 0), "latent_image": (7, 0)}),
+        Node(14, "VAEDecode", (1280, 300), {}, {"samples": (13, 0), "vae": (3, 0)}),
+        Node(15, "L2S_ComicPage", (1680, 200), {"layout": "four_panel", "panel_width": 512, "font_size": 24},
+             {"images": (14, 0), "story": (4, 0)}),
+        Node(16, "SaveImage", (1680, 60), {"filename_prefix": "lay2story/flux_boxes"}, {"images": (15, 0)}),
+    ]
+
+
+def example_story_pixart_lay2story_ksampler() -> list[Node]:
+    return _core_loaders("PixArt-XL-2-512x512.pth", "vae-ft-mse-840000-ema-pruned.safetensors") + [
+        Node(4, "L2S_SubjectBranchLoader", (40, 520), {"subject_branch": "lay2story/tiny_branch"}),
+        Node(5, "L2S_StoryFromJSON", (40, 660), {"story_json": THREE_CHARACTER_STORY.to_json(indent=2)}),
+        *_story_model_nodes(6, (1, 0), (2, 0), (5, 0), clip=(2, 0), subject_branch=(4, 0)),
+        _ksampler(9, (7, 0), 6, (8, 0), 5, steps=20, cfg=4.5, sampler_name="dpmpp_2m", scheduler="normal"),
+        Node(10, "VAEDecode", (1280, 60), {}, {"samples": (9, 0), "vae": (3, 0)}),
+        Node(11, "SaveImage", (1520, 60), {"filename_prefix": "lay2story/pixart_ksampler"}, {"images": (10, 0)}),
+    ]
+
+
 EXAMPLES = {
     "lay2story_drawn_layout": example_drawn_layout,
     "lay2story_detected_layout": example_detected_layout,
@@ -363,10 +517,18 @@ EXAMPLES = {
     "lay2story_core_loaders": example_core_loaders,
     "training_free_core_loaders": example_core_loaders_training_free,
     "lay2story_cast_two_characters": example_cast_two_characters,
+    "story_sdxl_comic": example_story_sdxl_comic,
+    "story_sd15_two_characters": example_story_sd15_two_characters,
+    "story_flux_boxes": example_story_flux_boxes,
+    "story_pixart_lay2story_ksampler": example_story_pixart_lay2story_ksampler,
 }
 # Templates whose models only a real ComfyUI installation has (core loaders build full-size T5-XXL): their
 # thumbnail is a card of the graph, not a run (core_loader_card below).
 CORE_LOADER_EXAMPLES = ("lay2story_core_loaders", "training_free_core_loaders")
+# Templates on a story-patched MODEL under ComfyUI's own samplers: their thumbnails come from runs through a real
+# ComfyUI server (tests/nodes/story_server.py), not from the in-process runner.
+STORY_MODEL_EXAMPLES = ("story_sdxl_comic", "story_sd15_two_characters", "story_flux_boxes",
+                        "story_pixart_lay2story_ksampler")
 
 
 # One line each: ComfyUI's template browser shows a custom-node template's file name as its title and description
@@ -385,6 +547,14 @@ DESCRIPTIONS = {
                                   "without training; LATENT out to VAE Decode",
     "lay2story_cast_two_characters": "Two characters from chained Character nodes, frame lines saying who is in "
                                      "each frame, a box for each in the layout editor (ShapeStory demo model)",
+    "story_sdxl_comic": "StoryDiffusion on your SDXL checkpoint: Apply Story patches the MODEL, core KSampler "
+                        "samples all frames as one batch, then a classic comic page",
+    "story_sd15_two_characters": "Two characters on an SD1.5 checkpoint: each in its drawn box, with its own "
+                                 "caption there (CLIP into Apply Story), sampled by core KSampler",
+    "story_flux_boxes": "A story with boxes on FLUX.1: story attention on FLUX's joint attention, sampled by "
+                        "SamplerCustomAdvanced with FluxGuidance",
+    "story_pixart_lay2story_ksampler": "Lay2Story on PixArt-alpha from ComfyUI's core loaders: the subject branch "
+                                       "in Apply Story, three characters in their boxes, core KSampler",
 }
 
 
@@ -399,7 +569,7 @@ def described(ui: dict, text: str) -> dict:
 
 
 def write(out_dir: str = OUT_DIR, thumbnails: bool = True) -> list[str]:
-    written = []
+    written, story_model_names = [], []
     os.makedirs(os.path.join(out_dir, "api"), exist_ok=True)
     for name, build in EXAMPLES.items():
         nodes = build()
@@ -411,12 +581,18 @@ def write(out_dir: str = OUT_DIR, thumbnails: bool = True) -> list[str]:
                 f.write("\n")
             os.replace(tmp, path)
             written.append(path)
-        if thumbnails and name in CORE_LOADER_EXAMPLES:
+        if thumbnails and name in STORY_MODEL_EXAMPLES:
+            story_model_names.append(name)
+        elif thumbnails and name in CORE_LOADER_EXAMPLES:
             written.append(core_loader_card(name, nodes, out_dir))
         elif thumbnails:  # from a real run of the example just written (render_thumbnails.py, beside this script)
             from render_thumbnails import render
 
             written.append(render(name, out_dir=out_dir))
+    if story_model_names:  # one real ComfyUI server for all of them (story_server.py, beside this script)
+        from story_server import render_thumbnails as render_on_server
+
+        written += render_on_server(story_model_names, out_dir=out_dir)
     return written
 
 
