@@ -245,6 +245,11 @@ def main(comfy_dir: str) -> dict:
         return result
 
     both, cond_rows, uncond_rows = slice(None), slice(0, frames), slice(frames, None)
+    # L2S_StorySampler keeps working on a story-patched MODEL (it drives the blocks, not the patched forward)
+    plain_calls = pipeline_call("training_free")
+    on_patched = pipeline_call("training_free", (tf_model, branch, branch_patcher))
+    out["story_sampler_on_patched_model_max_rel"] = max(rel(a["out"], b["out"]) for a, b in zip(on_patched,
+                                                                                              plain_calls))
     for mode in ("none", "training_free", "lay2story"):
         calls = pipeline_call(mode)
         out[f"pipeline_captions_unpadded_{mode}"] = all(bool(c["mask"].all()) for c in calls)

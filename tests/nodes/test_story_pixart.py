@@ -93,3 +93,8 @@ def test_patched_through_object_patch_and_branch_loaded_by_comfyui(figures):
 ])
 def test_bad_inputs_name_the_node_input(figures, key, prefix):
     assert figures[key].startswith(prefix), figures[key]
+
+
+def test_story_sampler_accepts_a_story_patched_model(figures):
+    """``L2S_StorySampler`` on the MODEL that Apply Story returned samples as on the plain MODEL."""
+    assert figures["story_sampler_on_patched_model_max_rel"] == 0.0
