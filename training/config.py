@@ -86,6 +86,8 @@ def build_parser(description: str = "Train Lay2Story (stage 1: global branch, st
     g.add_argument("--adam_epsilon", type=float, default=1e-10, help="PixArt: 1e-10")
     g.add_argument("--max_grad_norm", type=float, default=0.01, help="gradient clipping (PixArt: 0.01; 0 = off)")
     g.add_argument("--num_timesteps", type=int, default=1000, help="diffusion steps of the training schedule")
+    g.add_argument("--timestep_range", type=int, nargs=2, default=None, metavar=("LO", "HI"),
+                   help="draw training timesteps uniformly from [LO, HI) only (default: the whole schedule)")
     g.add_argument("--prediction_type", default="epsilon", choices=("epsilon", "v_prediction"),
                    help="what the model predicts (diffusers' names; PixArt-alpha: epsilon). Must match the "
                         "prediction_type of the model's scheduler config, which inference reads")
@@ -141,6 +143,10 @@ def _coerce(action: argparse.Action, key: str, value: object, source: str) -> ob
     """Check a config value the way argparse checks a command-line one (type, choices, list-ness)."""
     if value is None:
         return None
+    if isinstance(action.nargs, int) and action.nargs > 1:  # a fixed-length list (flags have nargs 0)
+        if not isinstance(value, list) or len(value) != action.nargs:
+            raise ConfigError(f"{source}: {key}: expected a list of {action.nargs} values, got {value!r}")
+        return [_coerce_one(action, key, v, source) for v in value]
     if action.nargs in ("+", "*"):
         items = [value] if isinstance(value, (str, os.PathLike)) else value
         if not isinstance(items, list) or (action.nargs == "+" and not items):
@@ -225,6 +231,10 @@ def validate_args(args: argparse.Namespace) -> argparse.Namespace:
         _check(isinstance(value, int) and value >= 1, key, value, "expected an integer >= 1")
     _check(args.resolution % 16 == 0, "resolution", args.resolution, "expected a multiple of 16")
     _check(args.num_timesteps >= 2, "num_timesteps", args.num_timesteps, "expected an integer >= 2")
+    if args.timestep_range is not None:
+        lo, hi = args.timestep_range
+        _check(0 <= lo < hi <= args.num_timesteps, "timestep_range", args.timestep_range,
+               f"expected [LO, HI] with 0 <= LO < HI <= num_timesteps ({args.num_timesteps})")
     for key in ("max_train_steps", "checkpoints_total_limit", "validation_steps", "subject_branch_layers"):
         value = getattr(args, key)
         _check(value is None or value >= 1, key, value, "expected an integer >= 1 or null")

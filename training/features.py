@@ -105,8 +105,11 @@ def _split(moments: torch.Tensor, channels: int) -> tuple[torch.Tensor, torch.Te
 def prepare_inputs(batch: StoryBatch, *, stage: int, captions: CaptionEncoder, vae, vae_info: VaeInfo,
                    diffusion: GaussianDiffusion, generator: torch.Generator, dropout: DropoutConfig,
                    patch_size: int, device: torch.device, use_additional_conditions: bool = False,
-                   subject_loss_weight: float = 1.0) -> StepInputs:
+                   subject_loss_weight: float = 1.0, timestep_range: tuple[int, int] | None = None) -> StepInputs:
     """Draw the step's randomness and assemble the model inputs for ``batch`` (see the module docstring).
+
+    ``timestep_range`` ``(lo, hi)``: draw timesteps from ``[lo, hi)`` only (same generator, same order); ``None``:
+    the whole schedule.
 
     ``subject_loss_weight`` (stage 2): the loss weight of the latent pixels inside the boxes a frame's subjects were
     given (1 elsewhere and in frames without boxes); 1 draws nothing and changes nothing."""
@@ -130,7 +133,8 @@ def prepare_inputs(batch: StoryBatch, *, stage: int, captions: CaptionEncoder, v
     # stage 2 denoises a story's frames jointly (3D attention), as inference does: one timestep per story; stage 1 has
     # no cross-frame path, so every frame gets its own timestep (more timesteps per batch, lower-variance gradients)
     draws = num_frames if stage == 1 else num_stories
-    step_t = torch.randint(0, diffusion.num_timesteps, (draws,), generator=generator)
+    t_lo, t_hi = timestep_range or (0, diffusion.num_timesteps)
+    step_t = torch.randint(t_lo, t_hi, (draws,), generator=generator)
     sample = torch.randn(mean.shape, generator=generator)
     noise = torch.randn(mean.shape, generator=generator)
     drop_ref = ((torch.rand(num_stories, generator=generator) < dropout.reference).tolist() if dropout.reference > 0

@@ -305,7 +305,8 @@ def main(args, *, on_step: StepCallback | None = None) -> dict:
                                         vae_info=components.vae_info, diffusion=diffusion, generator=generator,
                                         dropout=dropout, patch_size=components.patch_size, device=device,
                                         use_additional_conditions=use_added,
-                                        subject_loss_weight=args.subject_loss_weight)
+                                        subject_loss_weight=args.subject_loss_weight,
+                                        timestep_range=args.timestep_range)
                 loss = compute_loss(model, inputs, diffusion).loss.mean()
                 if args.stage == 2 and inputs.subject is None:
                     # every story unconditional: the subject branch is unused, but every rank must run a backward

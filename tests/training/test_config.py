@@ -71,6 +71,24 @@ def test_semantic_checks_name_the_option(argv, match):
         parse_args([*BASE, *argv])
 
 
+@pytest.mark.parametrize("argv", [["--timestep_range", "600", "300"], ["--timestep_range", "-1", "300"],
+                                  ["--timestep_range", "0", "1001"], ["--timestep_range", "5", "5"]])
+def test_timestep_range_must_lie_in_the_schedule(argv):
+    with pytest.raises(ConfigError, match=r"timestep_range: expected \[LO, HI\] with 0 <= LO < HI <= num_timesteps"):
+        parse_args([*BASE, *argv])
+
+
+def test_timestep_range_from_a_config_file(tmp_path):
+    assert parse_args(BASE).timestep_range is None
+    path = _write(tmp_path, "timestep_range: [300, 900]\n")
+    assert parse_args(["--config", path, *BASE]).timestep_range == [300, 900]
+    assert parse_args([*BASE, "--timestep_range", "0", "1000"]).timestep_range == [0, 1000]
+    with pytest.raises(ConfigError, match="timestep_range: expected a list of 2 values"):
+        parse_args(["--config", _write(tmp_path, "timestep_range: 300\n"), *BASE])
+    with pytest.raises(ConfigError, match="timestep_range: expected an integer"):
+        parse_args(["--config", _write(tmp_path, "timestep_range: [300, 9.5e2]\n"), *BASE])
+
+
 def test_required_options_and_missing_file():
     with pytest.raises(ConfigError, match="stage: required"):
         parse_args(["--pretrained_model_name_or_path", "m", "--train_data", "d", "--output_dir", "o"])

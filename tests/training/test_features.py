@@ -90,6 +90,28 @@ def test_same_generator_state_gives_the_same_step_and_stage1_has_no_subject(setu
     assert _inputs(setup, DropoutConfig.off(), stage=1).subject is None
 
 
+@pytest.mark.parametrize("stage", [1, 2])
+def test_timestep_range_default_draws_as_before_and_the_range_is_respected(setup, stage):
+    _, batch, _ = setup
+    default = _inputs(setup, DropoutConfig(), stage=stage)
+    # the draws before this option: the same generator calls in the same order
+    generator = torch.Generator().manual_seed(0)
+    stories, frames = len(batch.examples), batch.num_frames
+    for n in (stories, frames, frames):
+        torch.rand(n, generator=generator)
+    old_t = torch.randint(0, 1000, (frames if stage == 1 else stories,), generator=generator)
+    if stage == 2:
+        old_t = old_t[torch.tensor(batch.frame_story)]
+    assert torch.equal(default.timesteps, old_t)
+    full = _inputs(setup, DropoutConfig(), stage=stage, timestep_range=(0, 1000))
+    assert torch.equal(full.timesteps, default.timesteps) and torch.equal(full.x_t, default.x_t)
+    for seed in range(20):
+        t = _inputs(setup, DropoutConfig(), seed=seed, stage=stage, timestep_range=(300, 310)).timesteps
+        assert ((t >= 300) & (t < 310)).all()
+    narrow = _inputs(setup, DropoutConfig(), stage=stage, timestep_range=(300, 301))
+    assert (narrow.timesteps == 300).all() and torch.equal(narrow.noise, default.noise)  # later draws unmoved
+
+
 def test_loss_is_finite_and_per_frame(setup):
     components, batch, _ = setup
     inputs = _inputs(setup, DropoutConfig.off())
