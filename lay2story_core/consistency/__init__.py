@@ -10,6 +10,7 @@ from .processors import (
     dense_consistent_self_attention,
     identity_flags,
     regional_cross_attention,
+    sampled_tokens,
     shared_tokens,
     story_consistency_processors,
 )
@@ -27,6 +28,7 @@ __all__ = [
     "dense_consistent_self_attention",
     "identity_flags",
     "regional_cross_attention",
+    "sampled_tokens",
     "shared_tokens",
     "step_index",
     "story_consistency_processors",

@@ -18,7 +18,6 @@ transformer gets one of these processors while installed, so no processor sees a
 
 from __future__ import annotations
 
-import dataclasses
 import random
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -199,16 +198,7 @@ def shared_tokens(ctx: StoryConsistencyContext, k: torch.Tensor, v: torch.Tensor
     key = (ctx.step, block) if ctx.bank_key is None else (ctx.step, block, ctx.bank_key)
     if ctx.mode == "read":
         return ctx.bank.get(key, (None,) * 4)
-    gen = ctx.generator(block, k.device)
-    picks = []
-    for frame in ctx.identity.nonzero().flatten().tolist():
-        candidates = (ctx.subject_masks[frame].nonzero().flatten().cpu() if ctx.subject_masks is not None
-                      and ctx.config.subject_only else torch.arange(k.shape[1]))
-        count = round(ctx.config.rate * candidates.numel())
-        if count == 0:
-            continue
-        chosen = candidates[torch.randperm(candidates.numel(), generator=gen)[:count]].sort().values
-        picks.append((frame, chosen.to(k.device)))
+    picks = [(frame, idx.to(k.device)) for frame, idx in sampled_tokens(ctx, k.shape[1], block)]
     if not picks:
         return None, None, None, None
     shared_k = torch.cat([k[f, idx] for f, idx in picks])
@@ -218,6 +208,21 @@ def shared_tokens(ctx: StoryConsistencyContext, k: torch.Tensor, v: torch.Tensor
     if ctx.mode == "write":
         ctx.bank[key] = (shared_k.detach(), shared_v.detach(), shared[2], owner)
     return shared
+
+
+def sampled_tokens(ctx: StoryConsistencyContext, num_tokens: int, block: int) -> list[tuple[int, torch.Tensor]]:
+    """``(frame, sorted token indices)`` each identity frame shares in this (step, block): a ``rate`` share of its
+    candidates (its subjects' box tokens with ``subject_only``, else all ``num_tokens``), drawn by the context's
+    generator. THE sampling rule: :func:`shared_tokens` and the dense reference both use it."""
+    gen = ctx.generator(block, "cpu")
+    picks = []
+    for frame in ctx.identity.nonzero().flatten().tolist():
+        candidates = (ctx.subject_masks[frame].nonzero().flatten().cpu() if ctx.subject_masks is not None
+                      and ctx.config.subject_only else torch.arange(num_tokens))
+        count = round(ctx.config.rate * candidates.numel())
+        if count:
+            picks.append((frame, candidates[torch.randperm(candidates.numel(), generator=gen)[:count]].sort().values))
+    return picks
 
 
 def consistent_self_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, ctx: StoryConsistencyContext,
@@ -257,18 +262,12 @@ def dense_consistent_self_attention(q: torch.Tensor, k: torch.Tensor, v: torch.T
     token of every frame of the batch (a query of frame ``b`` may see all of ``b``'s tokens and the sampled tokens
     of the other identity frames of its group), softmax over the flattened batch. Same samples (same generator)."""
     batch, tokens, heads, dim = q.shape
-    picks = shared_tokens(dataclasses.replace(ctx, mode="joint", bank={}), k, v, block)
-    if picks[0] is None or picks[0].shape[0] == 0:
+    picks = sampled_tokens(ctx, tokens, block)
+    if not picks:
         return None
-    # which (frame, token) pairs were sampled, from the owners and the keys themselves
     sampled = torch.zeros(batch, tokens, dtype=torch.bool, device=q.device)
-    gen = ctx.generator(block, k.device)
-    for frame in ctx.identity.nonzero().flatten().tolist():
-        candidates = (ctx.subject_masks[frame].nonzero().flatten().cpu() if ctx.subject_masks is not None
-                      and ctx.config.subject_only else torch.arange(tokens))
-        count = round(ctx.config.rate * candidates.numel())
-        if count:
-            sampled[frame, candidates[torch.randperm(candidates.numel(), generator=gen)[:count]]] = True
+    for frame, idx in picks:
+        sampled[frame, idx.to(q.device)] = True
     group = ctx.group.to(q.device)
     frame_of = torch.arange(batch, device=q.device).repeat_interleave(tokens)  # (B*N,)
     same_frame = frame_of[:, None] == frame_of[None, :]

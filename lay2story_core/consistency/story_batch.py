@@ -102,12 +102,6 @@ class StoryBatch:
                 self._masks[grid] = masks
         return self._masks[grid]
 
-    def character_masks(self, grid: tuple[int, int]) -> list[list[tuple[int, torch.Tensor]]]:
-        """Per frame, ``(character_index, (gh * gw,) bool mask)`` of each subject with a box (for regional captions
-        and box control)."""
-        resolved = rasterize_frame_masks(self.story, grid[0], grid[1], 1)
-        return [[(s.character_index, m) for s, m in frame if s.has_box] for frame in resolved]
-
     def caption_regions(self, grid: tuple[int, int]) -> list[list[tuple[str, torch.Tensor]]]:
         """Per frame, ``(subject caption, (gh * gw,) bool mask)`` of each subject with both a box and its own caption
         (the tokens regional cross-attention routes to that caption)."""
