@@ -7,16 +7,20 @@ of the held-out characters (unseen colour/shape/pattern combinations) unless a r
 
 * **Ablations** (the main table, the paper's Table 4 on ShapeStory): full Lay2Story (layout + subject captions +
   reference); no subject branch (the global branch alone: the same weights as "plain"); no reference; no masked 3D
-  attention (each frame's subject tokens attend within their own frame); layout off (the paper's "w/o lc");
-  training-free consistency on the global branch; plain. Columns: box success (stories with 1, 2 and 3
-  characters), identity (colour / shape / pattern accuracy, and identity anywhere: characters of multi-character
+  attention (each frame's subject tokens attend within their own frame); layout off as the paper has it ("w/o lc":
+  no boxes at all) and as a user gets it (auto layout: the model places each character in its first steps and the
+  subject branch draws it there, :mod:`lay2story_core.pipelines.auto_layout`); training-free consistency on the
+  global branch, without and with box control (``box_strength`` 1); plain. Columns: box success (stories with 1, 2
+  and 3 characters), identity (colour / shape / pattern accuracy, and identity anywhere: characters of multi-character
   frames drawn somewhere with their own colour, shape and pattern, whatever the box), attribute agreement and
   reference match (the consistency protocol: identity texts that leave the colour, or everything, unnamed; see
   :mod:`lay2story_core.shapestory.protocol`), prompt following (the scene), seconds per story.
 * **Bars**: layout on, for training and held-out characters: box success per character count, presence,
   colour/shape/pattern accuracy, scene, and the share of subjects of multi-character frames drawn in their own box
   with their own identity, and identity anywhere (the same without the box: layout off is judged by it); layout
-  off, the plain global branch and training-free consistency beside it (box success near what chance gives).
+  off (auto layout and w/o lc), the plain global branch and training-free consistency (without and with box control)
+  beside it. Rows sampled with layout off are scored without boxes (no box success; each character is read off its
+  largest blob of its colour), since no box was asked for.
 * **Ceiling**: the ground truth encoded and decoded by the model's VAE, scored the same way: what any latent model
   with this VAE can reach at best (small characters lose shape and pattern detail in a 4x VAE's 16x16 latents).
 * **Sampling**: the model's sampler (its scheduler folder; the demo: euler_a), recommended steps and guidance
@@ -25,8 +29,9 @@ of the held-out characters (unseen colour/shape/pattern combinations) unless a r
 * **Size**: 8 stories per character count for each split and 16 consistency-protocol stories (``--stories``; about
   10 minutes on 2 CPU cores). At 4 per count the training-character figures moved by about +-0.05 with the sampling
   noise alone, too much to judge a bar by.
-* **Grid** (``--grid``): reference | ground truth | layout on | layout off, boxes outlined, for a few held-out
-  stories, upscaled with nearest-neighbour so 64 px frames are readable.
+* **Grid** (``--grid``): reference | ground truth | layout on | layout off (auto layout) | w/o lc | training-free
+  with box control, the story's boxes outlined, for a few held-out stories, upscaled with nearest-neighbour so 64 px
+  frames are readable.
 """
 
 from __future__ import annotations
@@ -63,11 +68,13 @@ class Variant:
     reference: bool = True
     attention_3d: bool = True
     consistency: ConsistencyConfig | None = None
+    auto_layout: bool = False  # lay2story mode with layout off: let the model place the characters
 
     def call_kwargs(self, truth) -> dict:
         """Pipeline arguments; references are drawn from ``truth`` (the story with every attribute named)."""
         refs = references(truth) if self.mode == "lay2story" and self.reference else None
-        kwargs = {"mode": self.mode, "layout": self.layout, "subject_captions": self.layout, "references": refs}
+        kwargs = {"mode": self.mode, "layout": self.layout, "subject_captions": self.layout, "references": refs,
+                  "auto_layout": self.auto_layout}
         if not self.attention_3d:
             kwargs["attention_3d"] = False
         if self.consistency is not None:
@@ -77,22 +84,28 @@ class Variant:
 
 FULL = Variant("Lay2Story (full)")
 LAYOUT_OFF = Variant("w/o layout (lc off)", layout=False)
+AUTO_LAYOUT = Variant("layout off, auto layout", layout=False, auto_layout=True)
 TRAINING_FREE = Variant("training-free (global branch)", mode="training_free",
                         consistency=ConsistencyConfig(rate=1.0, blocks="all"))
+TRAINING_FREE_BOXES = Variant("training-free + box control", mode="training_free",
+                              consistency=ConsistencyConfig(rate=1.0, blocks="all", box_strength=1.0))
 PLAIN = Variant("plain global branch = w/o subject branch", mode="none", layout=False)
 ABLATIONS = (
     FULL,
     Variant("w/o reference", reference=False),
     Variant("w/o masked 3D attention", attention_3d=False),
     LAYOUT_OFF,
+    AUTO_LAYOUT,
     # every block, every candidate token: measured on training-split protocol stories (agreement, plain 0.13):
     # StoryDiffusion's second half of the blocks at rate 0.5 gives 0.19, rate 1 0.21, all blocks 0.32, both 0.44;
     # box control at its default strength (bench/box_control.py)
     TRAINING_FREE,
+    TRAINING_FREE_BOXES,
     PLAIN,
 )
 # the bars' rows beside layout on (held-out characters): bars-table name -> ablation variant
-BAR_VARIANTS = {"layout off": LAYOUT_OFF, "plain": PLAIN, "training-free": TRAINING_FREE}
+BAR_VARIANTS = {"layout off (auto layout)": AUTO_LAYOUT, "layout off (w/o lc)": LAYOUT_OFF, "plain": PLAIN,
+                "training-free": TRAINING_FREE, "training-free + box control": TRAINING_FREE_BOXES}
 
 
 def vae_round_trip(pipe, images) -> list:
@@ -134,7 +147,8 @@ def _by_count(sampler: Sampler, variant: Variant, sets: dict[int, list]) -> tupl
         for i, story in enumerate(stories):
             frames = sampler(variant, story, 100 * count + i)
             images.append((story, frames))
-            scores[count].append(score_story(frames, story))
+            # layout off: no box was asked for, so none is scored (each character is its largest blob of its colour)
+            scores[count].append(score_story(frames, story if variant.layout else story.with_layout(boxes=False)))
     return _summaries(scores, images), images
 
 
@@ -215,18 +229,18 @@ def evaluate(model_dir, count: int, steps: int | None, cfg: float | None, seed: 
     bars += [{"characters": "held-out", "variant": name, **_bar(held_out_scores[variant.name])}
              for name, variant in BAR_VARIANTS.items()]
     bars += [{"characters": "train", "variant": name, **_bar(_by_count(samplers["full"], variant, train)[0])}
-             for name, variant in (("layout on", FULL), ("layout off", LAYOUT_OFF))]
+             for name, variant in (("layout on", FULL), ("layout off (auto layout)", AUTO_LAYOUT),
+                                   ("layout off (w/o lc)", LAYOUT_OFF))]
 
     # 3. the picture
     if grid:
         from lay2story_core.shapestory.picture import comparison_grid
 
         stories = [s for s, _ in pictures[FULL.name]][::count][:4] or [s for s, _ in pictures[FULL.name]][:4]
-        rows = []
-        for story in stories:
-            on = next(f for s, f in pictures[FULL.name] if s is story)
-            off = next(f for s, f in pictures[LAYOUT_OFF.name] if s is story)
-            rows.append((story, on, off))
+        shown = (("layout on", FULL), ("layout off", AUTO_LAYOUT), ("w/o lc", LAYOUT_OFF),
+                 ("training-free", TRAINING_FREE_BOXES))
+        rows = [(story, [(label, next(f for s, f in pictures[v.name] if s is story)) for label, v in shown])
+                for story in stories]
         comparison_grid(rows).save(grid)
     return {"ablations": ablations, "bars": bars, "steps": steps, "cfg": cfg,
             "scheduler": scheduler_label(full.scheduler)}

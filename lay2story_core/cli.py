@@ -12,6 +12,7 @@ from .cli_output import EMBEDDED_MODEL, OutputFolder, UserError, write_outputs
 from .comic.command import ComicRequest, add_comic_arguments
 from .consistency import SECOND_HALF, ConsistencyConfig
 from .consistency.box_control import BOX_STRENGTH
+from .pipelines.auto_layout import AUTO_LAYOUT_CHOICES
 from .pipelines.manifest import (
     MAX_INFERENCE_STEPS,
     MAX_SEQUENCE_LENGTH,
@@ -56,6 +57,11 @@ def build_parser() -> argparse.ArgumentParser:
                           "per character (repeatable); 0 = the global branch alone, 1 = as trained (default 1)")
     gen.add_argument("--no-layout", action="store_true", help="ignore the story's boxes (layout off)")
     gen.add_argument("--no-subject-captions", action="store_true", help="ignore the subject captions")
+    gen.add_argument("--auto-layout", choices=AUTO_LAYOUT_CHOICES, default="model",
+                     help="lay2story mode, characters without a box (e.g. --no-layout): 'on' lets the model place "
+                          "each one in the first steps and draws it in that box (the placed boxes are written to the "
+                          "output's story.json), 'off' samples them without a box (the paper's w/o lc); default "
+                          "'model': the model folder's choice (the embedded demo: on)")
     gen.add_argument("--reference", action="append", default=[], metavar="CHARACTER=IMAGE",
                      help="reference image of a character (repeatable); default: the story's reference paths")
     gen.add_argument("--steps", type=int, default=None,
@@ -236,9 +242,14 @@ def generate(args: argparse.Namespace) -> Path:
                           guidance_scale=cfg, height=args.height, width=args.width,
                           negative_prompt=args.negative_prompt, seed=args.seed, chunk_size=args.chunk_size,
                           identity_frames=args.identity_frames, callback=progress, subject_scale=subject_scale,
-                          consistency=consistency, max_sequence_length=tokens)
+                          consistency=consistency, max_sequence_length=tokens,
+                          auto_layout=AUTO_LAYOUT_CHOICES[args.auto_layout])
         finally:
             bar.close()
+        placed = result.story is not None and result.story != story
+        if placed:  # the boxes the model chose: written to story.json, so a redo (--from) draws with them
+            story = result.story
+            settings["layout"], settings["auto_layout"] = True, True
         # 3. Write into the staging folder, then swap it in whole
         try:
             write_outputs(output.staging, story, result.images, settings)
@@ -246,7 +257,8 @@ def generate(args: argparse.Namespace) -> Path:
         except OSError as err:
             raise UserError(f"--out: could not write the frames ({err.strerror or err}); nothing was "
                             "replaced") from err
-        pages = None if comic is None else comic.compose(story, list(result.images), layout=not args.no_layout)
+        pages = None if comic is None else comic.compose(story, list(result.images),
+                                                         layout=not args.no_layout or placed)
     except BaseException:
         output.discard()
         raise

@@ -6,6 +6,7 @@ from dataclasses import dataclass
 
 import torch
 
+from lay2story_core.pipelines.auto_layout import AutoLayout
 from lay2story_core.pipelines.trained_for import TrainedFor
 from lay2story_core.text import DEFAULT_MAX_LENGTH
 
@@ -19,7 +20,8 @@ class StoryModel:
 
     ``scheduler_config`` is the pipeline folder's scheduler config (None: PixArt's DPM-Solver++ defaults);
     ``max_text_tokens`` is the caption length the transformer was trained with (120 alpha, 300 sigma);
-    ``trained_for``: the size and vocabulary its folder's ``lay2story.json`` declares (``None``: none declared).
+    ``trained_for``: the size and vocabulary its folder's ``lay2story.json`` declares (``None``: none declared);
+    ``auto_layout``: the folder's auto layout settings (``None``: off unless the sampler asks for it).
     ``patchers``: inside ComfyUI, the ``ModelPatcher`` s that let ComfyUI's model management load, offload and free
     the transformer, branch and VAE (the sampler asks ComfyUI to load them); empty outside ComfyUI.
     """
@@ -34,6 +36,7 @@ class StoryModel:
     max_text_tokens: int = DEFAULT_MAX_LENGTH
     patchers: tuple = ()
     trained_for: TrainedFor | None = None
+    auto_layout: AutoLayout | None = None
 
     @property
     def has_subject_branch(self) -> bool:

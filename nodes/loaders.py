@@ -176,7 +176,7 @@ class L2S_ModelLoader:
         return (StoryModel(transformer=transformer, subject_branch=branch, vae=vae_model, dtype=dtype,
                            device=run_device, source=model, scheduler_config=scheduler_config,
                            max_text_tokens=default_max_sequence_length(manifest, info), patchers=patchers,
-                           trained_for=manifest.trained_for),)
+                           trained_for=manifest.trained_for, auto_layout=manifest.auto_layout),)
 
     @staticmethod
     def _subject_branch_path(choice: str, model_path: str, pipeline: bool) -> str | None:

@@ -26,7 +26,8 @@ __all__ = ["L2S_RedoFrames", "StoryResult", "check_story_result"]
 
 MAX_SEED = 0xFFFFFFFFFFFFFFFF
 FIELDS = {"frames": "frames", "story": "story", "seed": "seed", "insert": "insert", "append": "append"}
-_NOT_FOR_REDO = ("seed", "height", "width", "chunk_size", "identity_frames")  # a redo decides these itself
+# a redo decides these itself; it draws with the boxes the first run placed (auto layout) and places no others
+_NOT_FOR_REDO = ("seed", "height", "width", "chunk_size", "identity_frames", "auto_layout")
 
 
 def _insert_positions(text: str) -> list[int]:

@@ -17,6 +17,7 @@ from lay2story_core.consistency import SECOND_HALF, ConsistencyConfig
 from lay2story_core.consistency.box_control import BOX_STRENGTH
 from lay2story_core.latents import LatentNormalization
 from lay2story_core.pipelines import SCHEDULERS, StoryPipeline, make_scheduler
+from lay2story_core.pipelines.auto_layout import AUTO_LAYOUT_CHOICES
 from lay2story_core.pipelines.manifest import MAX_INFERENCE_STEPS, check_guidance_scale, check_num_inference_steps
 from lay2story_core.pipelines.modes import AUTO, MODE_NAMES, resolve_mode
 from lay2story_core.pipelines.scales import story_scales
@@ -43,6 +44,7 @@ def build_pipeline(model: StoryModel, text_encoder: TextEncoderBundle, scheduler
                          transformer=model.transformer, scheduler=make_scheduler(scheduler, model.scheduler_config),
                          subject_branch=model.subject_branch)
     pipe.trained_for = model.trained_for  # a story outside it: the pipeline logs one warning line
+    pipe.auto_layout = model.auto_layout  # the folder's choice for auto_layout="model"
     return pipe
 
 
@@ -173,6 +175,12 @@ class L2S_StorySampler:
                                            "tooltip": "training_free mode: box control, the share of the first "
                                                       "steps drawn box by box so characters land in their boxes "
                                                       "(0: boxes only steer subject captions)."}),
+                "auto_layout": (list(AUTO_LAYOUT_CHOICES), {
+                    "default": "model",
+                    "tooltip": "lay2story mode, characters without a box (layout off): on = the model places each "
+                               "one in the first steps and draws it in that box (the boxes go into story_result); "
+                               "off = no box (the paper's w/o lc); model = the model folder's choice (the embedded "
+                               "demo: on)."}),
             },
         }
 
@@ -181,7 +189,8 @@ class L2S_StorySampler:
                width: int = 0, height: int = 0, chunk_size: int = 0, identity_frames: int = 0,
                subject_scale: float = 1.0, character_scales: str = "", consistency_rate: float = 0.5,
                consistency_blocks: str = SECOND_HALF, layout: Layout | None = None, reference=None, pixart=None,
-               clip=None, vae=None, subject_branch=None, box_strength: float = BOX_STRENGTH) -> tuple | dict:
+               clip=None, vae=None, subject_branch=None, box_strength: float = BOX_STRENGTH,
+               auto_layout: str = "model") -> tuple | dict:
         """``(images, latent, story_result)``; with a story the model was not trained for (size, words), ComfyUI's
         ``{"ui": {"text": [warning]}, "result": ...}`` so the node shows the warning line too."""
         models = model_sockets(model, text_encoder, pixart, clip, vae, subject_branch)
@@ -203,13 +212,15 @@ class L2S_StorySampler:
                                                   rate_field="consistency_rate", blocks_field="consistency_blocks",
                                                   box_strength_field="box_strength")
         references = None if reference is None else check_references(reference)
+        if auto_layout not in AUTO_LAYOUT_CHOICES:
+            raise ValueError(f"auto_layout: expected one of {tuple(AUTO_LAYOUT_CHOICES)}, got {auto_layout!r}")
         if identity_frames and not chunk_size:
             logger.info("identity_frames is used with chunk_size only; all frames are denoised together")
         settings = {
             "references": references, "num_inference_steps": steps, "guidance_scale": float(cfg),
             "height": height or None, "width": width or None, "seed": seed, "chunk_size": chunk_size or None,
             "identity_frames": (identity_frames or None) if chunk_size else None, "subject_scale": scales,
-            "consistency": consistency,
+            "consistency": consistency, "auto_layout": AUTO_LAYOUT_CHOICES[auto_layout],
         }
         outputs = self.run(models, story, mode, scheduler, settings)
         warning = trained_for_warning(models, story, settings)

@@ -30,6 +30,7 @@ class StoryResult:
         record = getattr(result, "record", None)
         if record is None:
             latents = result.latents.detach().float().cpu()
+            story = getattr(result, "story", None) or story  # with the boxes auto layout placed
             record = FinishedStory(story, latents, initial_noise(latents.shape, settings["seed"]),
                                    {k: settings.get(k) for k in ("seed", "chunk_size", "identity_frames")},
                                    images.permute(0, 3, 1, 2).contiguous())

@@ -119,7 +119,7 @@ def load_story_pipeline(
         subject_branch=branch,
     )
     pipe.sampling_defaults, pipe.model_name = manifest.sampling, manifest.name
-    pipe.trained_for = manifest.trained_for
+    pipe.trained_for, pipe.auto_layout = manifest.trained_for, manifest.auto_layout
     pipe.max_sequence_length = default_max_sequence_length(manifest, info)
     return pipe
 
@@ -150,7 +150,7 @@ def write_manifest(pipe: StoryPipeline, folder: Path) -> Path:
     defaults, caption length and what it was trained for."""
     return PipelineManifest(name=pipe.model_name, components=tuple(n for n in SUBFOLDERS if (folder / n).is_dir()),
                             sampling=pipe.sampling_defaults, max_sequence_length=pipe.max_sequence_length,
-                            trained_for=pipe.trained_for).write(folder)
+                            trained_for=pipe.trained_for, auto_layout=pipe.auto_layout).write(folder)
 
 
 def save_story_pipeline(pipe: StoryPipeline, folder: str | os.PathLike, **kwargs) -> None:

@@ -7,7 +7,9 @@ without a manifest, or a manifest without ``"sampling"``, samples with PixArt-al
 ``"max_sequence_length"`` is the caption length in T5 tokens the model was trained with (120 PixArt-alpha, 300
 PixArt-Sigma), likewise a default a caller may override; without it the loader asks the checkpoint.
 ``"trained_for"`` declares the frame size and vocabulary the model was trained for (:mod:`.trained_for`): a story
-asking for others gets one warning line; without it, none.
+asking for others gets one warning line; without it, none. ``"auto_layout"`` turns auto layout on for the folder's
+users (:mod:`.auto_layout`: with layout off the model places each character and the subject branch draws it there),
+with its settings (``{}``: the defaults); without it, a call asks for it with ``auto_layout=True``.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..loading import ModelLoadError
+from .auto_layout import AutoLayout
 from .trained_for import TrainedFor
 
 __all__ = ["MANIFEST_FILE", "MAX_INFERENCE_STEPS", "MAX_SEQUENCE_LENGTH", "PipelineManifest", "SamplingDefaults",
@@ -102,6 +105,7 @@ class PipelineManifest:
     sampling: SamplingDefaults = field(default_factory=SamplingDefaults)
     max_sequence_length: int | None = None  # None: not recorded (the loader asks the checkpoint)
     trained_for: TrainedFor | None = None  # None: no declaration (no warning)
+    auto_layout: AutoLayout | None = None  # None: off unless a call asks for it
 
     def to_dict(self) -> dict:
         data: dict = {"format": FORMAT, "version": VERSION}
@@ -115,6 +119,8 @@ class PipelineManifest:
             data["max_sequence_length"] = self.max_sequence_length
         if self.trained_for is not None:
             data["trained_for"] = self.trained_for.to_dict()
+        if self.auto_layout is not None:
+            data["auto_layout"] = self.auto_layout.to_dict()
         return data
 
     def write(self, folder: str | os.PathLike) -> Path:
@@ -150,7 +156,8 @@ class PipelineManifest:
             if tokens is not None:
                 check_max_sequence_length(tokens)
             trained_for = None if data.get("trained_for") is None else TrainedFor.from_dict(data["trained_for"])
+            auto_layout = None if data.get("auto_layout") is None else AutoLayout.from_dict(data["auto_layout"])
         except ValueError as err:
             raise ModelLoadError(path, str(err)) from err
         return cls(name=name, components=tuple(components), sampling=sampling, max_sequence_length=tokens,
-                   trained_for=trained_for)
+                   trained_for=trained_for, auto_layout=auto_layout)

@@ -37,6 +37,7 @@ from ..latents import LatentNormalization
 from ..models import IdentityBank, Lay2StoryTransformer, SubjectInputs
 from ..story import Box, Story, parse_story
 from ..text import DEFAULT_MAX_LENGTH, encode_texts
+from .auto_layout import AutoLayout, check_auto_layout, place_subjects, resolve_auto_layout, unplaced
 from .images import to_pil, to_tensor_image
 from .manifest import (
     MAX_INFERENCE_STEPS,
@@ -77,10 +78,13 @@ class ReferenceImage:
 @dataclass
 class StoryPipelineOutput(BaseOutput):
     """``images``: PIL images, or ``(F, 3, H, W)`` in [0, 1] for ``output_type="pt"`` (the latents for
-    ``"latent"``); ``latents``: ``(F, 4, h, w)`` final latents (scaled, as the transformer sees them)."""
+    ``"latent"``); ``latents``: ``(F, 4, h, w)`` final latents (scaled, as the transformer sees them); ``story``: the
+    story as sampled (with the boxes auto layout placed, :mod:`.auto_layout`; a layout-on call with it draws the same
+    frames)."""
 
     images: list | torch.Tensor
     latents: torch.Tensor
+    story: Story | None = None
 
 
 def check_subject_scale(subject_scale: object, story: Story, field: str = "subject_scale") -> None:
@@ -152,6 +156,8 @@ class StoryPipeline(DiffusionPipeline):
     # what the model folder's lay2story.json says it was trained for (size, vocabulary): a story outside it gets one
     # warning line (pipelines.trained_for); None: no declaration, no warning
     trained_for: TrainedFor | None = None
+    # the folder's auto layout (lay2story.json "auto_layout"): what a call with auto_layout=None runs; None: off
+    auto_layout: AutoLayout | None = None
     # the caption length (T5 tokens) a call that chooses none pads and cuts to: the one the model was trained with,
     # 120 for PixArt-alpha, 300 for PixArt-Sigma (set by load_story_pipeline from the checkpoint or the folder's
     # lay2story.json, and saved there)
@@ -369,6 +375,7 @@ class StoryPipeline(DiffusionPipeline):
         attention_3d: bool = True,
         identity_cache: IdentityCache | None = None,
         redo: RedoPlan | None = None,
+        auto_layout: AutoLayout | bool | None = None,
     ) -> StoryPipelineOutput:
         """Generate every frame of ``story``.
 
@@ -412,6 +419,10 @@ class StoryPipeline(DiffusionPipeline):
                 later with ``kv="cached"``; the frames are the same as without it.
             redo: set by :func:`~lay2story_core.pipelines.redo.redo_story` (use that): the kept frames' keys/values
                 are written first and only the frames it names are sampled, in read mode.
+            auto_layout: ``mode="lay2story"``, subjects without a box (layout off): draft the first steps, read where
+                the model put each character, sample again with it in that box (:mod:`.auto_layout`). ``None``: the
+                model folder's choice (:attr:`auto_layout`; the demo: on), ``True``/``False``, or an
+                :class:`~.auto_layout.AutoLayout`. The boxes come back in ``StoryPipelineOutput.story``.
         """
         # 0. Inputs
         story = parse_story(_story_source(story))
@@ -425,6 +436,7 @@ class StoryPipeline(DiffusionPipeline):
             self.max_sequence_length if max_sequence_length is None else max_sequence_length)
         self.check_inputs(story, height, width, num_inference_steps, guidance_scale, mode, chunk_size,
                           identity_frames, subject_scale, consistency)
+        check_auto_layout(auto_layout)
         if output_type not in ("pil", "pt", "latent"):
             raise ValueError(f"output_type: expected 'pil', 'pt' or 'latent', got {output_type!r}")
         device = self._execution_device
@@ -446,6 +458,9 @@ class StoryPipeline(DiffusionPipeline):
         global_texts = [story.global_caption(i) for i in range(num_frames)]
         subject_texts = [s.caption for frame in resolved for s in frame]
         texts = global_texts + [negative, REFERENCE_CAPTION] + subject_texts
+        auto = resolve_auto_layout(auto_layout, self.auto_layout) if mode.subject_branch and redo is None else None
+        to_place = unplaced(resolved) if auto is not None else []
+        texts += [story.global_caption(f, without=(c,)) for f, c in to_place]  # auto layout's captions
         if mode.consistency and (consistency or ConsistencyConfig()).box_strength > 0:
             texts += box_captions(story, resolved)  # training-free box control's background and character captions
         embeds, mask = self.encode_prompt(texts, device, max_sequence_length)
@@ -481,6 +496,9 @@ class StoryPipeline(DiffusionPipeline):
         job.step_end, job.generator = step_end, generator
         results = torch.empty_like(all_latents)
         model = self._model()
+        if to_place:  # 4a. auto layout: draft, place, and sample the placed story (same noise, same step noise)
+            story, resolved = place_subjects(job, model, all_latents, auto, to_place, chunk_size, captions_on)
+            job = dataclasses.replace(job, story=story, resolved=resolved)
         self._onload(self.transformer)  # model CPU offload: the story model bypasses the transformer's forward
         processors = self.consistency_processors() if mode.consistency else nullcontext()
         try:
@@ -504,7 +522,7 @@ class StoryPipeline(DiffusionPipeline):
             self.maybe_free_model_hooks()
         if not return_dict:
             return (images,)
-        return StoryPipelineOutput(images=images, latents=results)
+        return StoryPipelineOutput(images=images, latents=results, story=story)
 
     def _step_end_hook(self, callback, tensor_inputs):
         """``step_end(step, timestep, latents) -> latents`` running diffusers' ``callback_on_step_end`` and the
@@ -716,7 +734,9 @@ class _Job:
         return box.compose(background, predictions)
 
     def denoise(self, model: Lay2StoryTransformer, frames: list[int], latents: torch.Tensor, kind: str,
-                pass_index: int) -> torch.Tensor:
+                pass_index: int, stop_after: int | None = None) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+        """The pass's latents after every step; with ``stop_after=k``: ``(model input, timestep)`` of step ``k``
+        after ``k`` steps (auto layout's draft)."""
         pipe = self.pipe
         # a. conditioning of this pass, once
         state = self.prepare_pass(frames, kind)
@@ -730,6 +750,8 @@ class _Job:
             else {}
         total = self.num_steps * self.num_passes
         for i, t in enumerate(scheduler.timesteps):
+            if i == stop_after:
+                return scheduler.scale_model_input(latents, t), t
             # c. one model call for both halves
             model_in = torch.cat([latents, latents]) if self.do_cfg else latents
             model_in = scheduler.scale_model_input(model_in, t)

@@ -36,27 +36,28 @@ def _outlined(image: Image.Image, story: Story, frame: int | None, scale: int, c
     return big
 
 
-def comparison_grid(rows: Sequence[tuple[Story, Sequence[Image.Image], Sequence[Image.Image]]], scale: int = 3
+def comparison_grid(rows: Sequence[tuple[Story, Sequence[tuple[str, Sequence[Image.Image]]]]], scale: int = 3
                     ) -> Image.Image:
-    """One block per story: its main character's reference, then three rows of frames (ground truth, layout on,
-    layout off), every box outlined (black, inner line in the character's darker shade)."""
+    """One block per story: its main character's reference, then a row of frames for the ground truth and one per
+    ``(label, frames)`` of the story (e.g. layout on, layout off, training-free), every box of the story outlined
+    (black, inner line in the character's darker shade)."""
     if not rows:
         raise ValueError("rows: need at least one story")
-    cell = max(s.width for s, _, _ in rows) * scale
-    max_frames = max(s.num_frames for s, _, _ in rows)
+    cell = max(s.width for s, _ in rows) * scale
+    max_frames = max(s.num_frames for s, _ in rows)
     width = _LABEL_WIDTH + (cell + _GAP) * (max_frames + 1)
-    block = 3 * (cell + _GAP) + 2 * _GAP
-    sheet = Image.new("RGB", (width, block * len(rows)), (255, 255, 255))
+    blocks = [(1 + len(samples)) * (cell + _GAP) + 2 * _GAP for _, samples in rows]
+    sheet = Image.new("RGB", (width, sum(blocks)), (255, 255, 255))
     draw = ImageDraw.Draw(sheet)
     font = ImageFont.load_default(size=15)
-    for b, (story, on, off) in enumerate(rows):
-        top = b * block
+    for b, (story, samples) in enumerate(rows):
+        top = sum(blocks[:b])
         truth, _ = render_story(story)
         cid = story.characters[0].id
         reference, _ = render_reference(story, cid)
         sheet.paste(_outlined(reference, story, None, scale, cid), (_LABEL_WIDTH, top))
         draw.text((_LABEL_WIDTH, top + cell + 1), "reference", fill=(0, 0, 0), font=font)
-        for r, (label, frames) in enumerate((("ground truth", truth), ("layout on", on), ("layout off", off))):
+        for r, (label, frames) in enumerate((("ground truth", truth), *samples)):
             y = top + r * (cell + _GAP)
             draw.text((6, y + cell // 2 - 8), label, fill=(0, 0, 0), font=font)
             for f, image in enumerate(frames):

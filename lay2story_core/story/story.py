@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from . import jsontext
@@ -243,10 +243,11 @@ class Story:
         present = {s.character for s in frame.subjects}
         return tuple(c for c in self.characters if c.id in present)
 
-    def global_caption(self, frame_index: int) -> str:
+    def global_caption(self, frame_index: int, without: Sequence[str] = ()) -> str:
         """StoryDiffusion-style "identity + frame prompt": the present characters' identities, in story order,
-        joined with ", ", then ", " and the frame prompt."""
-        identities = [c.identity for c in self.present_characters(frame_index)]
+        joined with ", ", then ", " and the frame prompt. ``without``: character ids left out (the caption as if
+        they were not in the frame)."""
+        identities = [c.identity for c in self.present_characters(frame_index) if c.id not in without]
         return ", ".join([*identities, self.frames[frame_index].prompt])
 
     def resolve_frame(self, frame_index: int, *, boxes: bool = True,

@@ -34,6 +34,14 @@ def test_summaries_count_identity_anywhere_and_the_bars_list_the_global_branch_r
     assert summary["anywhere"] == 1.0 and _bar(summary)["identity_anywhere"] == 1.0
     assert _summaries({3: [score_story(frames, s) for s, frames in pairs]})["anywhere"] is None
     assert BAR_VARIANTS["plain"] is PLAIN and BAR_VARIANTS["training-free"] is TRAINING_FREE
+    from bench.shapestory import AUTO_LAYOUT, LAYOUT_OFF, TRAINING_FREE_BOXES
+
+    assert BAR_VARIANTS["layout off (auto layout)"] is AUTO_LAYOUT
+    assert BAR_VARIANTS["layout off (w/o lc)"] is LAYOUT_OFF
+    assert AUTO_LAYOUT.call_kwargs(stories[0])["auto_layout"] is True
+    assert LAYOUT_OFF.call_kwargs(stories[0])["auto_layout"] is False
+    assert BAR_VARIANTS["training-free + box control"] is TRAINING_FREE_BOXES
+    assert TRAINING_FREE_BOXES.consistency.box_strength == 1.0
     for columns in (ABLATION_COLUMNS, BAR_COLUMNS):
         assert {"colour_accuracy", "shape_accuracy", "pattern_accuracy", "identity_anywhere"} <= set(columns)
     assert set(_bar(summary)) == set(BAR_COLUMNS) - {"characters", "variant", "box_success_1", "box_success_2"}

@@ -336,3 +336,29 @@ def test_box_strength_option_and_the_trained_for_warning(tmp_path, model_dir, ca
     assert settings["consistency"]["box_strength"] == 0.25
     assert main([*args, "--out", str(tmp_path / "o2"), "--box-strength", "2"]) == 2
     assert "--box-strength" in _one_error_line(capsys)
+
+
+def test_auto_layout_option_writes_the_placed_boxes_and_a_redo_draws_with_them(tmp_path, model_dir, capsys):
+    """``--no-layout --auto-layout on`` (lay2story mode): story.json gets the boxes the model chose and the settings
+    say layout on, so the frames equal a layout-on run of that story.json; ``off`` (and the tiny folder's default,
+    which declares no auto layout) keeps the story as given."""
+    import numpy as np
+
+    assert _run(model_dir, tmp_path / "auto", "--no-layout", "--auto-layout", "on", "--seed", "5") == 0, \
+        capsys.readouterr().err
+    placed = load_story(tmp_path / "auto" / "story.json")
+    assert all(s.box is not None for f in placed.frames for s in f.subjects)
+    settings = json.loads((tmp_path / "auto" / "settings.json").read_text())
+    assert settings["layout"] is True and settings["auto_layout"] is True
+    assert main(["generate", "--story", str(tmp_path / "auto" / "story.json"), "--out", str(tmp_path / "again"),
+                 "--model", str(model_dir), *ARGS, "--seed", "5"]) == 0
+    for name in ("frame_000.png", "frame_003.png"):
+        with Image.open(tmp_path / "auto" / name) as a, Image.open(tmp_path / "again" / name) as b:
+            assert np.array_equal(np.asarray(a), np.asarray(b))
+    for choice in ("off", "model"):
+        assert _run(model_dir, tmp_path / choice, "--no-layout", "--auto-layout", choice) == 0
+        settings = json.loads((tmp_path / choice / "settings.json").read_text())
+        assert settings["layout"] is False and "auto_layout" not in settings
+    with pytest.raises(SystemExit) as err:
+        _run(model_dir, tmp_path / "bad", "--auto-layout", "maybe")
+    assert err.value.code == 2 and "--auto-layout" in capsys.readouterr().err

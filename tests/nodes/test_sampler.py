@@ -231,3 +231,25 @@ def test_a_story_the_model_was_not_trained_for_shows_one_warning_line(models):
     assert out["result"][0].shape == (3, 16, 32, 3) and len(out["result"]) == 3
     fits = dataclasses.replace(STORY, frames=STORY.frames[:1])
     assert isinstance(L2S_StorySampler().sample(declared, text_encoder, fits, **args), tuple)
+
+
+def test_auto_layout_widget_places_the_characters_and_story_result_keeps_the_boxes(models):
+    """auto_layout (appended last): 'on' in lay2story mode places the boxless characters, the frames equal the
+    pipeline's call with the placed story, and story_result carries that story (a redo draws with its boxes);
+    'model' is the folder's choice (the tiny folder declares none: off); a wrong value is one line."""
+    model, text_encoder = models
+    node = L2S_StorySampler()
+    args = {"seed": 1, "steps": 3, "cfg": 4.5, "scheduler": "dpmsolver++", "mode": "lay2story", "width": 0,
+            "height": 0, "chunk_size": 0, "identity_frames": 0}
+    images, _, result = node.sample(model, text_encoder, STORY, auto_layout="on", **args)
+    placed = result.record.story
+    assert placed != STORY and all(s.box is not None for f in placed.frames for s in f.subjects)
+    pipe = build_pipeline(model, text_encoder, "dpmsolver++")
+    expected = pipe(placed, mode="lay2story", num_inference_steps=3, guidance_scale=4.5, seed=1,
+                    output_type="pt").images
+    torch.testing.assert_close(images, expected.permute(0, 2, 3, 1), atol=1e-6, rtol=0)
+    plain, _, result = node.sample(model, text_encoder, STORY, auto_layout="model", **args)
+    assert result.record.story == STORY
+    assert torch.equal(plain, node.sample(model, text_encoder, STORY, auto_layout="off", **args)[0])
+    with pytest.raises(ValueError, match=r"^auto_layout: expected one of \('model', 'on', 'off'\), got 'yes'"):
+        node.sample(model, text_encoder, STORY, auto_layout="yes", **args)
