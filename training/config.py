@@ -88,6 +88,11 @@ def build_parser(description: str = "Train Lay2Story (stage 1: global branch, st
     g.add_argument("--num_timesteps", type=int, default=1000, help="diffusion steps of the training schedule")
     g.add_argument("--timestep_range", type=int, nargs=2, default=None, metavar=("LO", "HI"),
                    help="draw training timesteps uniformly from [LO, HI) only (default: the whole schedule)")
+    g.add_argument("--branch_off_share", type=float, default=0.0,
+                   help="stage 2: probability a story is trained with the subject branch off (its caption kept, no "
+                        "subject slots: the global branch alone, as mode='none' samples it); 0 = never")
+    g.add_argument("--branch_off_timestep_range", type=int, nargs=2, default=None, metavar=("LO", "HI"),
+                   help="stage 2: timesteps of the branch-off stories from [LO, HI) (default: as timestep_range)")
     g.add_argument("--prediction_type", default="epsilon", choices=("epsilon", "v_prediction"),
                    help="what the model predicts (diffusers' names; PixArt-alpha: epsilon). Must match the "
                         "prediction_type of the model's scheduler config, which inference reads")
@@ -235,13 +240,19 @@ def validate_args(args: argparse.Namespace) -> argparse.Namespace:
         lo, hi = args.timestep_range
         _check(0 <= lo < hi <= args.num_timesteps, "timestep_range", args.timestep_range,
                f"expected [LO, HI] with 0 <= LO < HI <= num_timesteps ({args.num_timesteps})")
+    if args.branch_off_timestep_range is not None:
+        lo, hi = args.branch_off_timestep_range
+        _check(0 <= lo < hi <= args.num_timesteps, "branch_off_timestep_range", args.branch_off_timestep_range,
+               f"expected [LO, HI] with 0 <= LO < HI <= num_timesteps ({args.num_timesteps})")
+        _check(args.branch_off_share > 0, "branch_off_timestep_range", args.branch_off_timestep_range,
+               "only used with branch_off_share > 0")
     for key in ("max_train_steps", "checkpoints_total_limit", "validation_steps", "subject_branch_layers"):
         value = getattr(args, key)
         _check(value is None or value >= 1, key, value, "expected an integer >= 1 or null")
     for key in ("dataloader_num_workers", "lr_warmup_steps", "seed"):
         _check(getattr(args, key) >= 0, key, getattr(args, key), "expected an integer >= 0")
     for key in ("caption_dropout", "mask_dropout", "subject_caption_dropout", "reference_dropout",
-                "max_skip_fraction"):
+                "max_skip_fraction", "branch_off_share"):
         value = getattr(args, key)
         _check(0.0 <= value <= 1.0, key, value, "expected a probability in [0, 1]")
     for key in ("adam_beta1", "adam_beta2", "ema_decay"):
@@ -262,6 +273,7 @@ def validate_args(args: argparse.Namespace) -> argparse.Namespace:
         _check(not args.box_embedding, "box_embedding", args.box_embedding, "only used by stage 2")
         _check(args.subject_loss_weight == 1.0, "subject_loss_weight", args.subject_loss_weight,
                "only used by stage 2")
+        _check(args.branch_off_share == 0.0, "branch_off_share", args.branch_off_share, "only used by stage 2")
         _check(not args.train_transformer, "train_transformer", args.train_transformer,
                "only used by stage 2 (stage 1 trains the global branch anyway)")
     if args.transformer_learning_rate is not None:

@@ -40,6 +40,7 @@ class DropoutConfig:
     mask: float = 0.25
     subject_caption: float = 0.25
     reference: float = 0.0  # per story: train without its references (so inference without one is in-distribution)
+    branch_off: float = 0.0  # per story: caption kept, no subject slots (the global branch alone; stage 2)
 
     @classmethod
     def off(cls) -> DropoutConfig:
@@ -105,11 +106,14 @@ def _split(moments: torch.Tensor, channels: int) -> tuple[torch.Tensor, torch.Te
 def prepare_inputs(batch: StoryBatch, *, stage: int, captions: CaptionEncoder, vae, vae_info: VaeInfo,
                    diffusion: GaussianDiffusion, generator: torch.Generator, dropout: DropoutConfig,
                    patch_size: int, device: torch.device, use_additional_conditions: bool = False,
-                   subject_loss_weight: float = 1.0, timestep_range: tuple[int, int] | None = None) -> StepInputs:
+                   subject_loss_weight: float = 1.0, timestep_range: tuple[int, int] | None = None,
+                   branch_off_timestep_range: tuple[int, int] | None = None) -> StepInputs:
     """Draw the step's randomness and assemble the model inputs for ``batch`` (see the module docstring).
 
     ``timestep_range`` ``(lo, hi)``: draw timesteps from ``[lo, hi)`` only (same generator, same order); ``None``:
-    the whole schedule.
+    the whole schedule. ``dropout.branch_off`` (stage 2): the share of stories trained with the subject branch off
+    (caption kept, no slots), their timesteps from ``branch_off_timestep_range`` (default: ``timestep_range``);
+    drawn after everything else and only when > 0, so a run without it draws exactly as before.
 
     ``subject_loss_weight`` (stage 2): the loss weight of the latent pixels inside the boxes a frame's subjects were
     given (1 elsewhere and in frames without boxes); 1 draws nothing and changes nothing."""
@@ -138,7 +142,13 @@ def prepare_inputs(batch: StoryBatch, *, stage: int, captions: CaptionEncoder, v
     sample = torch.randn(mean.shape, generator=generator)
     noise = torch.randn(mean.shape, generator=generator)
     drop_ref = ((torch.rand(num_stories, generator=generator) < dropout.reference).tolist() if dropout.reference > 0
-                else [False] * num_stories)  # drawn last: the draws above do not depend on it
+                else [False] * num_stories)  # drawn after the above: they do not depend on it
+    branch_off = [False] * num_stories
+    if stage == 2 and dropout.branch_off > 0:  # drawn last, only when asked for
+        branch_off = (torch.rand(num_stories, generator=generator) < dropout.branch_off).tolist()
+        off_lo, off_hi = branch_off_timestep_range or (t_lo, t_hi)
+        off_t = torch.randint(off_lo, off_hi, (num_stories,), generator=generator)
+        step_t = torch.where(torch.tensor(branch_off), off_t, step_t)
     # 3. x_0 ~ q(z | x) scaled, x_t ~ q(x_t | x_0)
     x_start = vae_info.normalization.to_model(mean + torch.exp(0.5 * logvar) * sample)
     timesteps = step_t if stage == 1 else step_t[torch.tensor(batch.frame_story, dtype=torch.long)]
@@ -151,10 +161,11 @@ def prepare_inputs(batch: StoryBatch, *, stage: int, captions: CaptionEncoder, v
     if stage == 2:
         specs = []
         for f, (s, i) in enumerate(zip(batch.frame_story, frame_index)):
-            subjects = () if uncond[s] else stories[s].resolve_frame(i, boxes=keep_box[f], captions=keep_caption[f])
+            subjects = () if uncond[s] or branch_off[s] else stories[s].resolve_frame(i, boxes=keep_box[f],
+                                                                                       captions=keep_caption[f])
             specs.append(FrameSpec(s, tuple(subjects)))
         references = {key: batch.examples[key[0]].references[key[1]][1] for key in ref_keys
-                      if not uncond[key[0]] and not drop_ref[key[0]]}
+                      if not uncond[key[0]] and not drop_ref[key[0]] and not branch_off[key[0]]}
         latent_h, latent_w = mean.shape[-2:]
         if subject_loss_weight != 1.0:
             loss_weight = subject_loss_weights(specs, latent_h, latent_w, subject_loss_weight).to(device)

@@ -257,7 +257,7 @@ def main(args, *, on_step: StepCallback | None = None) -> dict:
     captions = cached or live
     validation = _Validation(cache if val_cached else None, cached if val_cached else live)
     dropout = DropoutConfig(args.caption_dropout, args.mask_dropout, args.subject_caption_dropout,
-                            args.reference_dropout)
+                            args.reference_dropout, args.branch_off_share)
     if accelerator.is_main_process:
         accelerator.init_trackers(args.tracker_project_name, config=_tracker_config(args))
 
@@ -306,7 +306,8 @@ def main(args, *, on_step: StepCallback | None = None) -> dict:
                                         dropout=dropout, patch_size=components.patch_size, device=device,
                                         use_additional_conditions=use_added,
                                         subject_loss_weight=args.subject_loss_weight,
-                                        timestep_range=args.timestep_range)
+                                        timestep_range=args.timestep_range,
+                                        branch_off_timestep_range=args.branch_off_timestep_range)
                 loss = compute_loss(model, inputs, diffusion).loss.mean()
                 if args.stage == 2 and inputs.subject is None:
                     # every story unconditional: the subject branch is unused, but every rank must run a backward

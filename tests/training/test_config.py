@@ -78,6 +78,20 @@ def test_timestep_range_must_lie_in_the_schedule(argv):
         parse_args([*BASE, *argv])
 
 
+@pytest.mark.parametrize("argv, message", [
+    (["--branch_off_share", "1.5"], r"branch_off_share: .*1\.5"),
+    (["--branch_off_timestep_range", "300", "900"], r"branch_off_timestep_range: .*only used with branch_off_share"),
+    (["--branch_off_share", "0.25", "--branch_off_timestep_range", "900", "300"],
+     r"branch_off_timestep_range: expected \[LO, HI\]"),
+    (["--stage", "1", "--branch_off_share", "0.25"], r"branch_off_share: .*only used by stage 2"),
+])
+def test_branch_off_options_are_checked(argv, message):
+    with pytest.raises(ConfigError, match=message):
+        parse_args([*BASE, *argv])
+    args = parse_args([*BASE, "--branch_off_share", "0.25", "--branch_off_timestep_range", "300", "900"])
+    assert args.branch_off_share == 0.25 and args.branch_off_timestep_range == [300, 900]
+
+
 def test_timestep_range_from_a_config_file(tmp_path):
     assert parse_args(BASE).timestep_range is None
     path = _write(tmp_path, "timestep_range: [300, 900]\n")

@@ -112,6 +112,29 @@ def test_timestep_range_default_draws_as_before_and_the_range_is_respected(setup
     assert (narrow.timesteps == 300).all() and torch.equal(narrow.noise, default.noise)  # later draws unmoved
 
 
+def test_branch_off_stories_train_the_global_branch_alone_at_their_own_timesteps(setup):
+    """--branch_off_share: 0 draws exactly as before; a branch-off story keeps its caption but gets no subject slots
+    (the global branch alone, as mode='none' samples it) and a timestep from --branch_off_timestep_range."""
+    _, batch, _ = setup
+    keep = DropoutConfig(0.0, 0.0, 0.0, 0.0)
+    before = _inputs(setup, keep)
+    same = _inputs(setup, DropoutConfig(0.0, 0.0, 0.0, 0.0, 0.0), branch_off_timestep_range=(300, 301))
+    for name in ("timesteps", "x_t", "noise", "captions"):
+        assert torch.equal(getattr(same, name), getattr(before, name)), name
+    assert torch.equal(same.subject.slots.masks, before.subject.slots.masks)
+    off = _inputs(setup, DropoutConfig(0.0, 0.0, 0.0, 0.0, 1.0), branch_off_timestep_range=(300, 301))
+    assert off.subject is None and (off.timesteps == 300).all()
+    assert torch.equal(off.captions, before.captions) and torch.equal(off.noise, before.noise)
+    # some stories off, some on (seeds where the draw splits the batch): only the others keep their slots
+    split = [_inputs(setup, DropoutConfig(0.0, 0.0, 0.0, 0.0, 0.5), seed=seed, branch_off_timestep_range=(300, 301))
+             for seed in range(12)]
+    mixed = [x for x in split if x.subject is not None and (x.timesteps == 300).any() and (x.timesteps != 300).any()]
+    assert mixed, "no seed split the batch"
+    for x in mixed:
+        off_frames = (x.timesteps == 300).nonzero().flatten().tolist()
+        assert not set(x.subject.slots.image_index.tolist()) & set(off_frames)
+
+
 def test_loss_is_finite_and_per_frame(setup):
     components, batch, _ = setup
     inputs = _inputs(setup, DropoutConfig.off())
