@@ -175,28 +175,45 @@ def boxes_from_maps(maps: torch.Tensor, threshold: float, aspect: float | None, 
     return separate_boxes(boxes, min_size=min_size)
 
 
+def _push_apart(a: list[float], b: list[float], axis: int, overlap: float) -> None:
+    """Move ``a`` and ``b`` apart along ``axis`` (0: x, 1: y) by half ``overlap`` each, staying inside the frame."""
+    first, second = (a, b) if a[axis] + a[axis + 2] <= b[axis] + b[axis + 2] else (b, a)
+    shift = overlap / 2 + 1e-4
+    for box, sign in ((first, -1.0), (second, 1.0)):
+        size = box[axis + 2] - box[axis]
+        low = min(max(box[axis] + sign * shift, 0.0), 1.0 - size)
+        box[axis], box[axis + 2] = low, low + size
+
+
+def _overlaps(a: Sequence[float], b: Sequence[float]) -> tuple[float, float]:
+    return min(a[2], b[2]) - max(a[0], b[0]), min(a[3], b[3]) - max(a[1], b[1])
+
+
 def separate_boxes(boxes: Sequence[Sequence[float]], rounds: int = 40, min_size: float | None = None) -> list[Box]:
     """Boxes of one frame pushed apart until disjoint: an overlapping pair moves apart along the axis where it
-    overlaps least, half the overlap each, staying inside the frame; every fourth round that still has an overlap
-    shrinks every box about its centre by 10% (not below ``min_size`` on its longer side). Disjoint boxes come back
-    unchanged; boxes that cannot be parted within ``rounds`` come back as far apart as they got."""
+    overlaps least, half the overlap each, staying inside the frame (along the other axis when the frame's edge
+    stops it); every fourth round that still has an overlap shrinks every box about its centre by 10% (not below
+    ``min_size`` on its longer side). Disjoint boxes come back unchanged; boxes that cannot be parted within
+    ``rounds`` come back as far apart as they got."""
     out = [list(map(float, b)) for b in boxes]
     for round_index in range(rounds):
         moved = False
         for i in range(len(out)):
             for j in range(i + 1, len(out)):
                 a, b = out[i], out[j]
-                overlap = (min(a[2], b[2]) - max(a[0], b[0]), min(a[3], b[3]) - max(a[1], b[1]))
+                overlap = _overlaps(a, b)
                 if overlap[0] <= 0 or overlap[1] <= 0:
                     continue
                 moved = True
-                axis = 0 if overlap[0] < overlap[1] else 1
-                first, second = (a, b) if a[axis] + a[axis + 2] <= b[axis] + b[axis + 2] else (b, a)
-                shift = overlap[axis] / 2 + 1e-4
-                for box, sign in ((first, -1.0), (second, 1.0)):
-                    size = box[axis + 2] - box[axis]
-                    low = min(max(box[axis] + sign * shift, 0.0), 1.0 - size)
-                    box[axis], box[axis + 2] = low, low + size
+                cheaper = 0 if overlap[0] < overlap[1] else 1
+                before = (list(a), list(b))
+                _push_apart(a, b, cheaper, overlap[cheaper])
+                if min(_overlaps(a, b)) > 0:  # the frame's edge stopped them: the other axis instead
+                    a[:], b[:] = before
+                    _push_apart(a, b, 1 - cheaper, overlap[1 - cheaper])
+                    if min(_overlaps(a, b)) > 0:  # neither parts them now: the cheaper push, shrinking follows
+                        a[:], b[:] = before
+                        _push_apart(a, b, cheaper, overlap[cheaper])
         if not moved:
             break
         if round_index % 4 == 3:

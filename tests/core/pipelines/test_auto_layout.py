@@ -71,6 +71,25 @@ def test_overlapping_maps_give_disjoint_boxes_each_pixel_to_its_strongest_charac
     assert boxes[0][0] < boxes[1][0]  # the left half's character stays left
 
 
+def test_sizes_are_bounded_and_crowded_boxes_do_not_shrink_below_the_minimum():
+    maps = torch.zeros(1, 20, 20)
+    maps[0, 8:10, 8:10] = 1.0  # a 0.1-side blob
+    (box,) = boxes_from_maps(maps, 0.5, 1.0, min_size=0.4)
+    assert box[2] - box[0] == pytest.approx(0.4) and (box[0] + box[2]) / 2 == pytest.approx(0.45)
+    maps[0, :, :] = 1.0  # the whole frame
+    (box,) = boxes_from_maps(maps, 0.5, 1.0, max_size=0.65)
+    assert box[2] - box[0] == pytest.approx(0.65) and box[3] - box[1] == pytest.approx(0.65)
+    crowded = torch.zeros(3, 20, 20)
+    crowded[:, 6:14, 6:14] = torch.tensor([1.0, 0.95, 0.9])[:, None, None]
+    boxes = boxes_from_maps(crowded, 0.5, 1.0, min_size=0.4, max_size=0.65)
+    assert all(max(b[2] - b[0], b[3] - b[1]) >= 0.4 - 1e-6 for b in boxes), boxes
+    assert all(_overlap(a, b) == 0.0 for i, a in enumerate(boxes) for b in boxes[i + 1:]), boxes
+    with pytest.raises(ValueError, match=r"^auto_layout\.min_size: 0\.7 is above max_size 0\.5"):
+        AutoLayout(min_size=0.7, max_size=0.5)
+    with pytest.raises(ValueError, match=r"^auto_layout\.max_size: expected a number in \(0, 1\]"):
+        AutoLayout(max_size=2)
+
+
 def test_an_all_zero_map_gives_the_whole_frame():
     assert boxes_from_maps(torch.zeros(1, 4, 4), 0.5, 1.0) == [(0.0, 0.0, 1.0, 1.0)]
 
