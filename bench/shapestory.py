@@ -168,7 +168,8 @@ def _own_box_and_identity(scores) -> float | None:
     for score in scores:
         per_frame: dict[int, list] = {}
         for s in score.subjects:
-            per_frame.setdefault(s.frame, []).append(s)
+            if s.has_box:  # a layout-off sample asked for no box
+                per_frame.setdefault(s.frame, []).append(s)
         for subjects in per_frame.values():
             if len(subjects) >= 2:
                 good += [float((s.box_hit or 0.0) >= 0.8 and s.colour_ok and s.shape_ok and s.pattern_ok)

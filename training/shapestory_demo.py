@@ -11,11 +11,17 @@
         --second-character 0.7 --third-character 0.5                              # stage 2d: fresh stories
     python -m training.shapestory_demo data --out runs/shapestory/data5 --train 4000 --val 32 --seed 17 \
         --second-character 0.7 --third-character 0.5                              # stage 2e: fresh again
+    python -m training.shapestory_demo data --out runs/shapestory/data6 --train 3000 --val 32 --seed 23 \
+        --second-character 0.25 --third-character 0                               # stage 1b: the stage-1 mix
+    python -m training.shapestory_demo data --out runs/shapestory/data7 --train 4000 --val 32 --seed 19 \
+        --second-character 0.7 --third-character 0.5                              # stage 2f: fresh crowded
     python training/cache.py --config training/configs/shapestory_stage1.yaml      # VAE/T5 features (45-90 s each)
     python training/cache.py --config training/configs/shapestory_stage2.yaml
     python training/cache.py --config training/configs/shapestory_stage2b.yaml
     python training/cache.py --config training/configs/shapestory_stage2d.yaml
     python training/cache.py --config training/configs/shapestory_stage2e_joint.yaml
+    python training/cache.py --config training/configs/shapestory_stage1b.yaml
+    python training/cache.py --config training/configs/shapestory_stage2f_joint.yaml
     # both stages: one process per core (gloo data parallel), 1 thread each
     OMP_NUM_THREADS=1 torchrun --standalone --nproc_per_node 2 training/train.py \
         --config training/configs/shapestory_stage1.yaml                           # global branch
@@ -29,6 +35,9 @@
         --config training/configs/shapestory_stage2d.yaml                          # ... again, on fresh stories
     OMP_NUM_THREADS=1 torchrun --standalone --nproc_per_node 2 training/train.py \
         --config training/configs/shapestory_stage2e_joint.yaml                    # both branches, jointly
+    # issue 24 (layout off / the plain global branch), one process on one core each
+    OMP_NUM_THREADS=1 python training/train.py --config training/configs/shapestory_stage1b.yaml  # global branch
+    OMP_NUM_THREADS=1 python training/train.py --config training/configs/shapestory_stage2f_joint.yaml  # joint
     # the VAE's decoder alone, in three rounds, each from the one before (the encoder stays bit for bit)
     python -m training.shapestory.train_vae --out runs/shapestory/vae_ft --init runs/shapestory/model/vae \
         --decoder-only --latent-noise 0.2 --multi-character-stories 800 --steps 3000 --lr 1e-3
@@ -39,7 +48,7 @@
         --decoder-only --latent-noise 0.2 --train-stories 3000 --multi-character-stories 2000 --steps 12000 \
         --batch 32 --lr 3e-4 --seed 2
     python -m training.shapestory_demo assemble --model runs/shapestory/model --vae runs/shapestory/vae_ft3 \
-        --stage1 runs/shapestory/stage1 --stage2 runs/shapestory/stage2e_joint \
+        --stage1 runs/shapestory/stage1 --stage2 runs/shapestory/stage2f_joint \
         --out lay2story_core/assets/shapestory/pipeline
     python -m bench.shapestory --grid docs/shapestory_grid.png                    # does it work? (ablations, bars)
 
