@@ -275,10 +275,12 @@ def place_subjects(job, model, latents: torch.Tensor, auto: AutoLayout, to_place
 
     The draft runs every ``chunk_size`` frames jointly (all at once without), on a copy of the call's generator, so
     the story sampled afterwards gets the step noise it would get without the draft."""
+    from ..models import IdentityBank  # the models package is heavy: only a call that places imports it here
+
     story = job.story
     steps = auto.draft_steps(job.num_steps)
     draft = dataclasses.replace(job, callback=None, step_end=None, generator=_copy_generator(job.generator),
-                                num_passes=1, training_free_bank={})
+                                num_passes=1, bank=IdentityBank(), training_free_bank={})  # shares no state
     characters: dict[int, list[str]] = {}
     for f, c in to_place:
         characters.setdefault(f, []).append(c)
