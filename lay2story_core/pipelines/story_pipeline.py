@@ -496,12 +496,12 @@ class StoryPipeline(DiffusionPipeline):
         job.step_end, job.generator = step_end, generator
         results = torch.empty_like(all_latents)
         model = self._model()
-        if to_place:  # 4a. auto layout: draft, place, and sample the placed story (same noise, same step noise)
-            story, resolved = place_subjects(job, model, all_latents, auto, to_place, chunk_size, captions_on)
-            job = dataclasses.replace(job, story=story, resolved=resolved)
         self._onload(self.transformer)  # model CPU offload: the story model bypasses the transformer's forward
         processors = self.consistency_processors() if mode.consistency else nullcontext()
         try:
+            if to_place:  # 4a. auto layout: draft, place, and sample the placed story (same noise, same step noise)
+                story, resolved = place_subjects(job, model, all_latents, auto, to_place, chunk_size, captions_on)
+                job = dataclasses.replace(job, story=story, resolved=resolved)
             with processors:
                 if redo is not None:
                     results[list(redo.kept)] = redo.kept_latents.to(results)
