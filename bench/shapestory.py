@@ -19,8 +19,9 @@ of the held-out characters (unseen colour/shape/pattern combinations) unless a r
   colour/shape/pattern accuracy, scene, and the share of subjects of multi-character frames drawn in their own box
   with their own identity, and identity anywhere (the same without the box: layout off is judged by it); layout
   off (auto layout and w/o lc), the plain global branch and training-free consistency (without and with box control)
-  beside it. Rows sampled with layout off are scored without boxes (no box success; each character is read off its
-  largest blob of its colour), since no box was asked for.
+  beside it, and the one-character stories of layout off and the plain branch alone (the bars set on them). Rows
+  sampled with layout off are scored without boxes (no box success; each character is read off its largest blob of
+  its colour), since no box was asked for.
 * **Ceiling**: the ground truth encoded and decoded by the model's VAE, scored the same way: what any latent model
   with this VAE can reach at best (small characters lose shape and pattern detail in a 4x VAE's 16x16 latents).
 * **Sampling**: the model's sampler (its scheduler folder; the demo: euler_a), recommended steps and guidance
@@ -229,9 +230,16 @@ def evaluate(model_dir, count: int, steps: int | None, cfg: float | None, seed: 
     bars.append({"characters": "held-out", "variant": "layout on", **_bar(held_out_scores[FULL.name])})
     bars += [{"characters": "held-out", "variant": name, **_bar(held_out_scores[variant.name])}
              for name, variant in BAR_VARIANTS.items()]
-    bars += [{"characters": "train", "variant": name, **_bar(_by_count(samplers["full"], variant, train)[0])}
-             for name, variant in (("layout on", FULL), ("layout off (auto layout)", AUTO_LAYOUT),
-                                   ("layout off (w/o lc)", LAYOUT_OFF))]
+    train_scores = {name: _by_count(samplers["full" if variant.mode == "lay2story" else "stage1"], variant, train)[0]
+                    for name, variant in (("layout on", FULL), ("layout off (auto layout)", AUTO_LAYOUT),
+                                          ("layout off (w/o lc)", LAYOUT_OFF), ("plain", PLAIN))}
+    bars += [{"characters": "train", "variant": name, **_bar(scores)} for name, scores in train_scores.items()]
+    # the one-character stories alone, for the bars that are set on them (layout off and the plain branch)
+    for label, scores in (("held-out", held_out_scores), ("train", train_scores)):
+        for name in ("layout off (auto layout)", "layout off (w/o lc)", "plain"):
+            key = BAR_VARIANTS[name].name if label == "held-out" else name
+            if key in scores:
+                bars.append({"characters": label, "variant": f"{name}, one character", **_bar(_one(scores[key]))})
 
     # 3. the picture
     if grid:
@@ -249,6 +257,11 @@ def evaluate(model_dir, count: int, steps: int | None, cfg: float | None, seed: 
 
 def _identity_columns(summary: dict) -> dict:
     return {**{k: summary["all"][k] for k in IDENTITY_COLUMNS[:3]}, "identity_anywhere": summary.get("anywhere")}
+
+
+def _one(summary: dict) -> dict:
+    """The one-character stories' part of a :func:`_summaries` result, as a summary of its own."""
+    return {1: summary[1], "all": summary[1], "own": None, "anywhere": None}
 
 
 def _bar(summary: dict) -> dict:
