@@ -246,17 +246,21 @@ def draft_maps(predict: Callable[[torch.Tensor, list[str]], torch.Tensor], story
                characters: Mapping[int, Sequence[str]]) -> dict[int, torch.Tensor]:
     """Step 2's maps: for each frame of ``frames`` (rows of ``latents``, scaled for the model) with characters to
     place, ``(n, h, w)``: the mean absolute change of the conditional prediction (its first ``C`` channels) when
-    each character is taken out of the caption. ``predict(latents, captions) -> (B, C', h, w)``."""
-    out = {}
-    channels = latents.shape[1]
+    each character is taken out of the caption. One ``predict(latents, captions) -> (B, C', h, w)`` call for all the
+    frames: per frame, a row with its caption and one without each of its characters."""
+    rows, captions, spans = [], [], {}
     for row, f in enumerate(frames):
         names = list(characters.get(f, ()))
-        if not names:
-            continue
-        captions = [story.global_caption(f)] + [caption_without(f, c) for c in names]
-        pred = predict(latents[row:row + 1].expand(len(captions), -1, -1, -1), captions)[:, :channels].float()
-        out[f] = (pred[:1] - pred[1:]).abs().mean(1)
-    return out
+        if names:
+            spans[f] = (len(captions), len(names))
+            rows += [row] * (1 + len(names))
+            captions += [story.global_caption(f)] + [caption_without(f, c) for c in names]
+    if not captions:
+        return {}
+    channels = latents.shape[1]
+    pred = predict(latents[rows], captions)[:, :channels].float()
+    return {f: (pred[start:start + 1] - pred[start + 1:start + 1 + n]).abs().mean(1)
+            for f, (start, n) in spans.items()}
 
 
 def _copy_generator(generator: torch.Generator | None) -> torch.Generator | None:
@@ -289,9 +293,7 @@ def place_subjects(job, model, latents: torch.Tensor, auto: AutoLayout, to_place
     boxes: dict[tuple[int, str], Box] = {}
     for start in range(0, len(frames_all), size):
         frames = frames_all[start:start + size]
-        model_in, t = draft.denoise(model, frames, latents[frames], "joint", 0, stop_after=steps)
-        if job.do_cfg:  # the conditional half
-            model_in = model_in[: len(frames)]
+        model_in, t = draft.denoise(model, frames, latents[frames], "joint", 0, stop_after=steps)  # (F, C, h, w)
 
         def predict(x: torch.Tensor, texts: list[str], t=t) -> torch.Tensor:
             cond, mask = job._texts(texts)
