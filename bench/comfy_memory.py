@@ -93,7 +93,7 @@ def measure_child(variant: str, quick: bool, rate: float, steps: int, comfy_dir:
     if variant == "story":
         story = Story.from_dict(json.loads(STORY.read_text()))
         batch = StoryBatch(story, ConsistencyConfig.from_user(rate, "second_half"))
-        captions = {t: torch.randn(1, 77, 768, generator=gen) for t in batch.subject_captions()}
+        captions = {t: torch.randn(1, 77, 768, generator=gen) for t in batch.region_captions()}
         model = apply_story(model, StoryPatch(batch, captions))
     calls = []
 

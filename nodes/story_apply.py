@@ -2,7 +2,7 @@
 SamplerCustomAdvanced (any sampler, any scheduler) sample every frame of the story as one batch.
 
 The node only checks its inputs and builds the story patch (:class:`~.comfy.story_patch.StoryPatch`: the frames,
-identity frames, boxes and consistency settings, the subject captions encoded with the ``CLIP``, PixArt's subject
+identity frames, boxes and consistency settings, the boxes' region captions encoded with the ``CLIP``, PixArt's subject
 branch inputs); :func:`~.comfy.story_patch.apply_story` picks the adapter of the model's architecture (SD1.5 / SDXL,
 FLUX, PixArt), which patches the clone through ComfyUI's documented extension points. Every bad input raises one
 line naming the input before anything is patched. The clone also tells ComfyUI's memory estimate what the identity
@@ -172,8 +172,9 @@ class L2S_ApplyStory:
             "optional": {
                 "layout": ("L2S_LAYOUT", {"tooltip": "A layout to apply to the story first (frame i gets its frame "
                                                      "i subjects): sharing stays inside the characters' boxes."}),
-                "clip": ("CLIP", {"tooltip": "The model's CLIP: encodes the subject captions, so each box's tokens "
-                                             "attend to their own caption (SD1.5 / SDXL). Without it: no regional "
+                "clip": ("CLIP", {"tooltip": "The model's CLIP: encodes each captioned box's region caption (its "
+                                             "character's identity and the frame prompt), so each box's tokens "
+                                             "attend to their own character (SD1.5 / SDXL). Without it: no regional "
                                              "captions."}),
                 "subject_branch": ("L2S_SUBJECT_BRANCH", {
                     "tooltip": "From Lay2Story Subject Branch Loader: PixArt only, Lay2Story mode (the trained "
@@ -225,14 +226,14 @@ class L2S_ApplyStory:
         elif bundle is not None:
             raise ValueError("clip: the subject branch reads the story's captions: connect the PixArt CLIP (T5)")
         batch = StoryBatch(story, config, identity_frames or None)  # identity_frames beyond the story: ValueError
-        # 2. the story patch: subject captions through the CLIP (SD / SDXL), PixArt's mode, branch and references
+        # 2. the story patch: region captions through the CLIP (SD / SDXL), PixArt's mode, branch and references
         captions, extra = None, {}
         if pixart:
             extra = _pixart_extra(model, story, clip, vae, references, bundle, subject_scale)
         elif clip is not None and architecture == "UNetModel":
-            captions = encode_captions(clip, batch.subject_captions())
+            captions = encode_captions(clip, batch.region_captions())
         elif clip is not None:
-            logger.info("clip: regional subject captions are not used on %s (its boxes steer the sharing)",
+            logger.info("clip: regional captions are not used on %s (its boxes steer the sharing)",
                         glue.ARCHITECTURES[architecture][0])
         patch = glue.StoryPatch(batch, captions, extra)
         # 3. the clone: the adapter patches it (ValueError naming model / blocks / clip before it patches)

@@ -1,5 +1,6 @@
 """Training-free story consistency (StoryDiffusion-style): the core attention maths every host calls."""
 
+from .box_control import region_caption, region_captions
 from .processors import (
     SECOND_HALF,
     ConsistencyConfig,
@@ -27,6 +28,8 @@ __all__ = [
     "consistent_self_attention",
     "dense_consistent_self_attention",
     "identity_flags",
+    "region_caption",
+    "region_captions",
     "regional_cross_attention",
     "sampled_tokens",
     "shared_tokens",

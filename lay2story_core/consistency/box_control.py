@@ -13,8 +13,8 @@ character's prediction is made on a *window centred on its box* (the frame rolle
 * the predictions are averaged where boxes overlap (both classifier-free-guidance halves alike).
 
 ``strength`` is the share of the steps composed this way, from the first (0: none, the behaviour before box
-control, bit for bit; 1, the default: every step); the remaining steps sample as before (the global caption
-everywhere, the regional subject captions in the boxes), finishing with the whole frame in view. Training-free
+control, bit for bit; 1: every step); the remaining steps sample as before (the global caption everywhere, each
+captioned box's region caption, :func:`region_caption`, in it), finishing with the whole frame in view. Training-free
 consistency runs inside every call: a character's call shares that character's box tokens between the identity
 frames (its own bank for the write/read scheme), and only box tokens read shared tokens (the background of a frame
 does not take on the character).
@@ -37,7 +37,8 @@ from ..story.raster import rasterize_boxes
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["BOX_STRENGTH", "BoxPlan", "BoxRegion", "box_captions", "caption_with", "check_box_strength"]
+__all__ = ["BOX_STRENGTH", "BoxPlan", "BoxRegion", "box_captions", "caption_with", "check_box_strength",
+           "region_caption", "region_captions"]
 
 # the default share of composed steps: none (opt-in). Measured on the demo's global branch (bench/box_control.py, 8
 # held-out stories per character count, CFG 2): strength 1 puts characters in their boxes 0.89 / 0.69 / 0.82 (1 / 2 /
@@ -70,6 +71,25 @@ def caption_with(story: Story, frame_index: int, characters: Sequence[str]) -> s
         return frame.prompt
     alone = dataclasses.replace(story, frames=(dataclasses.replace(frame, subjects=subjects),))
     return alone.global_caption(0)
+
+
+def region_caption(story: Story, frame_index: int, character: str) -> str:
+    """What a boxed, captioned character's tokens read in training-free regional cross-attention (every host): the
+    frame's global caption as if the character were alone in it, i.e. StoryDiffusion's "identity + frame prompt"
+    per box, the text box control's character calls read too. Not the subject caption itself: on the demo's global
+    branch (seed-4000 held-out stories, 8 per character count, 16 protocol stories) the box read without the frame
+    prompt lost the scene (0.86, 1.00 with this text), and per-frame subject texts lowered attribute agreement (0.56,
+    0.66 with this text; identity + subject caption + frame prompt: scene 0.94, agreement 0.48). The subject caption
+    stays the subject branch's input (Lay2Story mode)."""
+    return caption_with(story, frame_index, [character])
+
+
+def region_captions(story: Story, resolved: Sequence[Sequence]) -> list[str]:
+    """Every distinct :func:`region_caption` of a story (``resolved``: :meth:`Story.resolve_frame` of each frame):
+    one per subject with a box and a caption of its own, what a host encodes once."""
+    texts = [region_caption(story, f, s.character) for f, frame in enumerate(resolved) for s in frame
+             if s.has_box and s.has_caption]
+    return list(dict.fromkeys(texts))
 
 
 def _boxed(resolved_frame) -> list:

@@ -6,8 +6,9 @@
   resampled every step, on a configurable set of blocks and steps; optionally only the subjects' tokens are shared.
   Long stories use StoryDiffusion's write/read scheme: identity frames write their sampled keys/values to a bank,
   later frames read them.
-* :class:`RegionalCrossAttnProcessor`: tokens inside a character's box attend to that character's subject caption
-  (token-sparse, :func:`~lay2story_core.attention.segment_cross_attention`); the others keep the global caption.
+* :class:`RegionalCrossAttnProcessor`: tokens inside a captioned character's box attend to that character's region
+  caption (:func:`~.box_control.region_caption`: its identity and the frame prompt, the other characters left out;
+  token-sparse, :func:`~lay2story_core.attention.segment_cross_attention`); the others keep the global caption.
 * Training-free box control (``ConsistencyConfig.box_strength``, :mod:`.box_control`): the first steps' prediction
   composed box by box; the pipeline runs it, these processors run inside each of its calls.
 
@@ -43,7 +44,8 @@ class ConsistencyConfig:
         start_step: steps before this one use plain attention (StoryDiffusion: the first step is plain).
         plain_share: share of later (step, block) calls that still use plain attention, drawn deterministically.
         subject_only: when boxes are given, share only the identity frames' subject tokens.
-        regional_captions: route box tokens to their subject caption in cross-attention.
+        regional_captions: route the tokens of each captioned box to its character's region caption (identity +
+            frame prompt) in cross-attention.
         seed: makes the sampling deterministic.
         box_strength: training-free box control (:mod:`.box_control`), the share of the first steps whose
             prediction is composed box by box; 0 = none (the behaviour before box control, bit for bit).
@@ -282,7 +284,7 @@ def dense_consistent_self_attention(q: torch.Tensor, k: torch.Tensor, v: torch.T
 
 
 class RegionalCrossAttnProcessor:
-    """Cross-attention (``attn2``): global caption everywhere, subject caption inside each character's box."""
+    """Cross-attention (``attn2``): global caption everywhere, each captioned box's region caption inside it."""
 
     def __init__(self, original) -> None:
         self.original = original
@@ -296,7 +298,7 @@ class RegionalCrossAttnProcessor:
         packing, caption, caption_valid = ctx.regional
         if packing.num_tokens == 0:
             return out
-        # 1. box tokens attend to their slot's subject caption (S, L, H, d)
+        # 1. box tokens attend to their slot's region caption (S, L, H, d)
         q = _heads(attn, attn.to_q(hidden_states))
         k, v = _heads(attn, attn.to_k(caption.to(q.dtype))), _heads(attn, attn.to_v(caption.to(q.dtype)))
         regional, covered = regional_cross_attention(q, k, v, packing, caption_valid)
@@ -309,7 +311,7 @@ class RegionalCrossAttnProcessor:
 
 def regional_cross_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, packing: TokenPacking,
                              caption_valid: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
-    """Box tokens attend to their subject caption: ``q (B, N, H, d)`` of the frames (the first
+    """Box tokens attend to their region caption: ``q (B, N, H, d)`` of the frames (the first
     ``packing.num_images`` rows are the packed ones), ``k/v (S, L, H, d)`` one caption per slot. Returns
     ``(out (num_images, N, H, d), covered (num_images, N) bool)``: overlapping boxes averaged, tokens outside every
     box zero and not covered (the caller keeps its global-caption attention there). Every host calls this."""

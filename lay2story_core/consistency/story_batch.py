@@ -18,6 +18,7 @@ import torch
 
 from ..story import Story
 from ..story.raster import rasterize_frame_masks
+from .box_control import region_caption, region_captions
 from .processors import ConsistencyConfig, StoryConsistencyContext
 
 __all__ = ["DEFAULT_IDENTITY_FRAMES", "StoryBatch", "token_grid", "step_index"]
@@ -103,19 +104,16 @@ class StoryBatch:
         return self._masks[grid]
 
     def caption_regions(self, grid: tuple[int, int]) -> list[list[tuple[str, torch.Tensor]]]:
-        """Per frame, ``(subject caption, (gh * gw,) bool mask)`` of each subject with both a box and its own caption
-        (the tokens regional cross-attention routes to that caption)."""
+        """Per frame, ``(region caption, (gh * gw,) bool mask)`` of each subject with both a box and its own caption
+        (the tokens regional cross-attention routes to :func:`~.box_control.region_caption`: its character's
+        identity and the frame prompt)."""
         resolved = rasterize_frame_masks(self.story, grid[0], grid[1], 1)
-        return [[(s.caption, m) for s, m in frame if s.has_box and s.has_caption] for frame in resolved]
+        return [[(region_caption(self.story, f, s.character), m) for s, m in frame if s.has_box and s.has_caption]
+                for f, frame in enumerate(resolved)]
 
-    def subject_captions(self) -> list[str]:
-        """Every distinct subject caption the story's boxes use, in order (what a host encodes once)."""
-        out: dict[str, None] = {}
-        for i in range(self.num_frames):
-            for s in self.story.resolve_frame(i):
-                if s.has_box and s.has_caption:
-                    out[s.caption] = None
-        return list(out)
+    def region_captions(self) -> list[str]:
+        """Every distinct region caption the story's boxes use, in order (what a host encodes once)."""
+        return region_captions(self.story, [self.story.resolve_frame(i) for i in range(self.num_frames)])
 
     def context(self, chunks: int, step: int, grid: tuple[int, int], device: torch.device | str = "cpu"
                 ) -> StoryConsistencyContext:

@@ -54,6 +54,7 @@ from torch import nn
 
 from lay2story_core.attention.backends import BackendChooser
 from lay2story_core.conditioning import REFERENCE_CAPTION
+from lay2story_core.consistency import region_captions
 from lay2story_core.models import IdentityBank
 from lay2story_core.pipelines.modes import Mode, resolve_mode
 from lay2story_core.pipelines.story_pipeline import ReferenceImage, _Job, check_subject_scale
@@ -257,11 +258,14 @@ def _is_zero(scale) -> bool:
     return not isinstance(scale, Mapping) and float(scale) == 0.0
 
 
-def _needed_texts(resolved, mode: Mode, regional: bool, references: bool) -> list[str]:
-    """The captions a pass plans: every resolved subject's (and the references' slot caption)."""
+def _needed_texts(story, resolved, mode: Mode, regional: bool, references: bool) -> list[str]:
+    """The captions a pass plans: every resolved subject's (and the references' slot caption), and training-free
+    mode's region captions (a captioned box's character identity + frame prompt)."""
     if not (mode.subject_branch or regional):
         return []
     texts = [s.caption for frame in resolved for s in frame]
+    if regional:
+        texts += region_captions(story, resolved)
     if mode.subject_branch and references:
         texts.append(REFERENCE_CAPTION)
     return list(dict.fromkeys(texts))
@@ -300,7 +304,7 @@ def _story_inputs(patch: StoryPatch, dm: nn.Module) -> tuple[Mode, _StoryInputs]
     texts = {t: c[0] if c.dim() == 3 else c for t, c in (patch.caption_conds or {}).items()}
     texts.update(extra.get("caption_embeds") or {})
     width = int(dm.y_embedder.y_proj.fc1.weight.shape[1])
-    needed = _needed_texts(resolved, mode, regional, bool(latents))
+    needed = _needed_texts(story, resolved, mode, regional, bool(latents))
     for text in needed:
         if text not in texts:
             raise ValueError(f"clip: no encoded caption for {text!r} in the story patch (build it with "
@@ -370,7 +374,7 @@ def pixart_patch_extra(model, story, *, clip=None, vae=None, references=None, su
             latents = pipe.encode_references(story, refs, height or story.height, width or story.width, cpu)
             extra["reference_boxes"] = {c: refs[c].box for c in latents}
     regional = run_mode.consistency and any(s.has_caption for frame in resolved for s in frame)
-    texts = _needed_texts(resolved, run_mode, regional, bool(latents))
+    texts = _needed_texts(story, resolved, run_mode, regional, bool(latents))
     if texts:
         embeds, mask = host.encode_texts(host.check_clip(clip), texts, cpu, dtype)
         extra["caption_embeds"] = {t: embeds[i, : int(mask[i].sum())] for i, t in enumerate(texts)}

@@ -10,8 +10,9 @@ patches, low-VRAM weight casting and the other packs' patches keep working.
   story has a layout). The sites are every self-attention of the UNet in forward order; ``blocks="second_half"``
   (StoryDiffusion's choice) means the decoder, i.e. every ``output`` site; ``"all"`` or indices into that list.
 * ``attn2`` (cross-attention) of every site, when the story has subject captions in boxes: the global caption's
-  attention as ComfyUI computes it, then the box tokens of the conditional frames replaced by their subject
-  caption's attention (:func:`lay2story_core.consistency.regional_cross_attention`), with the caption projected by
+  attention as ComfyUI computes it, then the box tokens of the conditional frames replaced by their region
+  caption's attention (:func:`lay2story_core.consistency.region_caption`: the character's identity and the frame
+  prompt) (:func:`lay2story_core.consistency.regional_cross_attention`), with the caption projected by
   that layer's own ``to_k`` / ``to_v``.
 
 When a site shares nothing (rate 0, the first step, an inactive site) it runs exactly what ComfyUI's
@@ -69,19 +70,19 @@ def _heads(x: torch.Tensor, heads: int) -> torch.Tensor:
 
 @dataclass
 class _Regional:
-    """One patched model's regional-caption state: the subject captions (padded, on the CPU) and the token packing
+    """One patched model's regional-caption state: the region captions (padded, on the CPU) and the token packing
     of each (token grid, conditional rows, device), built once and reused by every layer and step."""
 
     patch: StoryPatch
     texts: list[str]
-    captions: torch.Tensor  # (U, L, C) the subject captions' context, zero-padded to the longest
+    captions: torch.Tensor  # (U, L, C) the region captions' context, zero-padded to the longest
     valid: torch.Tensor | None  # (U, L) bool, or None when every caption has the same length
     plans: dict = field(default_factory=dict)
     moved: dict = field(default_factory=dict)
 
     @classmethod
     def build(cls, patch: StoryPatch) -> _Regional | None:
-        texts = patch.batch.subject_captions()
+        texts = patch.batch.region_captions()
         if not texts:
             return None
         conds = [patch.caption_conds[t].reshape(-1, patch.caption_conds[t].shape[-1]) for t in texts]
@@ -175,11 +176,11 @@ def _previous(clone, kind: str, key: SiteKey):
 
 
 def _check_captions(patch: StoryPatch, sites) -> None:
-    texts = patch.batch.subject_captions()
+    texts = patch.batch.region_captions()
     missing = [t for t in texts if t not in patch.caption_conds]
     if missing:
-        raise ValueError(f"clip: the subject captions {missing} have no encoded conditioning (encode every subject "
-                         f"caption of the story with the model's CLIP)")
+        raise ValueError(f"clip: the region captions {missing} have no encoded conditioning (encode every region "
+                         f"caption of the story, StoryBatch.region_captions(), with the model's CLIP)")
     widths = {int(block.attn2.to_k.in_features) for _, block in sites if block.attn2 is not None}
     for text in texts:
         width = int(patch.caption_conds[text].shape[-1])

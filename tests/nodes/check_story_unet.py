@@ -26,6 +26,10 @@ SUBJECTS = {  # frame -> subjects; captions are regional, the cat's frame 2 box 
         {"character": "cat", "box": [0.5, 0.5, 1.0, 1.0], "caption": "the cat sleeping on a pillow"}],
 }
 
+# what the captioned boxes read (lay2story_core.consistency.region_caption: the character's identity + frame prompt)
+REGION_CAPTIONS = ("a red fox, in the grass", "a small grey cat, in the grass", "a red fox, on a bridge",
+                   "a small grey cat, in the snow")
+
 
 def rel(a: torch.Tensor, b: torch.Tensor) -> float:
     return float((a.double() - b.double()).norm() / b.double().norm().clamp(min=1e-30))
@@ -84,7 +88,7 @@ class Arch:
         self.positive = self._cond(torch.randn(FRAMES, 10, self.context_dim, generator=gen), gen)
         self.negative = self._cond(torch.randn(FRAMES, 10, self.context_dim, generator=gen), gen)
         self.captions = {t: torch.randn(1, 5 + 3 * i, self.context_dim, generator=gen)
-                         for i, t in enumerate(("the fox sitting", "the cat sleeping on a pillow", "the fox running"))}
+                         for i, t in enumerate(REGION_CAPTIONS)}
 
     def _cond(self, context: torch.Tensor, gen: torch.Generator) -> list:
         extra = {} if self.pooled is None else {"pooled_output": torch.randn(FRAMES, self.pooled, generator=gen)}

@@ -91,11 +91,15 @@ def test_context_groups_identity_and_masks():
     assert StoryBatch(_story(False), ConsistencyConfig()).context(1, 0, (4, 4)).subject_masks is None
 
 
-def test_caption_regions_and_subject_captions():
+def test_caption_regions_read_their_character_alone_in_the_frame():
+    """A captioned box reads its character's identity and the frame prompt (the other characters left out), not the
+    subject caption; an uncaptioned box (the fox in frame 1, the cat in frame 3) is not a region."""
     batch = StoryBatch(_story(), ConsistencyConfig())
-    assert batch.subject_captions() == ["a fox sitting", "a cat asleep"]
+    assert batch.region_captions() == ["a red fox, scene 0", "a blue cat, scene 1"]
     regions = batch.caption_regions((4, 4))
-    assert [[c for c, _ in frame] for frame in regions] == [["a fox sitting"], ["a cat asleep"], [], [], []]
+    assert [[c for c, _ in frame] for frame in regions] == [["a red fox, scene 0"], ["a blue cat, scene 1"], [], [],
+                                                            []]
+    assert batch.story.global_caption(1) == "a red fox, a blue cat, scene 1"  # what the cat's box no longer reads
     assert regions[1][0][1].view(4, 4)[2:, :2].all() and regions[1][0][1].sum() == 4
 
 
