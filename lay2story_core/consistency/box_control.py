@@ -78,10 +78,12 @@ def region_caption(story: Story, frame_index: int, character: str) -> str:
     """What a boxed, captioned character's tokens read in training-free regional cross-attention (every host): the
     frame's global caption as if the character were alone in it, i.e. StoryDiffusion's "identity + frame prompt"
     per box, the text box control's character calls read too. Not the subject caption itself: on the demo's global
-    branch (seed-4000 held-out stories, 8 per character count, 16 protocol stories) the box read without the frame
-    prompt lost the scene (0.86, 1.00 with this text), and per-frame subject texts lowered attribute agreement (0.56,
-    0.66 with this text; identity + subject caption + frame prompt: scene 0.94, agreement 0.48). The subject caption
-    stays the subject branch's input (Lay2Story mode)."""
+    branch (seed-4000 held-out stories, 8 per character count, 16 protocol stories) a box read without the frame
+    prompt lost the scene (0.86, 1.00 with this text; identity + subject caption + frame prompt: 0.94); fewer
+    characters of crowded frames are drawn (2 / 3 characters 0.84 / 0.77 -> 0.71 / 0.60) and attribute agreement
+    moves with the story set (+0.10 there, -0.08 on bench/redo.py's stories). In a frame with one character this text
+    is the frame's own caption: routing changes nothing. The subject caption stays the subject branch's input
+    (Lay2Story mode)."""
     return caption_with(story, frame_index, [character])
 
 
