@@ -93,7 +93,7 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("--box-strength", type=float, default=BOX_STRENGTH,
                      help="training_free mode: box control, the share of the first steps drawn box by box so the "
                           f"characters land in their boxes, 0..1 (default {BOX_STRENGTH:g}; 0: the boxes only steer "
-                          "the subject captions)")
+                          "the region captions and the sharing)")
     gen.add_argument("--device", default="auto", help="cpu, cuda, cuda:1, ... (default: cuda if available)")
     gen.add_argument("--dtype", choices=("auto", "float32", "bfloat16", "float16"), default="auto",
                      help="weights dtype (default: bfloat16 on CUDA, float32 on CPU)")

@@ -174,7 +174,7 @@ class L2S_StorySampler:
                 "box_strength": ("FLOAT", {"default": BOX_STRENGTH, "min": 0.0, "max": 1.0, "step": 0.05,
                                            "tooltip": "training_free mode: box control, the share of the first "
                                                       "steps drawn box by box so characters land in their boxes "
-                                                      "(0: boxes only steer subject captions)."}),
+                                                      "(0: boxes only steer the region captions and the sharing)."}),
                 "auto_layout": (list(AUTO_LAYOUT_CHOICES), {
                     "default": "model",
                     "tooltip": "lay2story mode, characters without a box (layout off): on = the model places each "

@@ -122,7 +122,7 @@ def account_for_identity_bank(clone, factor: float) -> None:
 def _pixart_extra(model, story, clip, vae, references, bundle, subject_scale: float) -> dict:
     """``StoryPatch.extra`` of a PixArt ``MODEL`` (:func:`~.comfy.arch_pixart.pixart_patch_extra`: the mode, the
     subject branch, its captions through the T5 ``CLIP`` and the references through the ``VAE``). Without a
-    ``CLIP`` the story's subject captions are left out (no regional captions), as on the other architectures."""
+    ``CLIP`` the story's captions are left out (no regional captions), as on the other architectures."""
     arch_pixart = importlib.import_module(".comfy.arch_pixart", __package__)
     return arch_pixart.pixart_patch_extra(model, story, clip=clip, vae=vae, references=references,
                                           subject_branch=bundle, subject_scale=subject_scale,
@@ -137,7 +137,7 @@ class L2S_ApplyStory:
         "Makes a MODEL draw a whole story with consistent characters under ComfyUI's own KSampler, KSamplerAdvanced "
         "or SamplerCustomAdvanced (any sampler and scheduler): StoryDiffusion's consistent self-attention across "
         "the frames (SD1.5, SDXL, FLUX, PixArt), restricted to the characters' boxes when the story has a layout, "
-        "box-restricted subject captions with a CLIP (SD1.5 / SDXL), and PixArt's trained subject branch. Feed the "
+        "box-restricted region captions with a CLIP (SD1.5 / SDXL), and PixArt's trained subject branch. Feed the "
         "sampler Lay2Story Story Conditioning and Lay2Story Empty Story Latent (one batch element per frame)."
     )
     FUNCTION = "apply"
