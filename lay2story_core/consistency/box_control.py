@@ -38,7 +38,7 @@ from ..story.raster import rasterize_boxes
 logger = logging.getLogger(__name__)
 
 __all__ = ["BOX_STRENGTH", "BoxPlan", "BoxRegion", "box_captions", "caption_with", "check_box_strength",
-           "region_caption", "region_captions"]
+           "region_caption", "region_captions", "slot_region_texts"]
 
 # the default share of composed steps: none (opt-in). Measured on the demo's global branch (bench/box_control.py, 8
 # held-out stories per character count, CFG 2, stage-2f weights, region captions): strength 1 puts characters in their
@@ -93,6 +93,21 @@ def region_captions(story: Story, resolved: Sequence[Sequence]) -> list[str]:
     texts = [region_caption(story, f, s.character) for f, frame in enumerate(resolved) for s in frame
              if s.has_box and s.has_caption]
     return list(dict.fromkeys(texts))
+
+
+def slot_region_texts(story: Story, resolved: Sequence[Sequence], frames: Sequence[int], plan,
+                      frame_slots: torch.Tensor) -> list[str]:
+    """The text each frame slot of a pass's slot plan (``plan``: a :class:`~lay2story_core.conditioning.SlotPlan`
+    over story frames ``frames``; ``frame_slots``: its slots' bool mask of frame, not reference, slots) reads in
+    regional cross-attention: a boxed, captioned subject's :func:`region_caption`, the others the planner's caption
+    (the frame's global caption)."""
+    texts = []
+    for s in frame_slots.nonzero().flatten().tolist():
+        frame, (_, character) = frames[int(plan.slots.image_index[s])], plan.slot_keys[s]
+        subject = next(r for r in resolved[frame] if r.character == character)
+        texts.append(region_caption(story, frame, character) if subject.has_box and subject.has_caption
+                     else plan.captions[s])
+    return texts
 
 
 def _boxed(resolved_frame) -> list:

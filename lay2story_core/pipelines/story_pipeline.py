@@ -32,7 +32,7 @@ from ..consistency import (
     StoryConsistencyContext,
     story_consistency_processors,
 )
-from ..consistency.box_control import BoxPlan, box_captions, region_caption, region_captions
+from ..consistency.box_control import BoxPlan, box_captions, region_captions, slot_region_texts
 from ..latents import LatentNormalization
 from ..models import IdentityBank, Lay2StoryTransformer, SubjectInputs
 from ..story import Box, Story, parse_story
@@ -655,21 +655,11 @@ class _Job:
                 sub_slots = SubjectSlots(plan.slots.masks[frame_slots], plan.slots.image_index[frame_slots],
                                          plan.slots.group_index[frame_slots])
                 packing = TokenPacking.build(sub_slots, half)
-                embeds, cmask = self._texts(self._region_texts(frames, plan, frame_slots))
+                embeds, cmask = self._texts(slot_region_texts(self.story, self.resolved, frames, plan,
+                                                              frame_slots))
                 projected = self.pipe.project_captions(embeds)
                 ctx.regional = (packing, projected, cmask.bool())
         return ctx
-
-    def _region_texts(self, frames: list[int], plan, frame_slots: torch.Tensor) -> list[str]:
-        """The text each frame slot's tokens read in regional cross-attention: a boxed, captioned subject's
-        :func:`~lay2story_core.consistency.region_caption`, the others the planner's caption (the global one)."""
-        texts = []
-        for s in frame_slots.nonzero().flatten().tolist():
-            frame, (_, character) = frames[int(plan.slots.image_index[s])], plan.slot_keys[s]
-            subject = next(r for r in self.resolved[frame] if r.character == character)
-            texts.append(region_caption(self.story, frame, character) if subject.has_box and subject.has_caption
-                         else plan.captions[s])
-        return texts
 
     def _slot_scales(self, plan) -> float | torch.Tensor:
         """The subject scale as one number, or ``(S,)`` per slot from the per-character mapping."""

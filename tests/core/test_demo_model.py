@@ -208,12 +208,12 @@ def test_training_free_region_captions_keep_the_scene(global_branch):
 
 
 def test_training_free_scene_check_fails_with_subject_captions_in_the_boxes(global_branch, monkeypatch):
-    from lay2story_core.pipelines import story_pipeline
+    from lay2story_core.consistency import box_control
 
     def subject_caption(story, frame, character):
         return next(s.caption for s in story.frames[frame].subjects if s.character == character)
 
-    monkeypatch.setattr(story_pipeline, "region_caption", subject_caption)
+    monkeypatch.setattr(box_control, "region_caption", subject_caption)
     assert training_free_scene(global_branch) < MIN_TF_SCENE
 
 

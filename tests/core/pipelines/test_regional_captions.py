@@ -10,7 +10,7 @@ import pytest
 import torch
 from tiny_models import make_pipeline
 
-from lay2story_core.consistency import ConsistencyConfig, region_caption
+from lay2story_core.consistency import ConsistencyConfig, box_control, region_caption
 from lay2story_core.pipelines import story_pipeline
 from lay2story_core.story import Story
 
@@ -45,15 +45,14 @@ def test_one_character_frames_read_the_frame_caption_in_their_box(pipe, monkeypa
     off = pipe(story, seed=3, consistency=dataclasses.replace(CONFIG, regional_captions=False), **SIZE).images
     assert torch.allclose(on, off, atol=1e-5)
     subject_caption = {(f, s.character): s.caption for f, frame in enumerate(story.frames) for s in frame.subjects}
-    monkeypatch.setattr(story_pipeline, "region_caption", lambda st, f, c: subject_caption[(f, c)])
+    monkeypatch.setattr(box_control, "region_caption", lambda st, f, c: subject_caption[(f, c)])
     assert (pipe(story, seed=3, consistency=CONFIG, **SIZE).images - off).abs().max() > 1e-3
 
 
 def test_each_box_of_a_shared_frame_reads_its_own_character(pipe, monkeypatch):
     story, seen = _story(True), []
-    texts = story_pipeline._Job._region_texts
-    monkeypatch.setattr(story_pipeline._Job, "_region_texts",
-                        lambda self, *a: seen.append(texts(self, *a)) or seen[-1])
+    texts = story_pipeline.slot_region_texts
+    monkeypatch.setattr(story_pipeline, "slot_region_texts", lambda *a: seen.append(texts(*a)) or seen[-1])
     pipe(story, seed=3, consistency=CONFIG, **SIZE)
     assert seen == [["a red fox, in the snow 0", "a red fox, in the snow 1", "a blue cat, in the snow 1",
                      "a red fox, in the snow 2"]]
