@@ -99,14 +99,14 @@ def slot_region_texts(story: Story, resolved: Sequence[Sequence], frames: Sequen
                       frame_slots: torch.Tensor) -> list[str]:
     """The text each frame slot of a pass's slot plan (``plan``: a :class:`~lay2story_core.conditioning.SlotPlan`
     over story frames ``frames``; ``frame_slots``: its slots' bool mask of frame, not reference, slots) reads in
-    regional cross-attention: a boxed, captioned subject's :func:`region_caption`, the others the planner's caption
-    (the frame's global caption)."""
+    regional cross-attention: a boxed, captioned subject's :func:`region_caption`, any other its frame's global
+    caption (what the tokens outside every box read)."""
     texts = []
     for s in frame_slots.nonzero().flatten().tolist():
         frame, (_, character) = frames[int(plan.slots.image_index[s])], plan.slot_keys[s]
         subject = next(r for r in resolved[frame] if r.character == character)
         texts.append(region_caption(story, frame, character) if subject.has_box and subject.has_caption
-                     else plan.captions[s])
+                     else story.global_caption(frame))
     return texts
 
 

@@ -456,7 +456,7 @@ class StoryPipeline(DiffusionPipeline):
         # 1. Encode the global captions (identity + frame prompt), the negative prompt and the subject captions
         resolved = [story.resolve_frame(i, boxes=boxes_on, captions=captions_on) for i in range(num_frames)]
         global_texts = [story.global_caption(i) for i in range(num_frames)]
-        subject_texts = [s.caption for frame in resolved for s in frame]
+        subject_texts = [s.caption for frame in resolved for s in frame] if mode.subject_branch else []
         texts = global_texts + [negative, REFERENCE_CAPTION] + subject_texts
         auto = resolve_auto_layout(auto_layout, self.auto_layout) if mode.subject_branch and redo is None else None
         to_place = unplaced(resolved) if auto is not None else []
@@ -618,7 +618,8 @@ class _Job:
         return (torch.stack([self.text[t][0] for t in texts]), torch.stack([self.text[t][1] for t in texts]))
 
     def _subject_inputs(self, frames: list[int], batch: int, kind: str):
-        """Slots of the conditional half (the unconditional half runs without the subject branch)."""
+        """Slots of the conditional half (the unconditional half runs without the subject branch) and, with the
+        subject branch, their :class:`SubjectInputs`."""
         pipe = self.pipe
         lat_h, lat_w = self.height // pipe.vae_scale_factor, self.width // pipe.vae_scale_factor
         specs = [FrameSpec(0, tuple(self.resolved[f])) for f in frames]
@@ -627,6 +628,8 @@ class _Job:
         plan = plan_subject_slots(specs, lat_h, lat_w, pipe.patch_size, references,
                                   group_of_key=group_of_key, first_reference_image=batch, device=self.device,
                                   attention_3d=self.attention_3d)
+        if not self.mode.subject_branch:  # training-free: the slots alone (boxes, regions), no branch inputs
+            return plan, None
         captions = list(plan.captions)  # reference slots: the planner's caption, the same rule as in training
         distinct = list(dict.fromkeys(captions))
         index = torch.tensor([distinct.index(c) for c in captions], dtype=torch.long, device=self.device)

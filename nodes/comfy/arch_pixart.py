@@ -32,8 +32,10 @@ ComfyUI's attention function the loop is bit-identical).
   ``training_free``);
 * ``"subject_branch"``: the :class:`~lay2story_core.models.SubjectBranch` (``nn.Module``) or ``None``;
   ``"branch_patcher"``: its ``ModelPatcher`` (``host.managed``), loaded by ComfyUI with the ``MODEL``;
-* ``"caption_embeds"``: ``{text: (L, 4096)}`` unpadded T5 states of every caption a pass plans: each resolved
-  subject's caption (its own, else its frame's global caption) and, with references, ``REFERENCE_CAPTION`` (``""``);
+* ``"caption_embeds"``: ``{text: (L, 4096)}`` unpadded T5 states of every caption a pass plans: in ``lay2story``
+  mode each resolved subject's caption (its own, else its frame's global caption) and, with references,
+  ``REFERENCE_CAPTION`` (``""``); in ``training_free`` mode each captioned box's region caption and the frames' global
+  captions;
   ``StoryPatch.caption_conds`` (``{text: (1, L, C)}``) are read too;
 * ``"reference_latents"``: ``{character_id: (4, h, w)}`` scaled latents (``latent_format.process_in``) at the
   frames' latent size; ``"reference_boxes"``: ``{character_id: Box | None}`` (the character's box in it);
@@ -259,15 +261,14 @@ def _is_zero(scale) -> bool:
 
 
 def _needed_texts(story, resolved, mode: Mode, regional: bool, references: bool) -> list[str]:
-    """The captions a pass plans: every resolved subject's (and the references' slot caption), and training-free
-    mode's region captions (a captioned box's character identity + frame prompt)."""
-    if not (mode.subject_branch or regional):
-        return []
-    texts = [s.caption for frame in resolved for s in frame]
+    """The captions a pass plans: the subject branch's (every resolved subject's, and the references' slot caption);
+    training-free regional cross-attention's (each captioned box's region caption, the frames' global captions for
+    the other slots)."""
+    texts = []
+    if mode.subject_branch:
+        texts += [s.caption for frame in resolved for s in frame] + ([REFERENCE_CAPTION] if references else [])
     if regional:
-        texts += region_captions(story, resolved)
-    if mode.subject_branch and references:
-        texts.append(REFERENCE_CAPTION)
+        texts += region_captions(story, resolved) + [story.global_caption(f) for f in range(len(resolved))]
     return list(dict.fromkeys(texts))
 
 
