@@ -38,7 +38,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from bench.common import bench_parser, prepare, run_and_report
+from bench.common import bench_parser, parse_numbers, prepare, run_and_report
 from bench.shapestory import Sampler, Variant, _by_count, _protocol
 from lay2story_core.cli import EMBEDDED_MODEL
 from lay2story_core.consistency import ConsistencyConfig
@@ -52,13 +52,6 @@ COLUMNS = ["cfg", "strength", "box_success_1", "box_success_2", "box_success_3",
            "short_of"]
 BARS = {"box_success_1": 0.80, "box_success_2": 0.70, "box_success_3": 0.70, "prompt_following": 0.95,
         "colour_accuracy": 0.90, "agreement": 0.80}
-
-
-def _numbers(text: str, field: str, check=float) -> list[float]:
-    try:
-        return [check(float(v)) for v in text.split(",") if v.strip()]
-    except ValueError as err:
-        raise ValueError(f"{field}: expected comma-separated numbers, got {text!r} ({err})") from None
 
 
 def measure(model_dir, strengths, cfgs, count: int, steps: int | None, seed: int, device) -> tuple[list, dict]:
@@ -94,8 +87,8 @@ def run(args) -> dict:
     device = prepare(args)
     count = args.stories or (2 if args.quick else 8)
     steps = args.steps or (4 if args.quick else None)
-    strengths = _numbers(args.strengths, "--strengths", check_box_strength)
-    cfgs = [None] if args.cfg is None else _numbers(args.cfg, "--cfg")
+    strengths = parse_numbers(args.strengths, "--strengths", check_box_strength)
+    cfgs = [None] if args.cfg is None else parse_numbers(args.cfg, "--cfg")
     rows, info = measure(args.model, strengths, cfgs, count, steps, args.seed, device)
     return {"title": f"Training-free box control on the global branch ({count} held-out stories per character "
                      f"count, {2 * count} consistency-protocol stories, {info['scheduler']}, {info['steps']} steps, "

@@ -36,6 +36,7 @@ __all__ = [
     "format_value",
     "write_text",
     "measure_peak_memory",
+    "parse_numbers",
     "prepare",
     "ratio",
     "report",
@@ -63,6 +64,15 @@ def bench_parser(description: str) -> argparse.ArgumentParser:
         "--threads", type=int, default=0, metavar="N", help="torch CPU threads (0 = keep torch's default)"
     )
     return parser
+
+
+def parse_numbers(text: str, field: str, check=float) -> list[float]:
+    """A comma-separated option (``"0.5, 0.75,1"``) as numbers, each passed through ``check`` (which may raise
+    ``ValueError``); one error naming ``field`` and the text otherwise."""
+    try:
+        return [check(float(v)) for v in text.split(",") if v.strip()]
+    except ValueError as err:
+        raise ValueError(f"{field}: expected comma-separated numbers, got {text!r} ({err})") from None
 
 
 def resolve_device(arg: str | torch.device | None) -> torch.device:

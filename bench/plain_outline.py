@@ -20,7 +20,7 @@ import inspect
 import numpy as np
 import torch
 
-from bench.common import bench_parser, prepare, run_and_report
+from bench.common import bench_parser, parse_numbers, prepare, run_and_report
 from lay2story_core.cli import EMBEDDED_MODEL
 from lay2story_core.pipelines import scheduler_label
 from lay2story_core.pipelines.images import to_pil, to_tensor_image
@@ -96,10 +96,7 @@ def run(args) -> dict:
     device = prepare(args)
     count = args.stories or (2 if args.quick else 8)
     steps = args.steps or (4 if args.quick else None)
-    try:
-        starts = [float(v) for v in args.starts.split(",") if v.strip()]
-    except ValueError:
-        raise ValueError(f"--starts: expected comma-separated shares of the steps, got {args.starts!r}") from None
+    starts = parse_numbers(args.starts, "--starts")
     rows, info = measure(args.model, starts, count, steps, args.seed, device)
     return {"title": f"Plain global branch sampled from the ground truth noised part way ({count} held-out "
                      f"one-character stories, {info['scheduler']}, {info['steps']} steps, CFG {info['cfg']:g}, "

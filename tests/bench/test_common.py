@@ -90,3 +90,19 @@ def test_report_prints_and_writes(tmp_path, capsys):
     data = json.loads((tmp_path / "out.json").read_text())
     assert data["title"] == "T" and data["rows"] == [{"n": 1}] and data["environment"]["device"] == "cpu"
     assert payload["notes"] == ["hello"]
+
+
+def test_parse_numbers_reads_a_comma_separated_option():
+    from bench.common import parse_numbers
+
+    assert parse_numbers("0.5, 0.75,1,", "--starts") == [0.5, 0.75, 1.0]
+
+
+def test_parse_numbers_names_the_option_and_the_text():
+    from bench.box_control import check_box_strength
+    from bench.common import parse_numbers
+
+    with pytest.raises(ValueError, match=r"^--starts: expected comma-separated numbers, got '0.5,x'"):
+        parse_numbers("0.5,x", "--starts")
+    with pytest.raises(ValueError, match=r"^--strengths: .* got '0.5,2'"):  # the check's error, under one line
+        parse_numbers("0.5,2", "--strengths", check_box_strength)
