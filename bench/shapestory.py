@@ -10,7 +10,7 @@ of the held-out characters (unseen colour/shape/pattern combinations) unless a r
   attention (each frame's subject tokens attend within their own frame); layout off as the paper has it ("w/o lc":
   no boxes at all) and as a user gets it (auto layout: the model places each character in its first steps and the
   subject branch draws it there, :mod:`lay2story_core.pipelines.auto_layout`); training-free consistency on the
-  global branch, without and with box control (``box_strength`` 1); plain. Columns: box success (stories with 1, 2
+  global branch, without and with box control (``box_strength`` 0.875); plain. Columns: box success (stories with 1, 2
   and 3 characters), identity (colour / shape / pattern accuracy, and identity anywhere: characters of multi-character
   frames drawn somewhere with their own colour, shape and pattern, whatever the box), attribute agreement and
   reference match (the consistency protocol: identity texts that leave the colour, or everything, unnamed; see
@@ -89,7 +89,7 @@ AUTO_LAYOUT = Variant("layout off, auto layout", layout=False, auto_layout=True)
 TRAINING_FREE = Variant("training-free (global branch)", mode="training_free",
                         consistency=ConsistencyConfig(rate=1.0, blocks="all"))
 TRAINING_FREE_BOXES = Variant("training-free + box control", mode="training_free",
-                              consistency=ConsistencyConfig(rate=1.0, blocks="all", box_strength=1.0))
+                              consistency=ConsistencyConfig(rate=1.0, blocks="all", box_strength=0.875))
 PLAIN = Variant("plain global branch = w/o subject branch", mode="none", layout=False)
 ABLATIONS = (
     FULL,

@@ -15,6 +15,10 @@
         --second-character 0.25 --third-character 0                               # stage 1b: the stage-1 mix
     python -m training.shapestory_demo data --out runs/shapestory/data7 --train 4000 --val 32 --seed 19 \
         --second-character 0.7 --third-character 0.5                              # stage 2f: fresh crowded
+    python -m training.shapestory_demo data --out runs/shapestory/data8 --train 4000 --val 32 --seed 29 \
+        --second-character 0.25 --third-character 0                               # stage 1c: the stage-1 mix
+    python -m training.shapestory_demo data --out runs/shapestory/data9 --train 3000 --val 32 --seed 31 \
+        --second-character 0.7 --third-character 0.5                              # stage 2g: fresh crowded
     python training/cache.py --config training/configs/shapestory_stage1.yaml      # VAE/T5 features (45-90 s each)
     python training/cache.py --config training/configs/shapestory_stage2.yaml
     python training/cache.py --config training/configs/shapestory_stage2b.yaml
@@ -22,6 +26,8 @@
     python training/cache.py --config training/configs/shapestory_stage2e_joint.yaml
     python training/cache.py --config training/configs/shapestory_stage1b.yaml
     python training/cache.py --config training/configs/shapestory_stage2f_joint.yaml
+    python training/cache.py --config training/configs/shapestory_stage1c.yaml
+    python training/cache.py --config training/configs/shapestory_stage2g.yaml
     # both stages: one process per core (gloo data parallel), 1 thread each
     OMP_NUM_THREADS=1 torchrun --standalone --nproc_per_node 2 training/train.py \
         --config training/configs/shapestory_stage1.yaml                           # global branch
@@ -38,6 +44,10 @@
     # issue 24 (layout off / the plain global branch), one process on one core each
     OMP_NUM_THREADS=1 python training/train.py --config training/configs/shapestory_stage1b.yaml  # global branch
     OMP_NUM_THREADS=1 python training/train.py --config training/configs/shapestory_stage2f_joint.yaml  # joint
+    OMP_NUM_THREADS=1 torchrun --standalone --nproc_per_node 2 training/train.py \
+        --config training/configs/shapestory_stage1c.yaml                          # global branch, annealed alone
+    OMP_NUM_THREADS=1 torchrun --standalone --nproc_per_node 2 training/train.py \
+        --config training/configs/shapestory_stage2g.yaml                          # subject branch on it, frozen
     # the VAE's decoder alone, in three rounds, each from the one before (the encoder stays bit for bit)
     python -m training.shapestory.train_vae --out runs/shapestory/vae_ft --init runs/shapestory/model/vae \
         --decoder-only --latent-noise 0.2 --multi-character-stories 800 --steps 3000 --lr 1e-3
@@ -48,7 +58,7 @@
         --decoder-only --latent-noise 0.2 --train-stories 3000 --multi-character-stories 2000 --steps 12000 \
         --batch 32 --lr 3e-4 --seed 2
     python -m training.shapestory_demo assemble --model runs/shapestory/model --vae runs/shapestory/vae_ft3 \
-        --stage1 runs/shapestory/stage1 --stage2 runs/shapestory/stage2f_joint \
+        --stage1 runs/shapestory/stage1c --stage2 runs/shapestory/stage2g \
         --out lay2story_core/assets/shapestory/pipeline
     python -m bench.shapestory --grid docs/shapestory_grid.png                    # does it work? (ablations, bars)
 

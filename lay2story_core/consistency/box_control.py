@@ -41,11 +41,11 @@ __all__ = ["BOX_STRENGTH", "BoxPlan", "BoxRegion", "box_captions", "caption_with
            "region_caption", "region_captions", "slot_region_texts"]
 
 # the default share of composed steps: none (opt-in). Measured on the demo's global branch (bench/box_control.py, 8
-# held-out stories per character count, CFG 2, stage-2f weights, region captions): strength 1 puts characters in their
-# boxes 0.75 / 0.73 / 0.72 (1 / 2 / 3 characters) against 0.31 / 0.16 / 0.11 at 0, 0.75 gives 0.83 / 0.63 / 0.70 with
-# the scene kept (1.00; 0.94 at 1), but attribute agreement falls from 0.58 to 0.52 (0.49 at 1) and a redone frame's
-# agreement with the kept ones fell from 0.54 to 0.12 at 1 (bench/redo.py, stage-2e weights), at 1.9-2.1x the time
-# per story: consistency is what training-free mode is for, so a user asks for placement with --box-strength
+# held-out stories per character count, CFG 2, stage-1c weights, region captions): strength 0.875 puts characters in
+# their boxes 0.89 / 0.83 / 0.78 (1 / 2 / 3 characters) against 0.31 / 0.17 / 0.10 at 0, with the scene kept (1.00;
+# 0.95 at 1), but attribute agreement falls from 0.59 to 0.47 (0.50 at 1) and a redone frame's agreement with the kept
+# ones fell from 0.54 to 0.12 at 1 (bench/redo.py, stage-2e weights), at 1.7-1.8x the time per story: consistency is
+# what training-free mode is for, so a user asks for placement with --box-strength
 BOX_STRENGTH = 0.0
 
 
