@@ -41,7 +41,9 @@ def test_summaries_count_identity_anywhere_and_the_bars_list_the_global_branch_r
     assert AUTO_LAYOUT.call_kwargs(stories[0])["auto_layout"] is True
     assert LAYOUT_OFF.call_kwargs(stories[0])["auto_layout"] is False
     assert BAR_VARIANTS["training-free + box control"] is TRAINING_FREE_BOXES
-    assert TRAINING_FREE_BOXES.consistency.box_strength == 1.0
+    from bench.shapestory import BOX_CONTROL_STRENGTH
+
+    assert TRAINING_FREE_BOXES.consistency.box_strength == BOX_CONTROL_STRENGTH and 0 < BOX_CONTROL_STRENGTH <= 1
     for columns in (ABLATION_COLUMNS, BAR_COLUMNS):
         assert {"colour_accuracy", "shape_accuracy", "pattern_accuracy", "identity_anywhere"} <= set(columns)
     assert set(_bar(summary)) == set(BAR_COLUMNS) - {"characters", "variant", "box_success_1", "box_success_2"}
