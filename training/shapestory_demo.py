@@ -41,7 +41,7 @@
         --config training/configs/shapestory_stage2d.yaml                          # ... again, on fresh stories
     OMP_NUM_THREADS=1 torchrun --standalone --nproc_per_node 2 training/train.py \
         --config training/configs/shapestory_stage2e_joint.yaml                    # both branches, jointly
-    # issue 24 (layout off / the plain global branch), one process on one core each
+    # issue 24 (layout off / the plain global branch): stages 1b and 2f one process on one core, 1c and 2g two
     OMP_NUM_THREADS=1 python training/train.py --config training/configs/shapestory_stage1b.yaml  # global branch
     OMP_NUM_THREADS=1 python training/train.py --config training/configs/shapestory_stage2f_joint.yaml  # joint
     OMP_NUM_THREADS=1 torchrun --standalone --nproc_per_node 2 training/train.py \

@@ -99,8 +99,8 @@ def test_parse_numbers_reads_a_comma_separated_option():
 
 
 def test_parse_numbers_names_the_option_and_the_text():
-    from bench.box_control import check_box_strength
     from bench.common import parse_numbers
+    from lay2story_core.consistency.box_control import check_box_strength
 
     with pytest.raises(ValueError, match=r"^--starts: expected comma-separated numbers, got '0.5,x'"):
         parse_numbers("0.5,x", "--starts")
