@@ -32,6 +32,16 @@ background call (a DiffEdit map: where the character call's prediction departs f
 agreement 0.61 / 0.57; one identity frame that every other frame reads (a star, not a clique), 0.48. On 16-24
 stories agreement moves by +-0.08 with the sampling noise alone (a bias of 0.01, a no-op but for rounding: 0.55
 against 0.64). What bounds colour and agreement is the global branch's outline (``training/shapestory/README.md``).
+
+On the stage-1c global branch (strength 0.875, seed 3000, 8 stories per count, 16 protocol stories; baseline box
+success 0.84 / 0.83 / 0.85, colour 0.86, pattern 0.63, agreement 0.53; not kept). A colour miss seen there: a green
+character drawn purple (its complement) in the one daytime frame of a night story, with and without box control
+and also without guidance, never in plain sampling: the frame reads the night frames' shared tokens. The shared keys
+and values moved to the reading frame's own token statistics (StyleAligned's AdaIN, each frame's mean and deviation
+per channel): keys and values 0.71 / 0.80 / 0.82, colour 0.85, agreement 0.26; mean only 0.50 / 0.77 / 0.79, 0.81,
+0.28; values only 0.66 / 0.78 / 0.74, 0.80, 0.26: aligned statistics stop the frames agreeing at all. Only the
+inner tokens of each box shared (the box's token mask eroded by one token, readers unchanged): colour 0.90, pattern
+0.69, but one-character box success 0.74 and agreement 0.49.
 """
 
 from __future__ import annotations
