@@ -124,7 +124,8 @@ def main(comfy_dir: str) -> dict:
     from lay2story_core.pipelines.story_pipeline import ReferenceImage
 
     out: dict = {"optimized_attention": comfy_attention.optimized_attention.__name__}
-    tmp = tempfile.mkdtemp()
+    workdir = tempfile.TemporaryDirectory()  # removed when the check returns (its weights are 12 MB a run)
+    tmp = workdir.name
     torch.set_grad_enabled(False)
     patcher, path, clip, vae = build(tmp)
     dm = patcher.model.diffusion_model

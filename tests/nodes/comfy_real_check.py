@@ -38,7 +38,8 @@ def main(comfy_dir: str) -> dict:
     from lay2story_core.story import Story
 
     out: dict = {}
-    tmp = tempfile.mkdtemp()
+    workdir = tempfile.TemporaryDirectory()  # removed when the check returns (its weights are 12 MB a run)
+    tmp = workdir.name
     cpu = torch.device("cpu")
 
     def comfy_model(micro: bool, seed: int):
