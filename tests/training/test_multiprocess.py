@@ -63,10 +63,10 @@ def test_torchrun_two_processes_train_one_model(tiny_assets, tmp_path):
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
     returncode, stdout, stderr = _launch(argv, env, timeout=240)
     if returncode is None:
-        # A hang. Once the agent has seen every worker exit with 0, what hangs is torch's launcher teardown (its exit
-        # barrier on its TCP store, pytorch/pytorch#69520; twice in full CI suites, never in 75 lone launches beside a
-        # CPU load), not the trainer: the run's claims below still hold. Anything earlier is the trainer's hang and
-        # fails with every process's stacks.
+        # A hang. Once the agent has seen every worker exit with 0, only torch's launcher is left to hang (most likely
+        # in its exit barrier on its TCP store, pytorch/pytorch#69520; twice in full CI suites, never in 75 lone
+        # launches beside a CPU load), not the trainer: the run's claims below still hold. Anything earlier is the
+        # trainer's hang and fails with every process's stacks.
         assert _GROUP_SUCCEEDED in stderr, f"the two-process run hung; stacks and logs:\n{stderr[-6000:]}"
         warnings.warn(f"torchrun hung after its workers succeeded; stacks:\n{stderr[-3000:]}", stacklevel=1)
     else:
