@@ -8,6 +8,7 @@ from __future__ import annotations
 import pytest
 import torch
 from diffusers import PixArtTransformer2DModel
+from diffusers.models.embeddings import get_2d_sincos_pos_embed_from_grid
 
 from training.resize_patch import main, resize_patch
 
@@ -63,7 +64,11 @@ def test_new_position_table_holds_the_old_one_at_each_old_token():
     old_table = old.pos_embed.pos_embed.reshape(4, 4, dim)
     new_table = new.pos_embed.pos_embed.reshape(8, 8, dim)
     torch.testing.assert_close(new_table[::2, ::2], old_table)
-    assert not torch.allclose(new_table[1::2, 1::2], old_table)  # the cells between are new positions
+    # the cells between sit half an old token further on: the sin-cos table at positions i + 0.5
+    half = torch.arange(4, dtype=torch.float32) + 0.5
+    grid = torch.stack(torch.meshgrid(half, half, indexing="xy"), dim=0).reshape(2, 1, 4, 4)
+    between = get_2d_sincos_pos_embed_from_grid(dim, grid, output_type="pt").reshape(4, 4, dim)
+    torch.testing.assert_close(new_table[1::2, 1::2], between.to(new_table.dtype))
 
 
 @pytest.mark.parametrize("bad", [3, 0, 2.0, True, 4])
