@@ -29,6 +29,8 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
+import shutil
 import sys
 from pathlib import Path
 
@@ -104,7 +106,15 @@ def main(argv=None) -> int:
         resized = resize_patch(transformer, args.patch_size)
     except ValueError as err:
         return _fail(f"--{err}".replace("patch_size", "patch-size", 1))
-    resized.save_pretrained(out)
+    # written beside --out and moved into place whole: an interrupted run leaves no half-written model folder
+    staging = out.parent / f".{out.name}.partial-{os.getpid()}"
+    try:
+        resized.save_pretrained(staging)
+        if out.exists():
+            out.rmdir()  # empty, checked above
+        staging.rename(out)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
     logger.info("saved %s: patch %d -> %d", out, transformer.config.patch_size, args.patch_size)
     return 0
 
