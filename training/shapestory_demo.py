@@ -141,16 +141,19 @@ def init_model(out: Path, seed: int = 0, vae: Path | None = None, prediction_typ
 
 
 def write_data(out: Path, train: int, val: int, seed: int, identity_dropout: float = 0.3,
-               second_character: float = 0.35, third_character: float = 0.35) -> None:
+               second_character: float = 0.35, third_character: float = 0.35, min_box: float | None = None,
+               max_box: float | None = None) -> None:
     """Training stories (train characters, ``identity_dropout`` of the characters named only in part, a second
-    character in ``second_character`` of the stories, a third in ``third_character`` of those) and validation
-    stories (held-out characters, fully named)."""
+    character in ``second_character`` of the stories, a third in ``third_character`` of those; a lone character's
+    box side drawn from ``[min_box, max_box]`` of the frame, ShapeStory's default when None) and validation stories
+    (held-out characters, fully named, same box sizes)."""
     from lay2story_core.shapestory import ShapeStoryConfig, write_dataset
 
+    sizes = {k: v for k, v in (("min_box", min_box), ("max_box", max_box)) if v is not None}
     config = ShapeStoryConfig(identity_dropout=identity_dropout, second_character_prob=second_character,
-                              third_character_prob=third_character)
+                              third_character_prob=third_character, **sizes)
     write_dataset(out / "train", train, split="train", seed=seed, config=config)
-    write_dataset(out / "val", val, split="test", seed=seed + 1)
+    write_dataset(out / "val", val, split="test", seed=seed + 1, config=ShapeStoryConfig(**sizes))
 
 
 def check_same_encoder(vae: Path, model_vae: Path) -> None:
@@ -243,6 +246,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--second-character", type=float, default=0.35, help="share of stories with a second character")
     p.add_argument("--third-character", type=float, default=0.35,
                    help="share of two-character stories with a third character")
+    p.add_argument("--min-box", type=float, default=None,
+                   help="smallest box side of a lone character, a share of the frame (default: ShapeStory's 0.4)")
+    p.add_argument("--max-box", type=float, default=None,
+                   help="largest box side of a lone character, a share of the frame (default: ShapeStory's 0.65)")
     p = sub.add_parser("assemble", help="put the trained parts together into a pipeline folder")
     p.add_argument("--model", type=Path, required=True, help="the init folder (frozen components)")
     p.add_argument("--stage1", type=Path, required=True, help="stage-1 output_dir")
@@ -255,8 +262,11 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "init":
         logger.info("wrote %s", init_model(args.out, args.seed, args.vae, args.prediction_type))
     elif args.command == "data":
-        write_data(args.out, args.train, args.val, args.seed, args.identity_dropout, args.second_character,
-                   args.third_character)
+        try:
+            write_data(args.out, args.train, args.val, args.seed, args.identity_dropout, args.second_character,
+                       args.third_character, args.min_box, args.max_box)
+        except ValueError as err:  # ShapeStoryConfig names the field and the value
+            parser.error(str(err))
     else:
         logger.info("wrote %s", assemble(args.model, args.stage1, args.stage2, args.out, ema=not args.no_ema,
                                          vae=args.vae))

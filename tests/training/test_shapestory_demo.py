@@ -3,6 +3,7 @@ taken only when it encodes exactly as the one both stages learned on (a decoder 
 
 from __future__ import annotations
 
+import json
 import shutil
 
 import pytest
@@ -86,3 +87,24 @@ def test_assemble_writes_the_shipped_manifests_declarations(parts):
         assert written[key] == shipped[key], key
     assert shipped["trained_for"] == demo_trained_for().to_dict()
     assert load_story_pipeline(root / "out").trained_for == demo_trained_for()
+
+
+def test_data_draws_lone_characters_at_the_box_sizes_asked_for(tmp_path):
+    """``data --min-box/--max-box`` (stage 1e's large lone characters): every box side of the training and validation
+    stories lies in the range; a range ShapeStory refuses is one line naming the field, exit code 2, nothing
+    written."""
+    from lay2story_core.story import Story
+
+    assert main(["data", "--out", str(tmp_path / "big"), "--train", "6", "--val", "2", "--seed", "5",
+                 "--second-character", "0", "--min-box", "0.7", "--max-box", "0.9"]) == 0
+    sides = []
+    for shard in sorted((tmp_path / "big").glob("*/*.jsonl")):
+        for line in shard.read_text().splitlines():
+            story = Story.from_dict(json.loads(line))
+            sides += [s.box[2] - s.box[0] for f in story.frames for s in f.subjects]
+    assert len(sides) >= 8 and all(0.7 - 1e-6 <= side <= 0.9 + 1e-6 for side in sides), sides
+
+    with pytest.raises(SystemExit) as exit_info:
+        main(["data", "--out", str(tmp_path / "bad"), "--train", "2", "--min-box", "0.95", "--max-box", "0.9"])
+    assert exit_info.value.code == 2
+    assert not (tmp_path / "bad").exists()
