@@ -228,6 +228,8 @@ def assemble(model: Path, stage1: Path, stage2: Path, out: Path, ema: bool = Tru
 
 
 def main(argv: list[str] | None = None) -> int:
+    from lay2story_core.shapestory import ShapeStoryConfig
+
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -246,10 +248,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--second-character", type=float, default=0.35, help="share of stories with a second character")
     p.add_argument("--third-character", type=float, default=0.35,
                    help="share of two-character stories with a third character")
-    p.add_argument("--min-box", type=float, default=None,
-                   help="smallest box side of a lone character, a share of the frame (default: ShapeStory's 0.4)")
-    p.add_argument("--max-box", type=float, default=None,
-                   help="largest box side of a lone character, a share of the frame (default: ShapeStory's 0.65)")
+    shapes = ShapeStoryConfig()  # the box-size defaults live there
+    p.add_argument("--min-box", type=float, default=shapes.min_box,
+                   help=f"smallest box side of a lone character, a share of the frame (default {shapes.min_box})")
+    p.add_argument("--max-box", type=float, default=shapes.max_box,
+                   help=f"largest box side of a lone character, a share of the frame (default {shapes.max_box})")
     p = sub.add_parser("assemble", help="put the trained parts together into a pipeline folder")
     p.add_argument("--model", type=Path, required=True, help="the init folder (frozen components)")
     p.add_argument("--stage1", type=Path, required=True, help="stage-1 output_dir")
