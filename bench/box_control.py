@@ -49,6 +49,18 @@ background call's, above a quantile q of the box; the whole box still reads, the
 0.69, colour 0.91, agreement 0.50; on the bench's own held-out stories (seed 1000, ``bench.shapestory``'s box-control
 row) q = 0.3 gave 0.89 / 0.78 / 0.76 against 0.89 / 0.83 / 0.78, colour 0.84 against 0.85, agreement 0.46 against
 0.47. A colour gain on one set of 8 stories per count that the other two do not repeat.
+
+Where agreement is lost (stages 1c + 2g, strength 0.875, the 16 protocol stories of seed 4000; a scratch script
+scoring each unnamed attribute apart): all 0.46; the colour of a character named but for its colour agrees 0.60, and
+of a character named only "a character" colour / shape / pattern 0.43 / 0.36 / 0.49 (plain sampling 0.15-0.28, chance
+about 0.11 for colour). Frames of one scene agree and frames of another do not: an unnamed colour is drawn green in a
+story's night frames and purple or pink in its day frames. The character calls reading the identity alone (no frame
+prompt) or every frame the first frame's prompt, so that the windows share their text: 0.43 / 0.38 (colour of the
+colour-only form 0.70 / 0.68), shape and pattern agreeing less; sharing from the first step too (``start_step=0``):
+unchanged to two decimals. What moved it was the global branch's training: the stage-1f branch (large characters
+named as stage 1 names them) 0.54 here, an unnamed shape agreeing 0.60, and 0.47 -> 0.66 on ``bench.shapestory``'s
+box-control row, where its one-character box success fell 0.89 -> 0.72 (not shipped; ``training/shapestory/README.md``,
+"Stages 1f and 2j").
 """
 
 from __future__ import annotations
