@@ -19,6 +19,16 @@
         --second-character 0.25 --third-character 0                               # stage 1c: the stage-1 mix
     python -m training.shapestory_demo data --out runs/shapestory/data9 --train 3000 --val 32 --seed 31 \
         --second-character 0.7 --third-character 0.5                              # stage 2g: fresh crowded
+    python -m training.shapestory_demo data --out runs/shapestory/data15 --train 3000 --val 32 --seed 81 \
+        --second-character 0 --third-character 0 --min-box 0.65 --max-box 0.9     # stage 1f: large lone characters
+    python -m training.shapestory_demo data --out runs/shapestory/data16 --train 3000 --val 32 --seed 83 \
+        --second-character 0 --third-character 0 --min-box 0.65 --max-box 0.9     # stage 1f: more of them
+    python -m training.shapestory_demo data --out runs/shapestory/data13 --train 3000 --val 32 --seed 63 \
+        --second-character 0.25 --third-character 0                               # stage 1f, 1g: the stage-1 mix
+    python -m training.shapestory_demo data --out runs/shapestory/data17 --train 3000 --val 32 --seed 89 \
+        --second-character 0 --third-character 0 --min-box 0.4 --max-box 0.9      # stage 1g: lone, every size
+    python -m training.shapestory_demo data --out runs/shapestory/data14 --train 3000 --val 32 --seed 71 \
+        --second-character 0.7 --third-character 0.5                              # stage 2j, 2k: fresh crowded
     python training/cache.py --config training/configs/shapestory_stage1.yaml      # VAE/T5 features (45-90 s each)
     python training/cache.py --config training/configs/shapestory_stage2.yaml
     python training/cache.py --config training/configs/shapestory_stage2b.yaml
@@ -28,6 +38,9 @@
     python training/cache.py --config training/configs/shapestory_stage2f_joint.yaml
     python training/cache.py --config training/configs/shapestory_stage1c.yaml
     python training/cache.py --config training/configs/shapestory_stage2g.yaml
+    python training/cache.py --config training/configs/shapestory_stage1f.yaml
+    python training/cache.py --config training/configs/shapestory_stage1g.yaml
+    python training/cache.py --config training/configs/shapestory_stage2j.yaml     # stage 2k reads the same cache
     # both stages: one process per core (gloo data parallel), 1 thread each
     OMP_NUM_THREADS=1 torchrun --standalone --nproc_per_node 2 training/train.py \
         --config training/configs/shapestory_stage1.yaml                           # global branch
@@ -48,6 +61,14 @@
         --config training/configs/shapestory_stage1c.yaml                          # global branch, annealed alone
     OMP_NUM_THREADS=1 torchrun --standalone --nproc_per_node 2 training/train.py \
         --config training/configs/shapestory_stage2g.yaml                          # subject branch on it, frozen
+    OMP_NUM_THREADS=1 torchrun --standalone --nproc_per_node 2 training/train.py \
+        --config training/configs/shapestory_stage1f.yaml                          # global branch, large characters
+    OMP_NUM_THREADS=1 torchrun --standalone --nproc_per_node 2 training/train.py \
+        --config training/configs/shapestory_stage1g.yaml                          # ... back to every size
+    OMP_NUM_THREADS=1 torchrun --standalone --nproc_per_node 2 training/train.py \
+        --config training/configs/shapestory_stage2j.yaml                          # subject branch on 1f, frozen
+    OMP_NUM_THREADS=1 torchrun --standalone --nproc_per_node 2 training/train.py \
+        --config training/configs/shapestory_stage2k.yaml                          # ... on 1g
     # the VAE's decoder alone, in three rounds, each from the one before (the encoder stays bit for bit)
     python -m training.shapestory.train_vae --out runs/shapestory/vae_ft --init runs/shapestory/model/vae \
         --decoder-only --latent-noise 0.2 --multi-character-stories 800 --steps 3000 --lr 1e-3
@@ -58,7 +79,7 @@
         --decoder-only --latent-noise 0.2 --train-stories 3000 --multi-character-stories 2000 --steps 12000 \
         --batch 32 --lr 3e-4 --seed 2
     python -m training.shapestory_demo assemble --model runs/shapestory/model --vae runs/shapestory/vae_ft3 \
-        --stage1 runs/shapestory/stage1c --stage2 runs/shapestory/stage2g \
+        --stage1 runs/shapestory/stage1g --stage2 runs/shapestory/stage2k \
         --out lay2story_core/assets/shapestory/pipeline
     python -m bench.shapestory --grid docs/shapestory_grid.png                    # does it work? (ablations, bars)
 
