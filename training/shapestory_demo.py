@@ -29,6 +29,8 @@
         --second-character 0 --third-character 0 --min-box 0.4 --max-box 0.9      # stage 1g: lone, every size
     python -m training.shapestory_demo data --out runs/shapestory/data14 --train 3000 --val 32 --seed 71 \
         --second-character 0.7 --third-character 0.5                              # stage 2j, 2k: fresh crowded
+    python -m training.shapestory_demo data --out runs/shapestory/data18 --train 3000 --val 32 --seed 97 \
+        --second-character 0.7 --third-character 0.5                              # stage 2l: more of them
     python training/cache.py --config training/configs/shapestory_stage1.yaml      # VAE/T5 features (45-90 s each)
     python training/cache.py --config training/configs/shapestory_stage2.yaml
     python training/cache.py --config training/configs/shapestory_stage2b.yaml
@@ -41,6 +43,7 @@
     python training/cache.py --config training/configs/shapestory_stage1f.yaml
     python training/cache.py --config training/configs/shapestory_stage1g.yaml
     python training/cache.py --config training/configs/shapestory_stage2j.yaml     # stage 2k reads the same cache
+    python training/cache.py --config training/configs/shapestory_stage2l.yaml
     # both stages: one process per core (gloo data parallel), 1 thread each
     OMP_NUM_THREADS=1 torchrun --standalone --nproc_per_node 2 training/train.py \
         --config training/configs/shapestory_stage1.yaml                           # global branch
@@ -69,6 +72,8 @@
         --config training/configs/shapestory_stage2j.yaml                          # subject branch on 1f, frozen
     OMP_NUM_THREADS=1 torchrun --standalone --nproc_per_node 2 training/train.py \
         --config training/configs/shapestory_stage2k.yaml                          # ... on 1g
+    OMP_NUM_THREADS=1 torchrun --standalone --nproc_per_node 2 training/train.py \
+        --config training/configs/shapestory_stage2l.yaml                          # ... on twice the stories
     # the VAE's decoder alone, in three rounds, each from the one before (the encoder stays bit for bit)
     python -m training.shapestory.train_vae --out runs/shapestory/vae_ft --init runs/shapestory/model/vae \
         --decoder-only --latent-noise 0.2 --multi-character-stories 800 --steps 3000 --lr 1e-3
@@ -79,7 +84,7 @@
         --decoder-only --latent-noise 0.2 --train-stories 3000 --multi-character-stories 2000 --steps 12000 \
         --batch 32 --lr 3e-4 --seed 2
     python -m training.shapestory_demo assemble --model runs/shapestory/model --vae runs/shapestory/vae_ft3 \
-        --stage1 runs/shapestory/stage1g --stage2 runs/shapestory/stage2k \
+        --stage1 runs/shapestory/stage1g --stage2 runs/shapestory/stage2l \
         --out lay2story_core/assets/shapestory/pipeline
     python -m bench.shapestory --grid docs/shapestory_grid.png                    # does it work? (ablations, bars)
 

@@ -24,10 +24,10 @@ from lay2story_core.shapestory.protocol import attribute_agreement, partial_stor
 
 STEPS, SEED = 12, 2000
 CFG = PipelineManifest.read(EMBEDDED_MODEL).sampling.guidance_scale
-# measured on the shipped weights (stages 1g + 2k; Euler ancestral, the demo folder's scheduler) with exactly these
+# measured on the shipped weights (stages 1g + 2l; Euler ancestral, the demo folder's scheduler) with exactly these
 # stories and seeds: layout on box success 1.00, colour 1.00, shape 1.00 (subject branch zeroed: box success 0.20,
-# shape 0.55; without the box embedding: shape 0.15, box 0.45); agreement of unnamed attributes without a reference
-# 0.92 (3D attention cut: 0.19)
+# shape 0.55; without the box embedding: shape 0.15, box 0.40); agreement of unnamed attributes without a reference
+# 1.00 (3D attention cut: 0.31)
 MIN_BOX_SUCCESS = 0.9
 MIN_COLOUR = 0.9
 MIN_SHAPE = 0.9  # the issue's bar for training characters
@@ -108,11 +108,13 @@ def test_consistency_check_fails_when_3d_attention_is_cut(demo):
 
 # -- layout off (issue 24): the model places each character itself (auto layout, the demo folder's default) -------
 # measured on the shipped weights with exactly these stories and seeds (scored without boxes): colour 1.00, shape
-# 1.00, pattern 0.85, the two-character story's identity anywhere 0.70; without auto layout (the paper's w/o lc: the
+# 1.00, pattern 0.80, the two-character story's identity anywhere 0.60; without auto layout (the paper's w/o lc: the
 # branch gets the full-frame boxes of its layout dropout) 1.00 / 0.40 / 0.70 / 0.20; subject branch zeroed 0.85 / 0.55
-# / 0.50 / 0.00 (stages 1c + 2g: 1.00 / 0.95 / 0.90 / 0.70, without auto layout 0.90 / 0.40 / 0.60 / 0.20)
+# / 0.50 / 0.00 (stages 1g + 2k: 1.00 / 1.00 / 0.85 / 0.70; stages 1c + 2g: 1.00 / 0.95 / 0.90 / 0.70, without auto
+# layout 0.90 / 0.40 / 0.60 / 0.20). The pattern floor sits one subject (of 20) below the measure: the negatives fail
+# on shape and identity anywhere, and the bench's 8 stories per count read auto layout's pattern 0.97 | 0.95.
 MIN_OFF_SHAPE = 0.8
-MIN_OFF_PATTERN = 0.8
+MIN_OFF_PATTERN = 0.75
 MIN_OFF_ANYWHERE = 0.5  # the two-character story: each character somewhere with its own colour, shape and pattern
 
 
