@@ -61,6 +61,15 @@ class DecodeInfo:
     duration: float | None
 
 
+def _conversion_options(av) -> dict:
+    """``to_image`` options: one thread on PyAV >= 17, whose frame conversion otherwise runs swscale on a pool of
+    slice threads (one per CPU). A forked build worker (``--start-method fork``, the workers test) hung for good in
+    that pool's teardown (``avpriv_slicethread_free`` joining a thread that was not its own; PyAV 18.1, FFmpeg 8);
+    with one thread swscale makes no pool. Each frame is converted once, so the pool bought little."""
+    major = int(str(av.__version__).split(".")[0])
+    return {"threads": 1} if major >= 17 else {}
+
+
 def _frame_time(frame, counter: int, rate: float | None) -> float | None:
     if frame.time is not None:
         return float(frame.time)
@@ -88,6 +97,7 @@ class FrameSampler:
         import av
 
         name, fps = self.path, self.fps
+        convert = _conversion_options(av)
         try:
             container = av.open(name)
         except (av.FFmpegError, OSError, UnicodeDecodeError, ValueError) as err:
@@ -116,7 +126,7 @@ class FrameSampler:
                         if t is None or t < next_k / fps - _TIME_EPSILON:
                             continue
                         try:
-                            image = frame.to_image()
+                            image = frame.to_image(**convert)
                         except (av.FFmpegError, ValueError, OSError) as err:
                             corrupt += 1
                             logger.debug("%s: skipping a frame at %.3fs that does not convert: %s", name, t, err)
