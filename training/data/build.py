@@ -93,8 +93,24 @@ def _results(tasks: list[VideoTask], config: BuildConfig, models: Models | None)
             yield process_video(task, config, models, fetcher)
         return
     context = multiprocessing.get_context(config.start_method)
-    with ProcessPoolExecutor(max_workers=config.workers, mp_context=context) as pool:
+    pool = ProcessPoolExecutor(max_workers=config.workers, mp_context=context)
+    try:
         yield from pool.map(_worker_run, tasks, [config] * len(tasks))
+    except BaseException:  # the build stops (an error, Ctrl-C, the consumer closed us): so do the videos in flight
+        _kill_workers(pool)
+        raise
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
+
+
+def _kill_workers(pool: ProcessPoolExecutor) -> None:
+    """Kills the pool's worker processes. ``shutdown`` alone waits for the videos being processed, and for ever for a
+    worker hung in a decoder; whatever they had done is redone on resume (records are written by the main side)."""
+    if hasattr(pool, "kill_workers"):  # Python >= 3.14
+        pool.kill_workers()
+        return
+    for process in list((getattr(pool, "_processes", None) or {}).values()):
+        process.kill()
 
 
 # ------------------------------------------------------------------------------------------------ main side

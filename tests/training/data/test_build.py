@@ -9,11 +9,13 @@ from __future__ import annotations
 import json
 import os
 import tarfile
+import time
 
 import pytest
 import torch
 
 from lay2story_core.story import Story
+from training.data import build as build_module
 from training.data.build import build_dataset, discover_videos, main, make_video_id
 from training.data.captions import CaptionError, TemplateCaptioner
 from training.data.config import BuildConfig
@@ -183,8 +185,6 @@ def test_resume_skips_done_videos_and_redoes_a_deleted_record(built, base_config
     with open(manifest_path, "w") as handle:
         json.dump(manifest, handle)
     seen = []
-    import training.data.build as build_module
-
     real = build_module.process_video
 
     def spy(task, cfg, mdl, *rest):
@@ -202,8 +202,6 @@ def test_resume_skips_done_videos_and_redoes_a_deleted_record(built, base_config
 
 
 def test_interrupted_run_keeps_finished_work_and_resumes(built, base_config, models, tmp_path, monkeypatch):
-    import training.data.build as build_module
-
     config, _ = built
     work = base_config.replace(out=str(tmp_path / "killed"))
     real = build_module.process_video
@@ -315,6 +313,26 @@ def test_workers_give_the_same_output(base_config, models, tmp_path):
     summary = build_dataset(work)
     assert summary["processed"] == 7
     assert _files(work.out) == _files(reference.out)
+
+
+def _hang_on_the_second(task, config):
+    if task.video_id == _hang_on_the_second.video_id:
+        time.sleep(300)
+    return task.video_id
+
+
+def test_a_stopped_build_kills_its_workers(base_config, tmp_path, monkeypatch):
+    # A build that stops (an error on the main side, Ctrl-C, a timeout) must not wait for the videos in flight, nor
+    # for ever for a worker hung in a decoder (session 20's CI: a fork worker hung in swscale's thread-pool teardown).
+    tasks = build_module.list_tasks(base_config)
+    _hang_on_the_second.video_id = tasks[1].video_id
+    monkeypatch.setattr(build_module, "_worker_run", _hang_on_the_second)
+    work = base_config.replace(out=str(tmp_path / "stopped"), workers=2, start_method="fork")
+    results = build_module._results(tasks, work, None)
+    assert next(results) == tasks[0].video_id
+    start = time.monotonic()
+    results.close()
+    assert time.monotonic() - start < 30  # without the kill: 300 s, the hung video's sleep
 
 
 def test_cli(built, base_config, tmp_path, capsys):
