@@ -6,6 +6,7 @@ are known exactly.
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import tarfile
@@ -315,8 +316,8 @@ def test_workers_give_the_same_output(base_config, models, tmp_path):
     assert _files(work.out) == _files(reference.out)
 
 
-def _hang_on_the_second(task, config):
-    if task.video_id == _hang_on_the_second.video_id:
+def _hang_on(video_id, task, config):
+    if task.video_id == video_id:
         time.sleep(300)
     return task.video_id
 
@@ -325,8 +326,7 @@ def test_a_stopped_build_kills_its_workers(base_config, tmp_path, monkeypatch):
     # A build that stops (an error on the main side, Ctrl-C, a timeout) must not wait for the videos in flight, nor
     # for ever for a worker hung in a decoder (session 20's CI: a fork worker hung in swscale's thread-pool teardown).
     tasks = build_module.list_tasks(base_config)
-    _hang_on_the_second.video_id = tasks[1].video_id
-    monkeypatch.setattr(build_module, "_worker_run", _hang_on_the_second)
+    monkeypatch.setattr(build_module, "_worker_run", functools.partial(_hang_on, tasks[1].video_id))
     work = base_config.replace(out=str(tmp_path / "stopped"), workers=2, start_method="fork")
     results = build_module._results(tasks, work, None)
     assert next(results) == tasks[0].video_id
