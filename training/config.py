@@ -106,6 +106,9 @@ def build_parser(description: str = "Train Lay2Story (stage 1: global branch, st
     g.add_argument("--subject_loss_weight", type=float, default=1.0,
                    help="stage 2: weight of the loss inside the boxes of a frame's subjects relative to the rest of "
                         "the frame (1 = uniform; each frame's weighted mean keeps the loss's scale)")
+    g.add_argument("--outline_loss_weight", type=float, default=0.0,
+                   help="stage 2: extra loss weight inside the subjects' boxes where the clean latent has detail "
+                        "(outline, corners): 1 + W * detail / its mean over the boxes (0 = none)")
     _bool_flag(g, "use_ema", False, "keep an exponential moving average of the trained weights (PixArt: yes)")
     g.add_argument("--ema_decay", type=float, default=0.9999)
     g = p.add_argument_group("memory and speed")
@@ -263,6 +266,8 @@ def validate_args(args: argparse.Namespace) -> argparse.Namespace:
     _check(args.adam_epsilon > 0, "adam_epsilon", args.adam_epsilon, "expected a number > 0")
     _check(math.isfinite(args.subject_loss_weight) and args.subject_loss_weight > 0, "subject_loss_weight",
            args.subject_loss_weight, "expected a finite number > 0 (1 = uniform)")
+    _check(math.isfinite(args.outline_loss_weight) and args.outline_loss_weight >= 0, "outline_loss_weight",
+           args.outline_loss_weight, "expected a finite number >= 0 (0 = none)")
     if args.learning_rate is None and args.stage is not None:
         args.learning_rate = STAGE_LEARNING_RATES[args.stage]
     if args.learning_rate is not None:
@@ -272,6 +277,8 @@ def validate_args(args: argparse.Namespace) -> argparse.Namespace:
             _check(getattr(args, key) is None, key, getattr(args, key), "only used by stage 2")
         _check(not args.box_embedding, "box_embedding", args.box_embedding, "only used by stage 2")
         _check(args.subject_loss_weight == 1.0, "subject_loss_weight", args.subject_loss_weight,
+               "only used by stage 2")
+        _check(args.outline_loss_weight == 0.0, "outline_loss_weight", args.outline_loss_weight,
                "only used by stage 2")
         _check(args.branch_off_share == 0.0, "branch_off_share", args.branch_off_share, "only used by stage 2")
         _check(not args.train_transformer, "train_transformer", args.train_transformer,

@@ -30,8 +30,12 @@ from .feature_cache import pad_text_embeddings, text_id
 from .losses import GaussianDiffusion, HybridLoss
 from .modeling import VaeInfo
 
-__all__ = ["CaptionEncoder", "DropoutConfig", "StepInputs", "compute_loss", "prepare_inputs",
+__all__ = ["CaptionEncoder", "DropoutConfig", "StepInputs", "compute_loss", "outline_loss_weights", "prepare_inputs",
            "subject_loss_weights"]
+
+# an outline weight's relative detail is capped at this many times its box's mean (a lone bright pixel of a pattern
+# does not take the whole frame's loss)
+OUTLINE_DETAIL_CAP = 4.0
 
 
 @dataclass(frozen=True)
@@ -87,7 +91,7 @@ class StepInputs:
     subject: SubjectInputs | None
     added_cond_kwargs: dict | None
     unconditional: list[bool]
-    loss_weight: torch.Tensor | None = None  # (F, 1, h, w) per latent pixel (``subject_loss_weight``), None: uniform
+    loss_weight: torch.Tensor | None = None  # (F, 1, h, w) per latent pixel (subject / outline weights), None: uniform
 
 
 @torch.no_grad()
@@ -107,7 +111,8 @@ def prepare_inputs(batch: StoryBatch, *, stage: int, captions: CaptionEncoder, v
                    diffusion: GaussianDiffusion, generator: torch.Generator, dropout: DropoutConfig,
                    patch_size: int, device: torch.device, use_additional_conditions: bool = False,
                    subject_loss_weight: float = 1.0, timestep_range: tuple[int, int] | None = None,
-                   branch_off_timestep_range: tuple[int, int] | None = None) -> StepInputs:
+                   branch_off_timestep_range: tuple[int, int] | None = None,
+                   outline_loss_weight: float = 0.0) -> StepInputs:
     """Draw the step's randomness and assemble the model inputs for ``batch`` (see the module docstring).
 
     ``timestep_range`` ``(lo, hi)``: draw timesteps from ``[lo, hi)`` only (same generator, same order); ``None``:
@@ -116,7 +121,9 @@ def prepare_inputs(batch: StoryBatch, *, stage: int, captions: CaptionEncoder, v
     drawn after everything else and only when > 0, so a run without it draws exactly as before.
 
     ``subject_loss_weight`` (stage 2): the loss weight of the latent pixels inside the boxes a frame's subjects were
-    given (1 elsewhere and in frames without boxes); 1 draws nothing and changes nothing."""
+    given (1 elsewhere and in frames without boxes); 1 draws nothing and changes nothing. ``outline_loss_weight``
+    (stage 2, :func:`outline_loss_weights`): inside those boxes, more weight where the clean latent has detail (the
+    character's outline and corners); 0 changes nothing. Both together multiply."""
     channels = vae_info.latent_channels
     stories = [e.story for e in batch.examples]
     num_stories, num_frames = len(stories), batch.num_frames
@@ -169,6 +176,9 @@ def prepare_inputs(batch: StoryBatch, *, stage: int, captions: CaptionEncoder, v
         latent_h, latent_w = mean.shape[-2:]
         if subject_loss_weight != 1.0:
             loss_weight = subject_loss_weights(specs, latent_h, latent_w, subject_loss_weight).to(device)
+        if outline_loss_weight != 0.0:
+            outline = outline_loss_weights(x_start, specs, outline_loss_weight).to(device)
+            loss_weight = outline if loss_weight is None else loss_weight * outline
         plan = plan_subject_slots(specs, latent_h, latent_w, patch_size, references, device=device)
         if plan.slots.num_slots == 0:
             plan = None
@@ -199,6 +209,29 @@ def subject_loss_weights(frames: Sequence[FrameSpec], latent_height: int, latent
         if boxes:
             inside = rasterize_boxes(boxes, latent_height, latent_width).any(0)
             out[f, 0][inside] = weight
+    return out
+
+
+def outline_loss_weights(x_start: torch.Tensor, frames: Sequence[FrameSpec], weight: float) -> torch.Tensor:
+    """``(F, 1, h, w)`` loss weights that stress what a character's outline is made of: inside the boxes each
+    frame's subjects were given (``has_box``), ``1 + weight * d / mean(d)``, where ``d`` is the clean latent's local
+    detail (its distance, over channels, from its 3 x 3 neighbourhood's mean: large on edges, largest at corners),
+    ``d / mean(d)`` taken over the frame's boxes and capped at :data:`OUTLINE_DETAIL_CAP`; 1 elsewhere and in frames
+    without given boxes. ``x_start``: ``(F, C, h, w)`` clean model-space latents."""
+    x = x_start.detach().float().cpu()
+    padded = torch.nn.functional.pad(x, (1, 1, 1, 1), mode="replicate")
+    local_mean = torch.nn.functional.avg_pool2d(padded, 3, stride=1)
+    detail = (x - local_mean).square().sum(1, keepdim=True).sqrt()  # (F, 1, h, w)
+    out = torch.ones_like(detail)
+    latent_h, latent_w = detail.shape[-2:]
+    for f, frame in enumerate(frames):
+        boxes = [s.box for s in frame.subjects if s.has_box]
+        if not boxes:
+            continue
+        inside = rasterize_boxes(boxes, latent_h, latent_w).any(0)
+        scale = detail[f, 0][inside].mean().clamp_min(1e-6)
+        relative = (detail[f, 0] / scale).clamp_max(OUTLINE_DETAIL_CAP)
+        out[f, 0][inside] = 1.0 + weight * relative[inside]
     return out
 
 

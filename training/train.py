@@ -306,6 +306,7 @@ def main(args, *, on_step: StepCallback | None = None) -> dict:
                                         dropout=dropout, patch_size=components.patch_size, device=device,
                                         use_additional_conditions=use_added,
                                         subject_loss_weight=args.subject_loss_weight,
+                                        outline_loss_weight=args.outline_loss_weight,
                                         timestep_range=args.timestep_range,
                                         branch_off_timestep_range=args.branch_off_timestep_range)
                 loss = compute_loss(model, inputs, diffusion).loss.mean()

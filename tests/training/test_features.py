@@ -5,10 +5,18 @@ from __future__ import annotations
 import pytest
 import torch
 
-from lay2story_core.story import rasterize_boxes
+from lay2story_core.conditioning import FrameSpec
+from lay2story_core.story import Box, rasterize_boxes
 from training.buckets import BucketTable
 from training.dataset import StoryDataset, StoryIndex, collate_examples
-from training.features import CaptionEncoder, DropoutConfig, compute_loss, prepare_inputs
+from training.features import (
+    OUTLINE_DETAIL_CAP,
+    CaptionEncoder,
+    DropoutConfig,
+    compute_loss,
+    outline_loss_weights,
+    prepare_inputs,
+)
 from training.losses import GaussianDiffusion
 from training.modeling import load_components
 
@@ -178,3 +186,52 @@ def test_weighted_loss_is_the_weighted_mean_and_uniform_weights_change_nothing(s
     torch.testing.assert_close(weighted.vb, plain.vb)
     assert not torch.allclose(weighted.mse, plain.mse)
     torch.testing.assert_close(compute_loss(components.model, inputs, diffusion).mse, weighted.mse)
+
+
+class _Subject:
+    def __init__(self, box, has_box=True):
+        self.box, self.has_box = Box(box), has_box
+
+
+def test_outline_weights_stress_a_characters_corners_and_edges_not_its_flat_inside():
+    # a flat square character (latent value 1 on rows / columns 4..11) on a flat background, its box given
+    x = torch.zeros(1, 4, 16, 16)
+    x[..., 4:12, 4:12] = 1.0
+    weights = outline_loss_weights(x, [FrameSpec(0, (_Subject((0.125, 0.125, 0.875, 0.875)),))], 2.0)[0, 0]
+    corner, edge, inside, background = weights[4, 4], weights[4, 7], weights[7, 7], weights[1, 1]
+    assert corner > edge > inside and inside == 1.0 and background == 1.0  # flat pixels keep the plain weight
+    assert weights.max() == corner and weights[11, 11] == corner  # all four corners alike
+    # the formula: 1 + w * d / mean over the box of d, d the distance from the 3 x 3 neighbourhood's mean
+    padded = torch.nn.functional.pad(x, (1, 1, 1, 1), mode="replicate")[0]
+    detail = torch.zeros(16, 16)
+    for i in range(16):
+        for j in range(16):
+            detail[i, j] = (x[0, :, i, j] - padded[:, i:i + 3, j:j + 3].mean((1, 2))).norm()
+    inside_box = rasterize_boxes([Box((0.125, 0.125, 0.875, 0.875))], 16, 16)[0]
+    expected = torch.ones(16, 16)
+    expected[inside_box] = 1.0 + 2.0 * (detail / detail[inside_box].mean()).clamp_max(OUTLINE_DETAIL_CAP)[inside_box]
+    torch.testing.assert_close(weights, expected)
+
+
+def test_outline_weights_only_inside_given_boxes():
+    x = torch.randn(3, 4, 16, 16, generator=torch.Generator().manual_seed(0))
+    box = (0.0, 0.0, 0.5, 0.5)
+    frames = [FrameSpec(0, (_Subject(box),)), FrameSpec(0, (_Subject(box, has_box=False),)), FrameSpec(0, ())]
+    weights = outline_loss_weights(x, frames, 1.0)
+    inside = rasterize_boxes([Box(box)], 16, 16)[0]
+    assert (weights[0, 0][inside] > 1.0).all() and (weights[0, 0][~inside] == 1.0).all()
+    assert (weights[0, 0] <= 1.0 + OUTLINE_DETAIL_CAP).all()
+    assert (weights[1:] == 1.0).all()  # a dropped layout's full-frame box and a frame without subjects: uniform
+
+
+def test_outline_loss_weight_draws_nothing_and_multiplies_the_subject_weight(setup):
+    plain = _inputs(setup, DropoutConfig.off())
+    outline = _inputs(setup, DropoutConfig.off(), outline_loss_weight=1.5)
+    both = _inputs(setup, DropoutConfig.off(), outline_loss_weight=1.5, subject_loss_weight=3.0)
+    subject = _inputs(setup, DropoutConfig.off(), subject_loss_weight=3.0)
+    assert plain.loss_weight is None and torch.equal(plain.x_t, outline.x_t)  # no extra draws
+    assert outline.loss_weight.shape == (plain.x_t.shape[0], 1, *plain.x_t.shape[-2:])
+    assert (outline.loss_weight > 1.0).any() and (outline.loss_weight == 1.0).any()
+    torch.testing.assert_close(both.loss_weight, outline.loss_weight * subject.loss_weight)
+    off = _inputs(setup, DropoutConfig(0.0, 1.0, 0.0), outline_loss_weight=1.5)
+    assert torch.equal(off.loss_weight, torch.ones_like(outline.loss_weight))  # layout dropped: nothing to stress
