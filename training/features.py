@@ -204,12 +204,18 @@ def subject_loss_weights(frames: Sequence[FrameSpec], latent_height: int, latent
     """``(F, 1, h, w)`` loss weights: ``weight`` on the latent pixels inside the boxes each frame's subjects were
     given (``has_box``; a dropped layout's full-frame boxes do not count), 1 elsewhere."""
     out = torch.ones(len(frames), 1, latent_height, latent_width)
+    for f, inside in _given_boxes(frames, latent_height, latent_width):
+        out[f, 0][inside] = weight
+    return out
+
+
+def _given_boxes(frames: Sequence[FrameSpec], latent_height: int, latent_width: int):
+    """``(frame index, (h, w) bool)`` for each frame with boxes its subjects were given (``has_box``; a dropped
+    layout's full-frame boxes do not count): the latent pixels inside any of them."""
     for f, frame in enumerate(frames):
         boxes = [s.box for s in frame.subjects if s.has_box]
         if boxes:
-            inside = rasterize_boxes(boxes, latent_height, latent_width).any(0)
-            out[f, 0][inside] = weight
-    return out
+            yield f, rasterize_boxes(boxes, latent_height, latent_width).any(0)
 
 
 def outline_loss_weights(x_start: torch.Tensor, frames: Sequence[FrameSpec], weight: float) -> torch.Tensor:
@@ -224,11 +230,7 @@ def outline_loss_weights(x_start: torch.Tensor, frames: Sequence[FrameSpec], wei
     detail = (x - local_mean).square().sum(1, keepdim=True).sqrt()  # (F, 1, h, w)
     out = torch.ones_like(detail)
     latent_h, latent_w = detail.shape[-2:]
-    for f, frame in enumerate(frames):
-        boxes = [s.box for s in frame.subjects if s.has_box]
-        if not boxes:
-            continue
-        inside = rasterize_boxes(boxes, latent_h, latent_w).any(0)
+    for f, inside in _given_boxes(frames, latent_h, latent_w):
         scale = detail[f, 0][inside].mean().clamp_min(1e-6)
         relative = (detail[f, 0] / scale).clamp_max(OUTLINE_DETAIL_CAP)
         out[f, 0][inside] = 1.0 + weight * relative[inside]
